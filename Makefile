@@ -1,0 +1,38 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both create what they need first.
+PYTHON ?= python3
+VENV ?= .venv
+LAVA_VENV ?= .venv-lava
+PY := $(VENV)/bin/python
+# torch is not pinned by the package; this is what the environment installs when torch is missing
+# (2.13.0 is the CPU wheel shipped on this project's machines). Override: make TORCH_SPEC=torch test
+TORCH_SPEC ?= torch==2.13.0
+PIP := $(PY) -m pip install -q --disable-pip-version-check
+DEMO_OUT ?= runs/demo
+
+.PHONY: env lava-env demo test bench clean
+
+env: $(VENV)/.snnkit-complete lava-env
+
+$(VENV)/.snnkit-complete: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -c 'import torch' 2>/dev/null || $(PIP) "$(TORCH_SPEC)" 2>&1 | grep -v '^WARNING: Location' || true
+	@$(PIP) -e ".[dev]" 2>&1 | grep -v '^WARNING: Location' || true
+	@# norse/torchattacks/spikingjelly declare torchvision/torchaudio, which snnkit never calls: skip them.
+	@$(PIP) --no-deps "norse==1.1.0" "torchattacks==3.5.1" "spikingjelly==2.0.0" 2>&1 | grep -v '^WARNING: Location' || true
+	@$(PY) -c 'import torch, nir, norse.torch, snntorch, torchattacks, snnkit' && touch $@
+	@echo "snnkit: environment ready in $(VENV)"
+
+lava-env:
+	@scripts/lava_env.sh $(LAVA_VENV)
+
+demo: env
+	@$(PY) scripts/demo.py --out $(DEMO_OUT)
+
+test: env
+	@$(PY) -m pytest -q -ra tests
+
+bench: env
+	@$(PY) benchmarks/train_throughput.py
+
+clean:
+	rm -rf $(VENV) $(LAVA_VENV) runs

@@ -1,0 +1,46 @@
+"""What every snnkit command shares: one-line errors with exit code 2, JSON output, quiet progress."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable
+
+EXIT_USAGE = 2
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that mean "bad input": reported in one line, no traceback."""
+    from snnkit.data import DataError
+    from snnkit.deploy.base import DeployError
+    from snnkit.models.io import ModelFileError
+
+    return (DataError, DeployError, ModelFileError, ValueError, FileNotFoundError, IsADirectoryError,
+            PermissionError)
+
+
+def run(prog: str, main: Callable[[argparse.Namespace], int | None], parser: argparse.ArgumentParser,
+        argv: list[str] | None = None) -> int:
+    """Parse ``argv``, call ``main(args)`` and turn user errors into ``prog: message`` + exit code 2."""
+    args = parser.parse_args(argv)
+    try:
+        return int(main(args) or 0)
+    except user_errors() as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+def emit(payload: dict, as_json: bool, human: Callable[[dict], str]) -> None:
+    """Print ``payload`` as JSON (``--json``) or as the human-readable text ``human(payload)``."""
+    if as_json:
+        print(json.dumps(payload, indent=2, default=float))
+    else:
+        print(human(payload))
+
+
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout (progress goes to stderr)")

@@ -1,0 +1,93 @@
+"""``snn-train``: train a spiking network on a data set and write ``OUT/model.pt`` and ``OUT/metrics.json``."""
+from __future__ import annotations
+
+import argparse
+
+from snnkit.cli.common import add_json_flag, emit, run
+
+
+def parser() -> argparse.ArgumentParser:
+    from snnkit.data import DATASETS
+    from snnkit.models import ARCHS
+
+    p = argparse.ArgumentParser(prog="snn-train", description=__doc__)
+    p.add_argument("--dataset", default="digits", choices=DATASETS, help="data set (default: digits)")
+    p.add_argument("--data-dir", help="folder holding MNIST/Fashion-MNIST IDX files or CIFAR-10 batches")
+    p.add_argument("--model", default="mlp", choices=ARCHS, help="architecture (default: mlp)")
+    p.add_argument("--hidden", type=int, nargs="+", help="MLP hidden widths (default: 512)")
+    p.add_argument("--channels", type=int, nargs="+", help="ConvNet conv widths, one pool each (default: 32 64)")
+    p.add_argument("--fc", type=int, nargs="*", help="ConvNet/VGG hidden linear widths (default convnet: 256)")
+    p.add_argument("--vgg-depth", type=int, help="VGG: number of conv layers (default 5)")
+    p.add_argument("--vgg-width", type=int, help="VGG: width of the first stage, doubled per stage (default 32)")
+    p.add_argument("--timesteps", type=int, default=8, help="time steps T (default 8)")
+    p.add_argument("--encoder", default="direct", help="direct | poisson[:seed=S] | latency[:x_min=X] (default direct)")
+    p.add_argument("--neuron", default="lif", choices=["lif", "if"], help="neuron model (default lif)")
+    p.add_argument("--beta", type=float, default=0.9, help="LIF membrane decay per step, 1 - dt/tau (default 0.9)")
+    p.add_argument("--threshold", type=float, default=1.0, help="firing threshold (default 1.0)")
+    p.add_argument("--reset", default="zero", choices=["zero", "subtract"], help="reset mode (default zero)")
+    p.add_argument("--surrogate", default="atan:alpha=2", help="surrogate spec, e.g. atan:alpha=2, triangle:gamma=1")
+    p.add_argument("--learn-beta", action="store_true", help="train the decay")
+    p.add_argument("--learn-threshold", action="store_true", help="train the threshold")
+    p.add_argument("--batchnorm", action=argparse.BooleanOptionalAction, default=None,
+                   help="BatchNorm over time after each weighted layer (default: on for convnet/vgg)")
+    p.add_argument("--dt", type=float, default=1e-3, help="step length in seconds, written to NIR (default 1e-3)")
+    p.add_argument("--epochs", type=int, default=30, help="epochs (default 30)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--schedule", default="cosine", choices=["cosine", "none"])
+    p.add_argument("--method", default="standard", help="training method spec (standard, pgd-at, trades, ...)")
+    p.add_argument("--reg", action="append", default=[], metavar="SPEC", help="regulariser spec, repeatable")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, help="evaluate on the first N test samples only")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
+    p.add_argument("--out", required=True, help="output folder for model.pt, metrics.json, checkpoint.pt")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_json_flag(p)
+    return p
+
+
+def model_config(args: argparse.Namespace) -> dict:
+    """The model part of the config from the command line (unset options keep the builder's defaults)."""
+    from snnkit.models import vgg_config
+    from snnkit.nn import build_encoder, parse_surrogate
+
+    parse_surrogate(args.surrogate)  # fail early on a bad spec
+    encoder = build_encoder(args.encoder, args.timesteps).spec()
+    cfg = {"arch": args.model, "timesteps": args.timesteps, "encoder": encoder, "neuron": args.neuron,
+           "beta": args.beta, "threshold": args.threshold, "reset": args.reset, "surrogate": args.surrogate,
+           "learn_beta": args.learn_beta, "learn_threshold": args.learn_threshold, "dt": args.dt}
+    optional = {"hidden": args.hidden, "channels": args.channels, "fc": args.fc, "batchnorm": args.batchnorm}
+    cfg.update({k: v for k, v in optional.items() if v is not None})
+    if args.vgg_depth or args.vgg_width:
+        cfg["vgg"] = vgg_config(args.vgg_depth or 5, args.vgg_width or 32)
+    return cfg
+
+
+def _main(args: argparse.Namespace) -> int:
+    import torch
+
+    from snnkit.train import TrainConfig, train
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    cfg = TrainConfig(dataset=args.dataset, model=model_config(args), epochs=args.epochs,
+                      batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+                      weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed, method=args.method,
+                      regs=args.reg, data_dir=args.data_dir, limit=args.limit, device=device)
+    metrics = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    summary = {k: metrics[k] for k in ("dataset", "test_accuracy", "train_accuracy", "train_time_s")}
+    summary.update(model=args.model, out=str(args.out), epochs=args.epochs,
+                   **{k: v for k, v in metrics.items() if k not in summary and k not in ("history", "model", "train_config")})
+    emit(summary, args.json, lambda s: (f"{s['model']} on {s['dataset']}: test accuracy {s['test_accuracy']:.4f}, "
+                                        f"trained in {s['train_time_s']:.1f} s -> {s['out']}/model.pt"))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run("snn-train", _main, parser(), argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

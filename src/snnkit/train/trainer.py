@@ -1,0 +1,181 @@
+"""The training loop: seeds, Adam/SGD, cosine schedule, a checkpoint every epoch, resume, progress, metrics.
+
+Determinism: the same config and seed give the same weights and metrics on the same machine. All randomness
+(initialisation, shuffling, attack random starts, Poisson draws) comes from generators seeded from
+``seed``, and the checkpoint stores their states, so an interrupted run resumed with ``resume=True`` ends with
+the same final weights as an uninterrupted one.
+
+Outputs in ``out_dir``: ``model.pt`` (see ``snnkit.models.io``), ``metrics.json``, ``checkpoint.pt``.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from snnkit import data as datasets
+from snnkit.models import build, save
+from snnkit.models.io import atomic_write
+from snnkit.train.objectives import accuracy, build_objective
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on (written into metrics.json)."""
+
+    dataset: str = "digits"
+    model: dict = field(default_factory=lambda: {"arch": "mlp"})
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 2e-3
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    seed: int = 0
+    method: str = "standard"
+    regs: list[str] = field(default_factory=list)
+    data_dir: str | None = None
+    limit: int | None = None
+    device: str = "cpu"
+
+
+def _optimizer(cfg: TrainConfig, params):
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r} (adam, sgd)")
+
+
+def _schedule(cfg: TrainConfig, opt):
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1))
+    if cfg.schedule == "none":
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    raise ValueError(f"unknown schedule {cfg.schedule!r} (cosine, none)")
+
+
+@torch.no_grad()
+def evaluate(model, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
+    """Clean accuracy of ``model`` on ``(x, y)`` in eval mode."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        correct += int((model(x[i : i + batch_size].to(device)).argmax(1).cpu() == y[i : i + batch_size]).sum())
+    model.train(was_training)
+    return correct / max(len(x), 1)
+
+
+def train(cfg: TrainConfig, out_dir: "str | Path", *, resume: bool = False, progress: bool = True,
+          stop_after: int | None = None, callbacks: list | None = None) -> dict:
+    """Train a model as ``cfg`` says; write model.pt, metrics.json and checkpoint.pt into ``out_dir``.
+
+    resume: continue from ``out_dir/checkpoint.pt`` (an error if it is missing or from another config).
+    stop_after: stop once this many epochs are done in total (simulates an interruption; no model.pt then).
+    callbacks: functions ``f(epoch, model, record)`` called after every epoch (may add keys to ``record``).
+    Returns the metrics dict written to metrics.json.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    info = datasets.info(cfg.dataset)
+    x_train, y_train = datasets.load(cfg.dataset, "train", data_dir=cfg.data_dir)
+    x_test, y_test = datasets.load(cfg.dataset, "test", limit=cfg.limit, data_dir=cfg.data_dir)
+
+    torch.manual_seed(cfg.seed)
+    model_cfg = {"input_shape": list(info.input_shape), "num_classes": info.num_classes, **cfg.model}
+    model = build(model_cfg).to(cfg.device)
+    objective = build_objective(cfg.method, cfg.regs)
+    opt = _optimizer(cfg, model.parameters())
+    sched = _schedule(cfg, opt)
+    shuffle = torch.Generator().manual_seed(cfg.seed)
+    history: list[dict] = []
+    start_epoch = 0
+    ckpt_path = out / "checkpoint.pt"
+    config_dict = asdict(cfg)
+
+    if resume:
+        if not ckpt_path.is_file():
+            raise ValueError(f"{ckpt_path}: no checkpoint to resume from")
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if ckpt.get("train_config") != json.loads(json.dumps(config_dict)):
+            raise ValueError(f"{ckpt_path}: checkpoint was written by a different training config")
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        shuffle.set_state(ckpt["shuffle_rng"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        history = list(ckpt["history"])
+        start_epoch = int(ckpt["epoch"])
+
+    train_time = sum(h["time_s"] for h in history)
+    n = len(x_train)
+    bar = tqdm(range(start_epoch, cfg.epochs), desc=f"train {model_cfg['arch']} on {cfg.dataset}",
+               disable=not progress, initial=start_epoch, total=cfg.epochs, unit="epoch")
+    for epoch in bar:
+        t0 = time.perf_counter()
+        model.train()
+        perm = torch.randperm(n, generator=shuffle)
+        loss_sum, correct, parts_sum = 0.0, 0.0, {}
+        for i in range(0, n, cfg.batch_size):
+            idx = perm[i : i + cfg.batch_size]
+            xb, yb = x_train[idx].to(cfg.device), y_train[idx].to(cfg.device)
+            loss, logits, parts = objective(model, xb, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += float(loss.detach()) * len(idx)
+            correct += accuracy(logits.detach(), yb) * len(idx)
+            for k, v in parts.items():
+                parts_sum[k] = parts_sum.get(k, 0.0) + v * len(idx)
+        sched.step()
+        epoch_time = time.perf_counter() - t0
+        train_time += epoch_time
+        record = {
+            "epoch": epoch + 1,
+            "loss": loss_sum / n,
+            "train_accuracy": correct / n,
+            "test_accuracy": evaluate(model, x_test, y_test),
+            "lr": opt.param_groups[0]["lr"],
+            "time_s": epoch_time,
+            **({"loss_parts": {k: v / n for k, v in parts_sum.items()}} if len(parts_sum) > 1 else {}),
+        }
+        for cb in callbacks or []:
+            cb(epoch, model, record)
+        history.append(record)
+        bar.set_postfix(loss=f"{record['loss']:.3f}", test_acc=f"{record['test_accuracy']:.3f}")
+        ckpt = {
+            "train_config": json.loads(json.dumps(config_dict)),
+            "epoch": epoch + 1,
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "shuffle_rng": shuffle.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "history": history,
+        }
+        atomic_write(ckpt_path, lambda tmp: torch.save(ckpt, tmp))
+        if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < cfg.epochs:
+            return {"stopped_after_epoch": epoch + 1, "history": history}
+
+    final = history[-1] if history else {"test_accuracy": evaluate(model, x_test, y_test), "train_accuracy": None}
+    metrics = {
+        "dataset": cfg.dataset,
+        "model": model.config,
+        "train_config": config_dict,
+        "test_accuracy": final["test_accuracy"],
+        "train_accuracy": final["train_accuracy"],
+        "train_time_s": train_time,
+        "n_train": n,
+        "n_test": len(x_test),
+        "history": history,
+    }
+    save(model.cpu(), out / "model.pt", meta={"dataset": cfg.dataset, "test_accuracy": final["test_accuracy"]})
+    atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=2)))
+    return metrics
