@@ -4,8 +4,8 @@
 - ``poisson``: rate code, a spike with probability ``x`` at each step, drawn from a seeded generator; the
   backward is straight-through (``d s / d x = 1``), so attacks on it need EOT.
 - ``latency``: time-to-first-spike code, one spike at step ``round((1 - x) (T - 1))`` for ``x > x_min``, none
-  otherwise. Its gradient is a rectangular surrogate of the step thresholds, non-zero only near a threshold
-  crossing: temporal coding has sparse input gradients (seed 000).
+  otherwise. Its gradient is a rectangular surrogate of the bin edges, ``grad_width`` of a bin wide, so it is
+  non-zero only for inputs near an edge: temporal coding has sparse input gradients (seed 000).
 
 Encoders live inside the model (attacks see the raw input) and are written to the NIR metadata
 (``{"name": ..., **params}``) so that ``snn-deploy`` encodes a data set the same way for every target.
@@ -75,18 +75,23 @@ class PoissonEncoder(Encoder):
 
 
 class LatencyEncoder(Encoder):
-    """One spike per input at step ``round((1 - x)(T - 1))``; no spike where ``x <= x_min``."""
+    """One spike per input at step ``round((1 - x)(T - 1))``; no spike where ``x <= x_min``.
+
+    grad_width: width of the rectangular surrogate around each bin edge, as a fraction of a bin (0.5: about
+    half of all inputs get a non-zero gradient).
+    """
 
     name = "latency"
 
-    def __init__(self, timesteps: int, x_min: float = 0.0):
+    def __init__(self, timesteps: int, x_min: float = 0.0, grad_width: float = 0.5):
         super().__init__(timesteps)
         self.x_min = float(x_min)
+        self.grad_width = float(grad_width)
         # Step t fires for x in (edge[t+1], edge[t]]: the rounding boundaries of (1 - x)(T - 1).
         T = self.timesteps
         edges = [float("inf")] + [1 - (t + 0.5) / max(T - 1, 1) for t in range(T - 1)] + [self.x_min]
         self.register_buffer("edges", torch.tensor(edges))
-        self._step = Rectangular(width=1.0 / max(T - 1, 1))
+        self._step = Rectangular(width=self.grad_width / max(T - 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = (1, -1) + (1,) * (x.dim() - 1)
@@ -99,7 +104,7 @@ class LatencyEncoder(Encoder):
         return above_lower - above_upper
 
     def spec(self) -> dict:
-        return {"name": self.name, "x_min": self.x_min}
+        return {"name": self.name, "x_min": self.x_min, "grad_width": self.grad_width}
 
 
 ENCODERS = {cls.name: cls for cls in (DirectEncoder, PoissonEncoder, LatencyEncoder)}
