@@ -1,0 +1,199 @@
+"""``to_nir``: an snnkit model as a ``nir.NIRGraph`` (parameters as in docs/semantics.md).
+
+Layers map one to one (``nn.Linear`` -> Affine or Linear, ``Conv2d`` -> Conv2d, ``AvgPool2d`` -> AvgPool2d,
+``SumPool2d`` -> SumPool2d, ``Flatten`` -> Flatten, ``LIF``/``IF``/``CubaLIF`` -> their NIR nodes) and keep their
+names; ``BatchNormTT`` is folded into the preceding Linear/Conv2d with its running (eval) statistics. Weights are
+copied unchanged (pruned weights stay exact zeros). Neuron parameters are written per neuron with the neuron's
+shape, time constants and gains in float64 so that reading them back gives the same float32 layer parameters:
+
+- LIF: ``tau = dt/(1-beta)``, ``r = g/(1-beta)``; IF: ``r = g``; CubaLIF: ``tau_syn = dt/(1-alpha)``,
+  ``w_in = g_syn/(1-alpha)`` and ``tau_mem``, ``r`` as LIF. A LIF whose ``beta`` is 1 for every neuron is an IF.
+
+Graph metadata: ``dt``, ``reset`` (per spiking node), ``encoder``, ``timesteps``, ``input_shape``,
+``num_classes``, ``logit_scale``, ``snnkit_version``. Reset by subtraction, which NIR cannot express, is kept in
+the metadata and listed as a warning in the report.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import nir
+import numpy as np
+import torch
+from torch import nn
+
+from snnkit.export.report import ExportReport, NodeRecord
+from snnkit.models.spiking import SpikingModel
+from snnkit.nn.layers import AvgPool2d, BatchNormTT, Flatten, SumPool2d
+from snnkit.nn.neurons import IF, LIF, CubaLIF
+
+
+def _np(t: torch.Tensor, dtype=np.float32) -> np.ndarray:
+    return t.detach().cpu().to(torch.float64).numpy().astype(dtype)
+
+
+def _full(value: torch.Tensor, shape: tuple[int, ...], dtype=np.float64) -> np.ndarray:
+    """A (scalar or broadcastable) parameter as an array of the neuron shape."""
+    return np.broadcast_to(_np(value, np.float64), shape).astype(dtype).copy()
+
+
+def _layer_shapes(model: SpikingModel, input_shape: tuple[int, ...]) -> dict[str, tuple[tuple, tuple]]:
+    """(input shape, output shape) of every layer for one sample and one step."""
+    shapes: dict[str, tuple[tuple, tuple]] = {}
+    hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: shapes.__setitem__(
+        n, (tuple(inp[0].shape[2:]), tuple(out.shape[2:])))) for n, m in model.layers.named_children()]
+    was_training = model.training
+    model.eval()
+    try:
+        p = next(model.parameters(), None)
+        device = p.device if p is not None else torch.device("cpu")
+        with torch.no_grad():
+            model.layers(torch.zeros((1, 1, *input_shape), device=device))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return shapes
+
+
+def _fold_bn(node: "nir.Affine | nir.Conv2d", bn: BatchNormTT) -> "nir.Affine | nir.Conv2d":
+    """Fold eval-mode BatchNorm ``y = gamma (z - mean)/sqrt(var + eps) + beta`` into ``z = W x + b``."""
+    b = bn.bn
+    scale = _np(b.weight, np.float64) / np.sqrt(_np(b.running_var, np.float64) + b.eps)
+    shift = _np(b.bias, np.float64) - _np(b.running_mean, np.float64) * scale
+    w = np.asarray(node.weight, dtype=np.float64)
+    w = (w * scale.reshape((-1,) + (1,) * (w.ndim - 1))).astype(np.float32)
+    bias = np.asarray(getattr(node, "bias", None) if getattr(node, "bias", None) is not None else 0.0, np.float64)
+    bias = (bias * scale + shift).astype(np.float32)
+    if isinstance(node, nir.Conv2d):
+        return nir.Conv2d(input_shape=node.input_shape, weight=w, stride=node.stride, padding=node.padding,
+                          dilation=node.dilation, groups=node.groups, bias=bias)
+    return nir.Affine(weight=w, bias=bias)
+
+
+def _lif_node(m: LIF, shape, dt: float, name: str, report: ExportReport) -> nir.NIRNode:
+    beta = _full(m.decay(), shape)
+    g = _full(m.input_scale, shape)
+    thr = _full(m.threshold, shape, np.float32)
+    v_reset = _full(m.v_reset if m.reset == "zero" else torch.zeros(()), shape, np.float32)
+    if isinstance(m, IF) or bool(np.all(beta == 1.0)):
+        if not isinstance(m, IF):
+            report.note(f"{name}: LIF with beta = 1 (no leak) written as NIR IF")
+        return nir.IF(r=g, v_threshold=thr, v_reset=v_reset)
+    if np.any(beta == 1.0):
+        raise ValueError(f"layer {name!r}: some neurons have beta = 1 (no leak) and others not; "
+                         "NIR LIF cannot express beta = 1 (tau = inf)")
+    return nir.LIF(tau=dt / (1.0 - beta), r=g / (1.0 - beta), v_leak=_full(m.v_leak, shape, np.float32),
+                   v_threshold=thr, v_reset=v_reset)
+
+
+def _cuba_node(m: CubaLIF, shape, dt: float, name: str) -> nir.NIRNode:
+    alpha, beta, _, _ = m._params()
+    alpha, beta = _full(alpha, shape), _full(beta, shape)
+    if np.any(alpha == 1.0) or np.any(beta == 1.0):
+        raise ValueError(f"layer {name!r}: CubaLIF with alpha or beta = 1 has an infinite time constant")
+    return nir.CubaLIF(tau_syn=dt / (1.0 - alpha), tau_mem=dt / (1.0 - beta),
+                       r=_full(m.input_scale, shape) / (1.0 - beta), v_leak=_full(m.v_leak, shape, np.float32),
+                       v_threshold=_full(m.threshold, shape, np.float32),
+                       v_reset=_full(m.v_reset if m.reset == "zero" else torch.zeros(()), shape, np.float32),
+                       w_in=_full(m.syn_scale, shape) / (1.0 - alpha))
+
+
+def _pool_args(m: nn.AvgPool2d) -> dict:
+    def pair(v):
+        return np.array(v if isinstance(v, (tuple, list)) else (v, v), dtype=np.int64)
+    return {"kernel_size": pair(m.kernel_size), "stride": pair(m.stride if m.stride is not None else m.kernel_size),
+            "padding": pair(m.padding)}
+
+
+def to_nir(model: SpikingModel, *, dt: float | None = None, report: ExportReport | None = None) -> nir.NIRGraph:
+    """The NIR graph of ``model`` (any model made of snnkit layers in ``model.layers``).
+
+    dt: step length in seconds (default ``model.config["dt"]``, else 1e-3). report: filled with the node list,
+    warnings (lossy cases) and notes when given. Raises ValueError for a layer NIR cannot express.
+    """
+    from snnkit import __version__
+
+    report = report if report is not None else ExportReport()
+    cfg = model.config
+    dt = float(dt if dt is not None else cfg.get("dt", 1e-3))
+    if not dt > 0:
+        raise ValueError(f"dt must be positive, not {dt}")
+    report.dt = dt
+    input_shape = tuple(int(s) for s in cfg["input_shape"])
+    shapes = _layer_shapes(model, input_shape)
+    nodes: "OrderedDict[str, nir.NIRNode]" = OrderedDict(input=nir.Input(input_type=np.array(input_shape)))
+    sources: dict[str, str] = {"input": "input"}
+    resets: dict[str, str] = {}
+    last_weighted: str | None = None
+    for name, m in model.layers.named_children():
+        in_shape, out_shape = shapes[name]
+        kind = type(m).__name__
+        if isinstance(m, BatchNormTT):
+            if last_weighted is None or list(nodes)[-1] != last_weighted:
+                raise ValueError(f"layer {name!r}: BatchNormTT must directly follow a Linear or Conv2d to be folded")
+            nodes[last_weighted] = _fold_bn(nodes[last_weighted], m)
+            sources[last_weighted] += f" + {kind} {name}"
+            report.note(f"{name}: BatchNormTT folded into {last_weighted} (running statistics)")
+            continue
+        if isinstance(m, nn.Linear):
+            w = _np(m.weight)
+            node = nir.Linear(weight=w) if m.bias is None else nir.Affine(weight=w, bias=_np(m.bias))
+        elif isinstance(m, nn.Conv2d):
+            if m.padding_mode != "zeros":
+                raise ValueError(f"layer {name!r}: Conv2d padding_mode {m.padding_mode!r} has no NIR equivalent")
+            padding = m.padding if isinstance(m.padding, str) else np.array(m.padding, dtype=np.int64)
+            bias = _np(m.bias) if m.bias is not None else np.zeros(m.out_channels, np.float32)
+            node = nir.Conv2d(input_shape=np.array(in_shape[1:], dtype=np.int64), weight=_np(m.weight),
+                              stride=np.array(m.stride, dtype=np.int64), padding=padding,
+                              dilation=np.array(m.dilation, dtype=np.int64), groups=m.groups, bias=bias)
+        elif isinstance(m, SumPool2d):
+            node = nir.SumPool2d(**_pool_args(m))
+        elif isinstance(m, nn.AvgPool2d):
+            if m.ceil_mode or (not m.count_include_pad and np.any(np.asarray(m.padding) != 0)):
+                raise ValueError(f"layer {name!r}: AvgPool2d with ceil_mode or count_include_pad=False has no "
+                                 "NIR equivalent")
+            node = nir.AvgPool2d(**_pool_args(m))
+        elif isinstance(m, (Flatten, nn.Flatten)):
+            if isinstance(m, nn.Flatten) and (m.start_dim != 1 and m.start_dim != -len(in_shape) - 1):
+                raise ValueError(f"layer {name!r}: only a full flatten of each sample can be exported")
+            node = nir.Flatten(input_type={"input": np.array(in_shape)}, start_dim=0, end_dim=-1)
+        elif isinstance(m, (LIF, CubaLIF)):
+            node = _lif_node(m, out_shape, dt, name, report) if isinstance(m, LIF) else _cuba_node(m, out_shape, dt, name)
+            resets[name] = m.reset
+            if m.reset == "subtract":
+                report.warn(f"{name}: reset by subtraction cannot be expressed in NIR; the file says v_reset = 0 "
+                            "and records 'subtract' in metadata['reset'] (snnkit reads it back exactly, other "
+                            "readers reset to zero)")
+            learned = [p for p in ("beta", "alpha", "threshold") if isinstance(getattr(m, p, None), nn.Parameter)]
+            if learned:
+                report.note(f"{name}: learnable {', '.join(learned)} exported at the current values")
+        elif isinstance(m, (nn.Identity, nn.Dropout)):
+            report.note(f"{name}: {kind} is the identity at inference and is not exported")
+            continue
+        else:
+            raise ValueError(f"layer {name!r}: {kind} has no NIR mapping")
+        nodes[name] = node
+        sources[name] = f"{kind} {name}"
+        last_weighted = name if isinstance(node, (nir.Affine, nir.Linear, nir.Conv2d)) else None
+    last = list(nodes)[-1]
+    nodes["output"] = nir.Output(output_type=np.array(shapes[last][1] if last in shapes else input_shape))
+    names = list(nodes)
+    edges = list(zip(names[:-1], names[1:]))
+    encoder = model.encoder.spec() if hasattr(model.encoder, "spec") else {"name": "direct"}
+    metadata = {
+        "dt": dt,
+        "reset": resets,
+        "encoder": encoder,
+        "timesteps": int(model.timesteps),
+        "input_shape": np.array(input_shape, dtype=np.int64),
+        "num_classes": int(cfg.get("num_classes", shapes[last][1][-1] if last in shapes else 0)),
+        "logit_scale": float(model.logit_scale),
+        "snnkit_version": __version__,
+    }
+    graph = nir.NIRGraph(nodes=dict(nodes), edges=edges, metadata=metadata)
+    report.nodes = [NodeRecord(name=n, kind=type(node).__name__, source=sources.get(n, type(node).__name__),
+                               neurons=int(np.asarray(getattr(node, "v_threshold", [])).size))
+                    for n, node in graph.nodes.items()]
+    report.metadata = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in metadata.items()}
+    return graph
