@@ -1,0 +1,178 @@
+"""``--target lava``: run a graph on Lava's Loihi 2 models in a separate Python 3.10 worker process.
+
+The host (any Python, torch allowed) quantises the graph, writes it and the input integers into a temporary
+job directory, starts ``python -m snnkit.deploy.lava.worker JOB_DIR`` with the Lava environment's
+interpreter in its own process group, waits with a timeout and reads the spike rasters back. A hung worker
+is killed with its whole process group (Lava's runtime processes included); a crash or a Lava error becomes
+one ``DeployError`` line; the job directory is always removed.
+
+The Lava interpreter: ``$SNNKIT_LAVA_PYTHON_ENV`` (a virtual environment directory or an interpreter), else
+``.venv-lava`` of the repository (or of the current directory).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import nir
+import numpy as np
+
+import snnkit
+from snnkit.deploy.base import DeployError, Target, TargetResult
+from snnkit.deploy.loihi.graph import LoihiGraph
+from snnkit.deploy.loihi.prepare import prepare_graph
+from snnkit.deploy.loihi.results import build_result
+
+ENV_VAR = "SNNKIT_LAVA_PYTHON_ENV"
+NO_ENV = "lava: no Lava environment (run `make lava-env`)"
+
+
+def find_lava_python() -> Path:
+    """The Lava environment's interpreter, or a DeployError saying how to make one."""
+    candidates = []
+    env = os.environ.get(ENV_VAR)
+    if env:
+        p = Path(env)
+        candidates.append(p / "bin" / "python" if p.is_dir() else p)
+    else:
+        repo = Path(snnkit.__file__).resolve().parents[2]
+        candidates += [repo / ".venv-lava" / "bin" / "python", Path.cwd() / ".venv-lava" / "bin" / "python"]
+    for c in candidates:
+        if c.is_file() and os.access(c, os.X_OK):
+            return c
+    if env:
+        raise DeployError(f"{NO_ENV[:-1]}; {ENV_VAR}={env} has no Python interpreter)")
+    raise DeployError(NO_ENV)
+
+
+def default_timeout(steps: int, processes: int) -> float:
+    """Generous wall-clock limit for a worker: start-up plus 10 ms per process and step."""
+    return 120.0 + 0.01 * steps * processes
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run_worker(job_dirs: list[Path], *, python: Path, timeout_s: float, log_dir: Path) -> list[dict]:
+    """Run the worker on ``job_dirs``; their result dicts, or a one-line DeployError."""
+    src_dir = str(Path(snnkit.__file__).resolve().parents[1])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = src_dir + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.pop("PYTHONHOME", None)
+    log_path = log_dir / "worker.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([str(python), "-m", "snnkit.deploy.lava.worker", *map(str, job_dirs)], env=env,
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=str(log_dir))
+        try:
+            rc = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc.pid)
+            proc.wait()
+            raise DeployError(f"lava: worker did not finish within {timeout_s:.0f} s and was killed") from None
+        except BaseException:
+            _kill_group(proc.pid)
+            proc.wait()
+            raise
+        finally:
+            _kill_group(proc.pid)  # nothing of the worker's process group outlives it
+    results = []
+    for d in job_dirs:
+        result_file = d / "result.json"
+        if not result_file.exists():
+            tail = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
+            last = tail[-1].strip() if tail else "no output"
+            how = f"killed by signal {-rc}" if rc < 0 else f"exit code {rc}"
+            raise DeployError(f"lava: worker crashed ({how}): {last[:300]}")
+        result = json.loads(result_file.read_text())
+        if not result.get("ok"):
+            raise DeployError(f"lava: {result.get('error', 'worker failed')}")
+        results.append(result)
+    return results
+
+
+def run_lava(jobs: list[tuple[LoihiGraph, np.ndarray]], *, tag: str = "fixed_pt", timeout_s: float | None = None,
+             python: str | os.PathLike | None = None) -> list[tuple[dict[str, np.ndarray], dict]]:
+    """Run quantised graphs on Lava in one worker process.
+
+    jobs: ``(graph, x)`` pairs; ``x [B, T, *input_shape]`` holds the input integers (``graph.input.encode``)
+        for fixed_pt, the float input for floating_pt.
+    Returns, per job, ``(rasters, info)``: layer name -> spikes ``[B, T + delay, n]`` (uint8) and the
+    worker's timings (``run_s`` is the Lava run proper).
+    """
+    python = Path(python) if python else find_lava_python()
+    root = Path(tempfile.mkdtemp(prefix="snnkit-lava-"))
+    try:
+        dirs = []
+        steps = procs = 0
+        for i, (lg, x) in enumerate(jobs):
+            d = root / f"job{i}"
+            d.mkdir()
+            lg.save(d / "graph")
+            np.save(d / "input.npy", np.asarray(x, dtype=np.int32 if tag == "fixed_pt" else np.float64))
+            (d / "job.json").write_text(json.dumps({"tag": tag}))
+            dirs.append(d)
+            steps += x.shape[0] * lg.steps_out(x.shape[1])
+            procs = max(procs, 1 + 2 * len(lg.layers) + len(lg.projections))
+        timeout = timeout_s if timeout_s is not None else default_timeout(steps, procs)
+        results = run_worker(dirs, python=python, timeout_s=timeout, log_dir=root)
+        out = []
+        for (lg, _), d, res in zip(jobs, dirs, results):
+            with np.load(d / "rasters.npz") as z:
+                out.append(({layer.name: z[f"layer{i}"] for i, layer in enumerate(lg.layers)}, res))
+        return out
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+class LavaTarget(Target):
+    """Lava's ``Loihi2SimCfg`` in a worker process.
+
+    tag: ``"fixed_pt"`` (bit-accurate Loihi 2 models, the default) or ``"floating_pt"``.
+    timeout_s: wall-clock limit for the worker (default: :func:`default_timeout`).
+    python: the Lava interpreter (default: :func:`find_lava_python`).
+    Other options are the quantisation options of :func:`snnkit.deploy.loihi.quantize`.
+    """
+
+    name = "lava"
+
+    def __init__(self, tag: str = "fixed_pt", timeout_s: float | None = None, python: str | None = None,
+                 **quant_options):
+        if tag not in ("fixed_pt", "floating_pt"):
+            raise DeployError(f"lava: unknown tag {tag!r} (fixed_pt, floating_pt)")
+        self.tag = tag
+        self.timeout_s = timeout_s
+        self.python = python
+        self.quant_options = quant_options
+
+    def run(self, graph: nir.NIRGraph, x: np.ndarray, *, record: bool = False) -> TargetResult:
+        t0 = time.perf_counter()
+        lg = prepare_graph(graph, x, **self.quant_options)
+        return self.run_quantised(lg, graph, x, record=record, build_s=time.perf_counter() - t0)
+
+    def run_quantised(self, lg: LoihiGraph, graph: nir.NIRGraph, x: np.ndarray, *, record: bool = False,
+                      build_s: float = 0.0) -> TargetResult:
+        """Run an already quantised graph (``graph`` is its float source, used for counting)."""
+        x = np.asarray(x)
+        try:
+            xi, clip_info = lg.input.encode(x)
+        except ValueError as e:
+            raise DeployError(f"lava: {e}") from None
+        t0 = time.perf_counter()
+        feed = xi if self.tag == "fixed_pt" else x
+        [(rasters, result)] = run_lava([(lg, feed)], tag=self.tag, timeout_s=self.timeout_s, python=self.python)
+        total = time.perf_counter() - t0
+        info = {"tag": self.tag, "processes": result["processes"], "lava_steps": result["steps"],
+                "pauses": result["pauses"], "worker_total_s": total, **clip_info}
+        return build_result(self.name, graph, lg, rasters, x, wall_s=result["run_s"],
+                            build_s=build_s + total - result["run_s"], record=record, info=info)

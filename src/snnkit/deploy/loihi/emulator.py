@@ -1,0 +1,254 @@
+"""Bit-exact, batched torch emulation of Lava's fixed-point Loihi 2 models (``--target loihi-emu``).
+
+It runs a :class:`~snnkit.deploy.loihi.graph.LoihiGraph` exactly as the Lava target does (lava-nc 0.10.0,
+``Loihi2SimCfg(select_tag="fixed_pt")``, see docs/loihi.md), but for a whole batch at once, on CPU or GPU:
+
+- integers are held in float64 tensors (every value stays far below 2**53, so sums, products by powers of
+  two, ``floor``/``trunc`` and wrap-arounds are exact on any device and no TF32 path is involved);
+- each synapse stage (Dense/Sparse/Conv) delivers on the next step, as Lava's do; Dense applies its weight
+  exponent to the accumulated sum (floor shift), Conv wraps to 24 bits, every message is an int32;
+- the LIF step is Lava's: current ``u`` decays toward zero and wraps at 24 bits, voltage ``v`` decays toward
+  zero and saturates, fire when ``v > vth << 6``, reset ``v`` to 0.
+
+Feed-forward layers are computed one after the other over all steps (one big matmul/convolution per
+projection); a layer with a recurrent projection is stepped.
+
+``differentiable=True`` keeps every forward value bit-identical and adds straight-through gradients: the
+rounding, shifts, wraps and saturation pass the gradient of their real-valued counterpart, and the spike
+passes an arctan surrogate (width set by the threshold). This is the model adaptive attacks differentiate.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import nir
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from snnkit.deploy.base import DeployError, Target, TargetResult
+from snnkit.deploy.loihi.graph import ACT_SHIFT, DECAY_UNITY, STATE_MAX, LoihiGraph, Projection
+from snnkit.deploy.loihi.prepare import prepare_graph
+from snnkit.deploy.loihi.results import build_result
+
+_TWO31 = 2.0 ** 31
+_TWO23 = float(STATE_MAX)
+
+
+def _wrap(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Two's-complement wrap of integer-valued ``x`` to ``bits`` bits (gradient 1)."""
+    half = 2.0 ** (bits - 1)
+    return torch.remainder(x + half, 2.0 * half) - half
+
+
+def _ste(linear: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:
+    """``exact`` in the forward pass, the gradient of ``linear`` in the backward pass."""
+    if not linear.requires_grad:
+        return exact
+    return linear + (exact - linear).detach()
+
+
+def _decay(x: torch.Tensor, keep: int) -> torch.Tensor:
+    """``sign(x * keep) * (|x * keep| >> 12)``: multiply by ``keep/4096``, rounding toward zero."""
+    lin = x * (keep / DECAY_UNITY)
+    return _ste(lin, torch.trunc(lin))
+
+
+class _SpikeFn(torch.autograd.Function):
+    """Heaviside of ``(v - thr) / thr`` with an arctan surrogate gradient."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, alpha: float):
+        ctx.save_for_backward(z)
+        ctx.alpha = alpha
+        return (z > 0).to(z.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (z,) = ctx.saved_tensors
+        a = ctx.alpha
+        return grad * (a / 2) / (1 + (math.pi / 2 * a * z) ** 2), None
+
+
+class LoihiEmulator:
+    """The fixed-point network of a :class:`LoihiGraph` as batched torch operations.
+
+    device: where tensors live (``"cpu"``, ``"cuda"``...).
+    differentiable: straight-through gradients (see the module docstring); forward values are unchanged.
+    surrogate_alpha: sharpness of the arctan surrogate, in units of the threshold.
+    """
+
+    def __init__(self, lg: LoihiGraph, device: str | torch.device = "cpu", differentiable: bool = False,
+                 surrogate_alpha: float = 2.0):
+        self.lg = lg
+        self.device = torch.device(device)
+        self.differentiable = differentiable
+        self.surrogate_alpha = float(surrogate_alpha)
+        dd = dict(device=self.device, dtype=torch.float64)
+        self._w = {}
+        for i, p in enumerate(lg.projections):
+            self._w[i] = torch.as_tensor(p.effective_weight().astype(np.float64), **dd)
+        self._bias = {layer.name: torch.as_tensor(layer.bias_int().reshape(-1).astype(np.float64), **dd)
+                      for layer in lg.layers}
+
+    # --- inputs ------------------------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Float input ``[B, T, *shape]`` -> the integers Lava receives (float64), straight-through."""
+        spec = self.lg.input
+        x = x.to(device=self.device, dtype=torch.float64)
+        if spec.mode == "spikes":
+            return _ste(x, (x != 0).to(torch.float64))
+        lin = x * spec.scale
+        lo = 0.0 if spec.mode == "counts" else -float(spec.max_int)
+        return _ste(lin, torch.clamp(torch.round(lin), lo, float(spec.max_int)))
+
+    # --- one synapse stage -------------------------------------------------------------------------------
+    def _project(self, i: int, p: Projection, x: torch.Tensor) -> torch.Tensor:
+        """Lava's message for inputs ``x [N, *src_shape]`` (integer-valued): ``[N, n_dst]``."""
+        w = self._w[i]
+        n = x.shape[0]
+        if p.kind == "conv":
+            y = F.conv2d(x, w, stride=tuple(p.stride), padding=tuple(p.padding), dilation=tuple(p.dilation),
+                         groups=int(p.groups))
+            return _wrap(y, 24).reshape(n, -1)
+        acc = x.reshape(n, -1) @ w.T
+        if p.message_bits > 0:
+            acc = _wrap(acc, 32)  # graded messages: Lava's int32 dot product
+        e = int(p.weight_exp)
+        if e > 0:
+            acc = acc * float(2 ** e)
+        elif e < 0:
+            lin = acc * 2.0 ** e
+            acc = _ste(lin, torch.floor(lin))
+        return _wrap(acc, 32)
+
+    # --- the run -----------------------------------------------------------------------------------------
+    def run(self, x: torch.Tensor, *, encoded: bool = False) -> dict[str, torch.Tensor]:
+        """Run a batch; returns layer name -> spikes ``[B, T + delay, n]`` (float64, 0/1).
+
+        x: ``[B, T, *input_shape]`` float input (or Lava's integers when ``encoded``). Each sample starts from
+        zero state; layer at depth k is zero before step k (see ``LoihiGraph``).
+        """
+        lg = self.lg
+        xi = x.to(device=self.device, dtype=torch.float64) if encoded else self.encode(x)
+        b, t = xi.shape[:2]
+        t_out = lg.steps_out(t)
+        pad = torch.zeros((b, t_out - t, *xi.shape[2:]), device=self.device, dtype=torch.float64)
+        rasters: dict[str, torch.Tensor] = {lg.input.name: torch.cat([xi, pad], dim=1)}
+        for layer in sorted(lg.layers, key=lambda l: l.depth):
+            k = layer.depth
+            n = layer.size
+            a_ff = torch.zeros((b, t_out, n), device=self.device, dtype=torch.float64)
+            rec = []
+            for i, p in enumerate(lg.projections):
+                if p.dst != layer.name:
+                    continue
+                if p.recurrent:
+                    rec.append((i, p))
+                    continue
+                src = rasters[p.src][:, k - 1:t_out - 1]  # delivered one step later
+                shape = lg.source_shape(p.src)
+                msg = self._project(i, p, src.reshape(-1, *shape)).reshape(b, t_out - k, n)
+                a_ff = a_ff + F.pad(msg, (0, 0, k, 0))
+            rasters[layer.name] = self._neurons(layer, a_ff, rec, k)
+        del rasters[lg.input.name]
+        return rasters
+
+    def _neurons(self, layer, a_ff: torch.Tensor, rec: list, k: int) -> torch.Tensor:
+        """Lava's fixed-point LIF over steps ``k .. T_out - 1`` (state reset to zero at step k)."""
+        b, t_out, n = a_ff.shape
+        dd = dict(device=self.device, dtype=torch.float64)
+        u = torch.zeros((b, n), **dd)
+        v = torch.zeros((b, n), **dd)
+        keep_u = DECAY_UNITY - (int(layer.du) + 1)
+        keep_v = DECAY_UNITY - int(layer.dv)
+        thr = float(int(layer.vth) << ACT_SHIFT)
+        bias = self._bias[layer.name]
+        shift = float(1 << ACT_SHIFT)
+        vmax = _TWO23 - 1
+        out = [torch.zeros((b, n), **dd)] * k
+        s = torch.zeros((b, n), **dd)
+        for tau in range(k, t_out):
+            a = a_ff[:, tau]
+            if rec:
+                for i, p in rec:
+                    a = _wrap(a + self._project(i, p, s), 32)
+            else:
+                a = _wrap(a, 32)
+            du = _decay(u, keep_u)
+            cur = _wrap(du + _wrap(a * shift, 32), 32)
+            u = torch.where(cur > _TWO23, cur - 2 * _TWO23, torch.where(cur <= -_TWO23, cur + 2 * _TWO23, cur))
+            h = _wrap(_decay(v, keep_v) + u + bias, 32)
+            h = _ste(h, torch.clamp(h, -vmax, vmax))
+            if self.differentiable:
+                s = _SpikeFn.apply((h - thr) / thr, self.surrogate_alpha)
+            else:
+                s = (h > thr).to(torch.float64)
+            v = h * (1 - s.detach())
+            out.append(s)
+        return torch.stack(out, dim=1)
+
+
+class LoihiEmulatorTarget(Target):
+    """``--target loihi-emu``: the emulator behind the Target interface.
+
+    Options: device (``"cpu"``, ``"cuda"``, ``"auto"``), batch_size (samples per emulator call), and the
+    quantisation options of :func:`snnkit.deploy.loihi.quantize` (input_mode, input_range, input_bits, dt,
+    headroom_bits, sparse_below).
+    """
+
+    name = "loihi-emu"
+
+    def __init__(self, device: str = "cpu", batch_size: int = 512, **quant_options):
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = device
+        self.batch_size = int(batch_size)
+        self.quant_options = quant_options
+
+    def run(self, graph: nir.NIRGraph, x: np.ndarray, *, record: bool = False) -> TargetResult:
+        t0 = time.perf_counter()
+        lg = prepare_graph(graph, x, **self.quant_options)
+        build_s = time.perf_counter() - t0
+        return self.run_quantised(lg, graph, x, record=record, build_s=build_s)
+
+    def run_quantised(self, lg: LoihiGraph, graph: nir.NIRGraph, x: np.ndarray, *, record: bool = False,
+                      build_s: float = 0.0) -> TargetResult:
+        """Run an already quantised graph (``graph`` is its float source, used for counting)."""
+        x = np.asarray(x)
+        try:
+            xi, clip_info = lg.input.encode(x)
+        except ValueError as e:
+            raise DeployError(f"loihi-emu: {e}") from None
+        t0 = time.perf_counter()
+        emu = LoihiEmulator(lg, device=self.device)
+        chunks: dict[str, list[np.ndarray]] = {}
+        with torch.no_grad():
+            for start in range(0, xi.shape[0], self.batch_size):
+                xb = torch.from_numpy(xi[start:start + self.batch_size].astype(np.float64))
+                out = emu.run(xb, encoded=True)
+                for name, r in out.items():
+                    chunks.setdefault(name, []).append(r.to("cpu", torch.uint8).numpy())
+        if self.device != "cpu" and torch.cuda.is_available():
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - t0
+        rasters = {name: np.concatenate(c, axis=0) for name, c in chunks.items()}
+        return build_result(self.name, graph, lg, rasters, x, wall_s=wall, build_s=build_s, record=record,
+                            info={"device": str(self.device), **clip_info})
+
+
+class LoihiModule(torch.nn.Module):
+    """The deployed network as a differentiable torch module (for adaptive attacks on the Loihi model).
+
+    ``forward(x [B, T, *input_shape])`` returns the output layer's spikes ``[B, T + delay, C]``; forward
+    values are bit-identical to Lava's fixed-point run, gradients are straight-through estimates.
+    """
+
+    def __init__(self, lg: LoihiGraph, device: str | torch.device = "cpu", surrogate_alpha: float = 2.0):
+        super().__init__()
+        self.lg = lg
+        self.emulator = LoihiEmulator(lg, device=device, differentiable=True, surrogate_alpha=surrogate_alpha)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.emulator.run(x)[self.lg.output].to(x.dtype)

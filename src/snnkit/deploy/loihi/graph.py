@@ -1,0 +1,287 @@
+"""The quantised Loihi 2 graph: what the Lava worker builds and the emulator runs (numpy only).
+
+A :class:`LoihiGraph` is a list of spiking layers (Lava ``LIF`` processes, torch layout ``(C, H, W)`` or
+``(N,)``) and of projections between them (Lava ``Dense``, ``Sparse`` or ``Conv`` processes). Every number
+in it is an integer of the width Loihi 2 stores (see docs/loihi.md); the ``*_f`` fields hold the same network
+in floating point for Lava's ``floating_pt`` models.
+
+Time: a layer at ``depth`` k (k synapse stages from the input) receives the input of reference step ``t`` at
+target step ``t + k``; its state is reset to zero when that first input arrives, so its raster is zero on
+target steps ``< k``. The output layer's depth is the graph's ``delay``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+GRAPH_FILE = "loihi_graph.json"
+PARAMS_FILE = "loihi_params.npz"
+REPORT_FILE = "export_report.json"
+FORMAT_VERSION = 1
+
+# Loihi 2 widths (lava-nc 0.10.0, proc/lif/models.py and proc/dense/models.py)
+STATE_BITS = 24
+STATE_MAX = 2 ** (STATE_BITS - 1)  # u wraps, v saturates at +-(STATE_MAX - 1)
+DECAY_UNITY = 4096  # du, dv are 12-bit fractions of this
+ACT_SHIFT = 6  # synaptic input and threshold are shifted left by 6 bits
+VTH_MAX = 2 ** 17 - 1
+BIAS_MANT_MAX = 2 ** 12 - 1  # 13-bit signed
+BIAS_EXP_MAX = 7  # 3-bit unsigned
+
+
+@dataclass
+class InputSpec:
+    """How float inputs ``[B, T, *shape]`` become the integers the first synapse stage receives.
+
+    mode: ``"spikes"`` (0/1, binary messages), ``"counts"`` (non-negative integers, graded messages) or
+        ``"analog"`` (real values, graded messages ``round(x * scale)``).
+    scale: integers per input unit (1 for spikes and counts).
+    max_int: inputs are clipped to ``[-max_int, max_int]`` (``[0, max_int]`` for counts) after scaling.
+    message_bits: Lava's ``num_message_bits`` for the first stage (0 for binary spikes).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    mode: str
+    scale: float = 1.0
+    max_int: int = 1
+    message_bits: int = 0
+
+    def encode(self, x: np.ndarray) -> tuple[np.ndarray, dict]:
+        """Float input ``[B, T, *shape]`` -> int32 of the same shape, and what was clipped."""
+        x = np.asarray(x, dtype=np.float64)
+        if x.shape[2:] != tuple(self.shape):
+            raise ValueError(f"input has shape {x.shape[2:]} per step, the graph expects {tuple(self.shape)}")
+        if self.mode == "spikes":
+            q = (x != 0).astype(np.int32)
+            bad = int(np.sum((x != 0) & (x != 1)))
+            return q, {"non_binary_values": bad}
+        q = np.rint(x * self.scale)
+        lo = 0 if self.mode == "counts" else -self.max_int
+        clipped = int(np.sum((q < lo) | (q > self.max_int)))
+        return np.clip(q, lo, self.max_int).astype(np.int32), {"clipped_values": clipped}
+
+
+@dataclass
+class NeuronLayer:
+    """One Lava LIF process.
+
+    du, dv: 12-bit decays (Lava fixed_pt: ``u *= (4096 - du - 1) / 4096``, ``v *= (4096 - dv) / 4096``).
+    vth: threshold mantissa; a neuron fires when ``v > vth << 6``.
+    bias_mant, bias_exp: per neuron, shape ``shape``; bias added to v every step is
+        ``bias_mant << bias_exp``.
+    du_f, dv_f, bias_f: the float network (threshold 1) for Lava's floating_pt models.
+    """
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    depth: int
+    du: int
+    dv: int
+    vth: int
+    bias_mant: np.ndarray
+    bias_exp: np.ndarray
+    du_f: float
+    dv_f: float
+    bias_f: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def bias_int(self) -> np.ndarray:
+        """The integer bias per neuron (int64), as Lava's fixed-point LIF applies it."""
+        m = self.bias_mant.astype(np.int64)
+        e = self.bias_exp.astype(np.int64)
+        return np.where(e >= 0, m << np.maximum(e, 0), m >> np.maximum(-e, 0))
+
+
+@dataclass
+class Projection:
+    """One Lava connection process from ``src`` (a layer or the input) to ``dst`` (a layer).
+
+    kind: ``"dense"`` / ``"sparse"`` (weight ``[n_dst, n_src]``, torch flatten order) or ``"conv"`` (weight
+        ``[C_out, C_in/groups, kH, kW]``, torch's cross-correlation layout).
+    weight: 8-bit mantissas (int32), already in the form Lava's Dense keeps (mixed signs: even values).
+    weight_exp: the accumulated input is shifted by it (Dense/Sparse); for Conv, whose Lava model ignores
+        ``weight_exp``, it is >= 0 and folded into the weights handed to Lava.
+    weight_f: the float weights (threshold units per input unit) for floating_pt.
+    """
+
+    name: str
+    nodes: list[str]
+    src: str
+    dst: str
+    kind: str
+    weight: np.ndarray
+    weight_exp: int
+    weight_f: np.ndarray
+    recurrent: bool = False
+    message_bits: int = 0
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+    in_shape: tuple[int, ...] = ()
+    out_shape: tuple[int, ...] = ()
+
+    def effective_weight(self) -> np.ndarray:
+        """The integer weights Lava's fixed-point model multiplies spikes with (int64).
+
+        Conv: ``mantissa << weight_exp`` (its model ignores ``weight_exp``, so the exponent is folded in).
+        Dense/Sparse: the mantissas after what their model does on the first step: clip to 8 bits for the
+        sign mode found in the matrix, then drop the lowest bit of mixed-sign weights (the exponent is
+        applied to the accumulated sum).
+        """
+        w = self.weight.astype(np.int64)
+        if self.kind == "conv":
+            if self.weight_exp < 0:
+                raise ValueError(f"projection {self.name}: Lava's Conv cannot apply a negative weight_exp")
+            return w << self.weight_exp
+        if w.size == 0 or w.min() >= 0:
+            return np.clip(w, 0, 255)
+        if w.max() <= 0:
+            return np.clip(w, -255, 0)
+        return (np.clip(w, -256, 255) >> 1) << 1
+
+
+_ARRAY_FIELDS = {"NeuronLayer": ("bias_mant", "bias_exp", "bias_f"), "Projection": ("weight", "weight_f")}
+
+
+@dataclass
+class LoihiGraph:
+    """A NIR graph quantised for Loihi 2 (see the module docstring for time alignment)."""
+
+    input: InputSpec
+    layers: list[NeuronLayer]
+    projections: list[Projection]
+    output: str
+    dt: float
+    report: dict = field(default_factory=dict)
+
+    @property
+    def delay(self) -> int:
+        """Steps by which outputs lag the reference semantics (the output layer's depth)."""
+        return self.layer(self.output).depth
+
+    def layer(self, name: str) -> NeuronLayer:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+    def into(self, name: str) -> list[Projection]:
+        """Projections whose destination is layer ``name``."""
+        return [p for p in self.projections if p.dst == name]
+
+    def source_shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self.input.shape) if name == self.input.name else tuple(self.layer(name).shape)
+
+    def steps_out(self, timesteps: int) -> int:
+        """Steps a target runs per sample: the input's ``T`` plus the pipeline delay."""
+        return int(timesteps) + self.delay
+
+    # --- files -------------------------------------------------------------------------------------------
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write ``loihi_graph.json``, ``loihi_params.npz`` and ``export_report.json`` into ``directory``."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, np.ndarray] = {}
+        meta = {"format": FORMAT_VERSION, "input": asdict(self.input), "output": self.output, "dt": self.dt,
+                "layers": [], "projections": []}
+        for i, layer in enumerate(self.layers):
+            meta["layers"].append(_to_json(layer, f"layer{i}", arrays))
+        for i, proj in enumerate(self.projections):
+            meta["projections"].append(_to_json(proj, f"proj{i}", arrays))
+        _atomic_write(d / GRAPH_FILE, json.dumps(meta, indent=1).encode())
+        _atomic_npz(d / PARAMS_FILE, arrays)
+        _atomic_write(d / REPORT_FILE, json.dumps(self.report, indent=2, default=_json_default).encode())
+        return d
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "LoihiGraph":
+        d = Path(directory)
+        try:
+            meta = json.loads((d / GRAPH_FILE).read_text())
+            arrays = dict(np.load(d / PARAMS_FILE))
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{d}: not a saved Loihi graph ({e})") from None
+        if meta.get("format") != FORMAT_VERSION:
+            raise ValueError(f"{d / GRAPH_FILE}: unsupported format {meta.get('format')!r}")
+        report = {}
+        if (d / REPORT_FILE).exists():
+            report = json.loads((d / REPORT_FILE).read_text())
+        inp = meta["input"]
+        inp["shape"] = tuple(inp["shape"])
+        return cls(input=InputSpec(**inp),
+                   layers=[_from_json(NeuronLayer, m, arrays) for m in meta["layers"]],
+                   projections=[_from_json(Projection, m, arrays) for m in meta["projections"]],
+                   output=meta["output"], dt=float(meta["dt"]), report=report)
+
+
+def _to_json(obj, key: str, arrays: dict[str, np.ndarray]) -> dict:
+    out = {}
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        if f.name in _ARRAY_FIELDS[type(obj).__name__]:
+            arrays[f"{key}/{f.name}"] = np.asarray(v)
+            out[f.name] = f"{key}/{f.name}"
+        elif isinstance(v, tuple):
+            out[f.name] = list(v)
+        else:
+            out[f.name] = v
+    return out
+
+
+def _from_json(cls, meta: dict, arrays: dict[str, np.ndarray]):
+    kw = {}
+    for f in fields(cls):
+        if f.name not in meta:
+            continue
+        v = meta[f.name]
+        if f.name in _ARRAY_FIELDS[cls.__name__]:
+            v = arrays[v]
+        elif isinstance(v, list) and f.name != "nodes":
+            v = tuple(v)
+        kw[f.name] = v
+    return cls(**kw)
+
+
+def _json_default(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _atomic_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,55 @@
+"""Quantise a graph for a run on given inputs (shared by the lava and loihi-emu targets; numpy only).
+
+Both targets call :func:`prepare_graph` with the same graph, inputs and options, so they run the same
+integers. The input coding is taken, in this order, from the explicit options, the graph's ``encoder``
+metadata, or the data: all values in {0, 1} -> spikes; non-negative integers -> event counts; anything
+else -> analog, with a range rounded up to a power of two (so that batches of similar data share it).
+"""
+from __future__ import annotations
+
+import math
+
+import nir
+import numpy as np
+
+from snnkit.deploy.base import DeployError
+from snnkit.deploy.loihi.quantize import SPIKE_ENCODERS, QuantizeError, quantize
+from snnkit.deploy.loihi.graph import LoihiGraph
+
+
+def infer_input(x: np.ndarray, metadata: dict | None = None) -> tuple[str, float]:
+    """(input_mode, input_range) for inputs ``x [B, T, ...]``."""
+    x = np.asarray(x, dtype=np.float64)
+    enc = (metadata or {}).get("encoder") or {}
+    enc_name = enc.get("name") if isinstance(enc, dict) else str(enc)
+    peak = float(np.abs(x).max(initial=0.0))
+    if enc_name in SPIKE_ENCODERS or (not enc_name and np.all((x == 0) | (x == 1))):
+        return "spikes", 1.0
+    if enc_name == "direct":
+        return "analog", max(1.0, _pow2_ceil(peak))
+    if np.all(x >= 0) and np.all(np.mod(x, 1) == 0):
+        return "counts", max(1.0, peak)
+    return "analog", _pow2_ceil(peak) if peak > 0 else 1.0
+
+
+def _pow2_ceil(v: float) -> float:
+    return 2.0 ** math.ceil(math.log2(v)) if v > 0 else 1.0
+
+
+def prepare_graph(graph: nir.NIRGraph | LoihiGraph, x: np.ndarray, *, input_mode: str | None = None,
+                  input_range: float | None = None, source: str = "graph", **options) -> LoihiGraph:
+    """The :class:`LoihiGraph` a target runs for ``graph`` on inputs ``x`` (one-line DeployError if not)."""
+    if isinstance(graph, LoihiGraph):
+        return graph
+    x = np.asarray(x)
+    if x.ndim < 3:
+        raise DeployError(f"{source}: input must be [B, T, ...], got shape {tuple(x.shape)}")
+    mode, rng = infer_input(x, getattr(graph, "metadata", None))
+    if input_mode not in (None, "auto"):
+        mode = input_mode
+    if input_range is not None:
+        rng = float(input_range)
+    try:
+        return quantize(graph, input_mode=mode, input_range=rng, source=source, **options)
+    except (QuantizeError, ValueError) as e:
+        raise DeployError(str(e)) from None

@@ -1,0 +1,117 @@
+"""Turn the per-layer spike rasters of a Loihi run (Lava or emulator) into a :class:`TargetResult`.
+
+Host side, numpy. Counting follows docs/semantics.md through ``snnkit.deploy.base.layer_stats``: activity of
+every spiking layer and of the input comes from the rasters; a connection node whose output feeds a weighted
+node (a pooling or Flatten before a Conv/Affine) gets its activity by applying it, in numpy, to the rasters.
+Counts cover the target's own time axis (``T + delay`` steps per sample).
+"""
+from __future__ import annotations
+
+import nir
+import numpy as np
+
+from snnkit.deploy.base import TargetResult, layer_stats
+from snnkit.deploy.loihi import nirops
+from snnkit.deploy.loihi.graph import LoihiGraph
+from snnkit.energy.counting import NEURONS, WEIGHTED, Activity
+
+_CHUNK = 64
+
+
+class _Accumulator:
+    """Activity.from_output over a run seen in chunks."""
+
+    def __init__(self):
+        self.sums = None
+        self.nonzero = None
+        self.is_count = True
+
+    def add(self, y: np.ndarray) -> None:
+        s = y.sum(axis=(0, 1))
+        nz = (y != 0).sum(axis=(0, 1))
+        self.sums = s if self.sums is None else self.sums + s
+        self.nonzero = nz if self.nonzero is None else self.nonzero + nz
+        self.is_count = self.is_count and bool(np.all(y >= 0) and np.all(np.mod(y, 1) == 0))
+
+    def activity(self) -> Activity:
+        if self.is_count:
+            return Activity(events=np.rint(self.sums).astype(np.int64), analog=False)
+        return Activity(events=self.nonzero.astype(np.int64), analog=True)
+
+
+def _activities(graph: nir.NIRGraph, lg: LoihiGraph, rasters: dict[str, np.ndarray],
+                x: np.ndarray) -> dict[str, Activity]:
+    nodes = graph.nodes
+    preds: dict[str, list[str]] = {n: [] for n in nodes}
+    for s, d in graph.edges:
+        preds[d].append(s)
+    activity = {lg.input.name: Activity.from_output(x)}
+    for layer in lg.layers:
+        r = rasters[layer.name]
+        activity[layer.name] = Activity(events=r.sum(axis=(0, 1), dtype=np.int64).reshape(layer.shape), analog=False)
+    needed = {p for n, node in nodes.items() if isinstance(node, WEIGHTED) for p in preds[n]
+              if p not in activity and not isinstance(nodes[p], NEURONS)}
+    if not needed:
+        return activity
+    known = {lg.input.name: (x, lg.input.shape)}
+    for layer in lg.layers:
+        known[layer.name] = (rasters[layer.name], layer.shape)
+    accs = {n: _Accumulator() for n in needed}
+    b = x.shape[0]
+    for start in range(0, b, _CHUNK):
+        cache: dict[str, np.ndarray] = {}
+
+        def value(n: str) -> np.ndarray:
+            if n in cache:
+                return cache[n]
+            if n in known:
+                arr, shape = known[n]
+                a = arr[start:start + _CHUNK].astype(np.float64)
+                y = a.reshape(a.shape[0], a.shape[1], *shape)
+            else:
+                ins = [value(p) for p in preds[n]]
+                t = max(i.shape[1] for i in ins)
+                acc = None
+                for i in ins:
+                    i = np.pad(i, [(0, 0), (0, t - i.shape[1])] + [(0, 0)] * (i.ndim - 2))
+                    acc = i if acc is None else acc + i.reshape(acc.shape)
+                bb, tt = acc.shape[:2]
+                node = nodes[n]
+                flat = acc.reshape(bb * tt, *acc.shape[2:])
+                out = flat if isinstance(node, (nir.Input, nir.Output)) else nirops.apply_node(node, flat)
+                y = out.reshape(bb, tt, *out.shape[1:])
+            cache[n] = y
+            return y
+
+        for n in needed:
+            accs[n].add(value(n))
+    for n, acc in accs.items():
+        activity[n] = acc.activity()
+    return activity
+
+
+def build_result(target: str, graph: nir.NIRGraph, lg: LoihiGraph, rasters: dict[str, np.ndarray],
+                 x: np.ndarray, *, wall_s: float, build_s: float, record: bool, info: dict | None = None
+                 ) -> TargetResult:
+    """The result record from rasters ``name -> [B, T + delay, n]`` (0/1) of every spiking layer."""
+    x = np.asarray(x, dtype=np.float64)
+    b, t = x.shape[:2]
+    t_out = lg.steps_out(t)
+    activity = _activities(graph, lg, rasters, x)
+    input_shapes = {}
+    for name, node in graph.nodes.items():
+        if isinstance(node, WEIGHTED):
+            input_shapes[name] = nirops.in_shape(node)
+    layers = layer_stats(graph, activity, b, t_out, input_shapes)
+    out_layer = lg.layer(lg.output)
+    outputs = rasters[lg.output].reshape(b, t_out, -1).astype(np.float32)
+    records = {}
+    if record:
+        for layer in lg.layers:
+            records[layer.name] = rasters[layer.name].reshape(b, t_out, *layer.shape).astype(np.float32)
+    res_info = {"quantisation": {"input": lg.report.get("input"), "lossy": lg.report.get("lossy", []),
+                                 "overflow_risk": lg.report.get("overflow_risk", [])},
+                "output_layer": out_layer.name}
+    res_info.update(info or {})
+    return TargetResult(target=target, outputs=outputs, layers=layers, wall_s=wall_s, build_s=build_s,
+                        delay=lg.delay, records=records, info=res_info)
