@@ -1,0 +1,153 @@
+"""The ``norse`` target: the graph imported with Norse's own ``norse.torch.from_nir`` and stepped by Norse.
+
+Norse 1.1.0's importer has known gaps (../shared/reference/nir-conventions.md); the graph is rewritten first
+(``snnkit.export.rewrite``) and the imported cells are corrected where the importer drops a parameter:
+
+| gap in ``norse.torch.from_nir`` | work-around |
+|---|---|
+| LIF and IF ignore ``r`` (with a warning) | ``r`` multiplied into the source layer's weights (``fold_input_gain``) |
+| ``Flatten`` counts the batch axis | ``batch_agnostic_flatten`` |
+| no AvgPool2d mapping (the node is silently skipped) | ``pool_to_conv`` (depthwise Conv2d) |
+| SumPool2d padding ignored | ``pool_to_conv`` for padded SumPool2d |
+| ``v_reset`` ignored (always 0) | each cell's ``p.v_reset`` set from the graph after import |
+| CubaLIF's synapse also leaks towards ``v_leak`` | the synapse's ``v_leak`` set to 0 after import |
+| state starts at ``v_leak`` | every cell starts from a zero state passed in at ``t = 0`` |
+| nested subgraphs | flattened before import (``snnkit.export.graph``) |
+
+Norse integrates a LIF as ``v + dt/tau ((v_leak - v) + I)`` rather than ``beta v + (1-beta)(v_leak + r I)``:
+the same equation with another rounding, so spikes agree except where a membrane lands within float32
+rounding of the threshold (measured in the tests and docs/semantics.md). Reset by subtraction is not part of NIR:
+Norse resets to ``v_reset`` (reported in ``info["warnings"]``). Runs on the CPU (Norse keeps parameters in
+plain tuples that ``.to(device)`` does not move).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+
+import nir
+import numpy as np
+import torch
+
+from snnkit.deploy.base import DeployError
+from snnkit.deploy.torch_target import Runner, StepRecorder, TorchBasedTarget
+from snnkit.export.executor import node_resets
+from snnkit.export.nirfile import graph_dt
+from snnkit.export.rewrite import batch_agnostic_flatten, fold_input_gain, pool_to_conv
+
+SUPPORTED = (nir.Input, nir.Output, nir.Affine, nir.Linear, nir.Conv2d, nir.Flatten, nir.SumPool2d, nir.AvgPool2d,
+             nir.LIF, nir.IF, nir.CubaLIF)
+
+
+def _gain(name: str, node: nir.NIRNode):
+    """Norse ignores ``r`` of LIF and IF: move it into the weights."""
+    if isinstance(node, nir.LIF):
+        return np.asarray(node.r, np.float64), nir.LIF(tau=node.tau, r=np.ones_like(np.asarray(node.r)),
+                                                       v_leak=node.v_leak, v_threshold=node.v_threshold,
+                                                       v_reset=node.v_reset)
+    if isinstance(node, nir.IF):
+        return np.asarray(node.r, np.float64), nir.IF(r=np.ones_like(np.asarray(node.r)),
+                                                      v_threshold=node.v_threshold, v_reset=node.v_reset)
+    return None
+
+
+def norse_graph(graph: nir.NIRGraph) -> tuple[nir.NIRGraph, list[str]]:
+    """The rewritten graph Norse's importer reads correctly, and the list of changes."""
+    for name, node in graph.nodes.items():
+        if not isinstance(node, SUPPORTED):
+            raise DeployError(f"norse target: node {name!r} ({type(node).__name__}) has no Norse mapping")
+    changes: list[str] = []
+    for rewrite in (batch_agnostic_flatten, pool_to_conv, lambda g: fold_input_gain(g, _gain, "input gain r")):
+        graph, done = rewrite(graph)
+        changes += done
+    return graph, changes
+
+
+def _sanitize(name: str) -> str:
+    return name.replace(".", "_")
+
+
+def _zero_state(cell: torch.nn.Module):
+    """A zero initial state for an imported Norse cell (or None for stateless modules)."""
+    from norse.torch.functional.iaf import IAFFeedForwardState
+    from norse.torch.functional.leaky_integrator_box import LIBoxState
+    from norse.torch.functional.lif_box import LIFBoxFeedForwardState
+    from norse.torch.module.iaf import IAFCell
+    from norse.torch.module.lif_box import LIFBoxCell
+    from norse.torch.utils.import_nir import CubaLIF as NorseCubaLIF
+
+    zero = torch.zeros(())
+    if isinstance(cell, LIFBoxCell):
+        return (LIFBoxFeedForwardState(v=zero),)
+    if isinstance(cell, IAFCell):
+        return (IAFFeedForwardState(v=zero),)
+    if isinstance(cell, NorseCubaLIF):
+        return ((LIBoxState(v=zero), LIFBoxFeedForwardState(v=zero)),)
+    return None
+
+
+def _fix_cell(cell: torch.nn.Module, node: nir.NIRNode) -> None:
+    """Set what Norse's importer drops: ``v_reset`` (all cells) and the synapse's leak (CubaLIF: none)."""
+    from norse.torch.utils.import_nir import CubaLIF as NorseCubaLIF
+
+    v_reset = torch.as_tensor(np.asarray(0.0 if node.v_reset is None else node.v_reset), dtype=torch.float32)
+    if isinstance(cell, NorseCubaLIF):
+        cell.lif.p = cell.lif.p._replace(v_reset=v_reset)
+        cell.synapse.p = cell.synapse.p._replace(v_leak=torch.zeros(()))
+    else:
+        cell.p = cell.p._replace(v_reset=v_reset)
+
+
+class NorseTarget(TorchBasedTarget):
+    """Norse (``norse.torch.from_nir``), stepped one step at a time with explicit zero initial state.
+
+    Options: ``dt`` (s; default the graph's metadata, else 1e-4), ``batch_size``.
+    """
+
+    name = "norse"
+
+    def build(self, graph: nir.NIRGraph) -> Runner:
+        try:
+            import norse
+            import norse.torch
+            from nirtorch.graph_executor import GraphExecutorState
+        except ImportError as exc:
+            raise DeployError(f"norse target: Norse is not installed ({exc}); pip install norse") from None
+        dt = graph_dt(graph, self.dt)
+        resets = node_resets(graph)
+        rewritten, changes = norse_graph(graph)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()) as log:
+            warnings.simplefilter("ignore")
+            logging.disable(logging.WARNING)
+            try:
+                module = norse.torch.from_nir(rewritten, dt=dt)
+            except Exception as exc:  # the importer raises assorted types
+                raise DeployError(f"norse target: norse.torch.from_nir failed ({str(exc).splitlines()[0]})") from None
+            finally:
+                logging.disable(logging.NOTSET)
+        module.eval()
+        names = {_sanitize(n): n for n in rewritten.nodes}
+        if len(names) != len(rewritten.nodes):
+            raise DeployError("norse target: two node names differ only in '.' vs '_' (Norse cannot tell them apart)")
+        initial = {}
+        for path, node_name in names.items():
+            cell = getattr(module, path, None)
+            node = rewritten.nodes[node_name]
+            if isinstance(node, (nir.LIF, nir.IF, nir.CubaLIF)):
+                _fix_cell(cell, node)
+                initial[path] = _zero_state(cell)
+        recorder = StepRecorder(module, {p: n for p, n in names.items() if getattr(module, p, None) is not None})
+        self.info.update(dt=dt, framework=f"norse {norse.__version__}", rewrites=changes,
+                         importer_output=log.getvalue().strip() or None,
+                         warnings=[f"{n}: reset by subtraction (snnkit metadata) is not in NIR; Norse resets to v_reset"
+                                   for n, mode in resets.items() if mode == "subtract"])
+
+        def run(x: torch.Tensor) -> dict[str, torch.Tensor]:
+            state = GraphExecutorState(state={k: v for k, v in initial.items()})
+            for t in range(x.shape[1]):
+                _, state = module(x[:, t], state)
+            return recorder.take()
+
+        return run

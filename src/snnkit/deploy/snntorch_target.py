@@ -1,0 +1,194 @@
+"""The ``snntorch`` target: the graph imported with snnTorch's ``snntorch.import_nir.import_from_nir``.
+
+snnTorch 1.0.0's importer has known bugs (../shared/reference/nir-conventions.md). The graph is rewritten first
+(``snnkit.export.rewrite``) and the imported modules corrected where the importer builds them wrong:
+
+| bug in ``import_from_nir`` | work-around |
+|---|---|
+| ``dt = 1e-4`` s is hard-coded | ``rescale_time``: time constants scaled so that ``1 - 1e-4/tau'`` is the graph's decay |
+| LIF refuses ``v_leak != 0`` | ``leak_to_bias``: ``v_leak / r`` added to the source layer's bias |
+| LIF/CubaLIF divide the threshold by ``r dt/tau`` (``w_in dt/tau_syn``) when it is not 1 | ``fold_input_gain``: that gain multiplied into the source weights, so it is 1 |
+| IF becomes ``Leaky(beta=0.9)`` with reset by subtraction, returning ``(spk, mem)`` | ``beta`` set to 1, reset to zero and ``init_hidden`` on after import |
+| ``Flatten`` counts the batch axis | ``batch_agnostic_flatten`` |
+| SumPool2d padding ignored | ``pool_to_conv`` for padded SumPool2d |
+| parameters kept in float64 when the graph's are (states then become float64) | the module cast to float32 |
+| recurrent graphs fail (``'GraphModule' object has no attribute 'items'``) | snnTorch's own recurrent mapping (``RSynaptic``/``RLeaky`` built by its ``_nir_to_snntorch_module``) executed by nirtorch's ``GraphExecutor`` |
+| ``RSynaptic``/``RLeaky`` with ``reset_delay=False`` crash on ``None / tensor`` | ``reset_delay=True`` plus the immediate reset applied after every step (what ``reset_delay=False`` means) |
+
+What stays different (docs/semantics.md): snnTorch's recurrent layer adds the recurrent bias already at ``t = 0``
+(``W 0 + b``), where the reference reads a silent recurrent edge; snnTorch computes ``beta v + I`` as two roundings
+where snnkit fuses them. Reset by subtraction is not part of NIR: snnTorch resets to zero (``info["warnings"]``).
+Runs on the CPU.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+
+import nir
+import numpy as np
+import torch
+
+from snnkit.deploy.base import DeployError
+from snnkit.deploy.torch_target import Runner, StepRecorder, TorchBasedTarget
+from snnkit.export.executor import node_resets
+from snnkit.export.graph import plan
+from snnkit.export.nirfile import graph_dt
+from snnkit.export.rewrite import batch_agnostic_flatten, fold_input_gain, leak_to_bias, pool_to_conv, rescale_time
+
+SNNTORCH_DT = 1e-4
+"""The step length snnTorch's importer assumes (seconds)."""
+
+SUPPORTED = (nir.Input, nir.Output, nir.Affine, nir.Linear, nir.Conv2d, nir.Flatten, nir.SumPool2d, nir.AvgPool2d,
+             nir.LIF, nir.IF, nir.CubaLIF)
+
+
+def _f64(x) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64)
+
+
+def _gain(name: str, node: nir.NIRNode):
+    """The input gain snnTorch would divide into the threshold, and the node with unit gain."""
+    if isinstance(node, nir.LIF):
+        tau = _f64(node.tau)
+        return _f64(node.r) * SNNTORCH_DT / tau, nir.LIF(tau=tau, r=tau / SNNTORCH_DT, v_leak=node.v_leak,
+                                                          v_threshold=node.v_threshold, v_reset=node.v_reset)
+    if isinstance(node, nir.IF):
+        return _f64(node.r), nir.IF(r=np.ones_like(_f64(node.r)), v_threshold=node.v_threshold, v_reset=node.v_reset)
+    if isinstance(node, nir.CubaLIF):
+        ts, tm = _f64(node.tau_syn), _f64(node.tau_mem)
+        k = (_f64(node.w_in) * SNNTORCH_DT / ts) * (_f64(node.r) * SNNTORCH_DT / tm)
+        return k, nir.CubaLIF(tau_syn=ts, tau_mem=tm, r=tm / SNNTORCH_DT, v_leak=node.v_leak,
+                              v_threshold=node.v_threshold, v_reset=node.v_reset, w_in=ts / SNNTORCH_DT)
+    return None
+
+
+def snntorch_graph(graph: nir.NIRGraph, dt: float) -> tuple[nir.NIRGraph, list[str]]:
+    """The rewritten graph snnTorch's importer reads correctly, and the list of changes."""
+    for name, node in graph.nodes.items():
+        if not isinstance(node, SUPPORTED):
+            raise DeployError(f"snntorch target: node {name!r} ({type(node).__name__}) has no snnTorch mapping")
+        if isinstance(node, nir.CubaLIF) and np.any(_f64(node.v_leak) != 0):
+            raise DeployError(f"snntorch target: node {name!r}: snnTorch's Synaptic neuron has no v_leak")
+        if isinstance(node, (nir.LIF, nir.IF, nir.CubaLIF)):
+            if np.unique(_f64(node.v_threshold)).size != 1:
+                raise DeployError(f"snntorch target: node {name!r}: snnTorch's importer needs one threshold per layer")
+            if node.v_reset is not None and np.any(_f64(node.v_reset) != 0):
+                raise DeployError(f"snntorch target: node {name!r}: snnTorch resets to 0, the graph to v_reset != 0")
+    changes: list[str] = []
+    for rewrite in (batch_agnostic_flatten, lambda g: pool_to_conv(g, avg=False),
+                    lambda g: rescale_time(g, dt, SNNTORCH_DT), leak_to_bias,
+                    lambda g: fold_input_gain(g, _gain, "input gain")):
+        graph, done = rewrite(graph)
+        changes += done
+    return graph, changes
+
+
+def _sanitize(name: str) -> str:
+    import keyword
+
+    name = name.replace(".", "_")
+    return "nir_node_" + name if keyword.iskeyword(name) else name
+
+
+def _import_feedforward(graph: nir.NIRGraph):
+    from snntorch.import_nir import import_from_nir
+
+    module = import_from_nir(graph)
+    return module, {_sanitize(n): n for n in graph.nodes}
+
+
+def _import_recurrent(graph: nir.NIRGraph):
+    """snnTorch's recurrent path: its subgraph detection and module mapping, run by nirtorch's GraphExecutor."""
+    import nirtorch
+    from snntorch import import_nir as sn
+
+    before = set(graph.nodes)
+    grouped = sn._replace_rnn_subgraph_with_nirgraph(
+        nir.NIRGraph(nodes=dict(graph.nodes), edges=list(graph.edges), type_check=False))
+    names = {}
+    for key, node in grouped.nodes.items():
+        if isinstance(node, nir.NIRGraph):
+            lif = [n for n, v in node.nodes.items() if isinstance(v, (nir.LIF, nir.CubaLIF))]
+            if key in before or len(lif) != 1:
+                raise DeployError(f"snntorch target: recurrent group {key!r} clashes with another node name")
+            names[key.replace(".", "_")] = lif[0]
+        else:
+            names[key.replace(".", "_")] = key
+    module = nirtorch.load(grouped, lambda n: sn._nir_to_snntorch_module(n, init_hidden=True))
+    return module, names
+
+
+class SnnTorchTarget(TorchBasedTarget):
+    """snnTorch (``import_from_nir``), stepped one step at a time; hidden state cleared before every batch.
+
+    Options: ``dt`` (s; default the graph's metadata, else 1e-4), ``batch_size``.
+    """
+
+    name = "snntorch"
+
+    def build(self, graph: nir.NIRGraph) -> Runner:
+        try:
+            import snntorch
+        except ImportError as exc:
+            raise DeployError(f"snntorch target: snnTorch is not installed ({exc}); pip install snntorch nirtorch") from None
+        dt = graph_dt(graph, self.dt)
+        resets = node_resets(graph)
+        rewritten, changes = snntorch_graph(graph, dt)
+        recurrent = plan(rewritten).has_cycles
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()) as log:
+            warnings.simplefilter("ignore")
+            try:
+                module, names = (_import_recurrent if recurrent else _import_feedforward)(rewritten)
+            except DeployError:
+                raise
+            except Exception as exc:  # the importer raises assorted types (and asserts)
+                raise DeployError(f"snntorch target: snnTorch's importer failed ({str(exc).splitlines()[0]})") from None
+        module = module.float().eval()
+        neurons = self._fix_modules(module, names, rewritten)
+        subs = dict(module.named_modules())
+        recorder = StepRecorder(module, {p: n for p, n in names.items() if p in subs})
+        self.info.update(dt=dt, framework=f"snntorch {snntorch.__version__}", rewrites=changes,
+                         importer="recurrent (RSynaptic/RLeaky via GraphExecutor)" if recurrent else "import_from_nir",
+                         importer_output=log.getvalue().strip() or None,
+                         warnings=[f"{n}: reset by subtraction (snnkit metadata) is not in NIR; snnTorch resets to zero"
+                                   for n, mode in resets.items() if mode == "subtract"])
+
+        def run(x: torch.Tensor) -> dict[str, torch.Tensor]:
+            for m in neurons:
+                for attr in ("mem", "syn", "spk"):
+                    if hasattr(m, attr):
+                        setattr(m, attr, torch.zeros(0))
+            state = None
+            for t in range(x.shape[1]):
+                out = module(x[:, t]) if state is None else module(x[:, t], state)
+                state = out[1] if isinstance(out, tuple) and len(out) > 1 else None
+                for m in neurons:
+                    if getattr(m, "_snnkit_reset_now", False):  # the immediate reset reset_delay=False means
+                        m.mem = torch.where(m.spk.bool(), torch.zeros_like(m.mem), m.mem)
+            return recorder.take()
+
+        return run
+
+    @staticmethod
+    def _fix_modules(module: torch.nn.Module, names: dict[str, str], graph: nir.NIRGraph) -> list:
+        """Correct IF modules and recurrent neurons; return every snnTorch neuron (to clear its state)."""
+        import snntorch as snn
+
+        subs = dict(module.named_modules())
+        neurons = []
+        for path, node_name in names.items():
+            m = subs.get(path)
+            if not isinstance(m, snn.SpikingNeuron):
+                continue
+            neurons.append(m)
+            if isinstance(graph.nodes.get(node_name), nir.IF):
+                m.beta = torch.ones((), dtype=torch.float32)
+                m.init_hidden = True
+                m.reset_mechanism = "zero"
+                m.state_function = m._base_zero
+            if isinstance(m, (snn.RSynaptic, snn.RLeaky)):
+                m.reset_delay = True
+                m._snnkit_reset_now = True
+        return neurons
