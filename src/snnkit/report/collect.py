@@ -1,0 +1,261 @@
+"""Collect what a report shows: a model deployed on several targets, compared with the torch reference.
+
+:func:`collect` exports the model to NIR once, runs every requested target on the same encoded input through
+the Python API (``snnkit.deploy.base.get_target``), and gathers per target: accuracy, agreement with the
+reference (predictions and output spike trains), counts (spikes, synaptic ops, MACs, neuron updates, per
+layer), wall time and throughput, NeuroBench-style metrics, the energy under every requested model, and a
+spike raster of one sample. A target that cannot run (not installed, no Lava environment, a graph it cannot
+take) stays in the report with its status and the one-line reason. Robustness results from
+``snn-attack --json`` files are attached as given.
+
+The result is a :class:`Report`: ``data`` is the JSON-ready content of ``report.json``; ``rasters`` holds the
+arrays the raster plot needs.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from snnkit.deploy.base import DeployError, TargetResult, get_target, topological_order
+from snnkit.energy import EnergyModel, energy_of, resolve_models
+from snnkit.energy.counting import NEURONS
+from snnkit.report.attacks import RobustnessResult, read_attack_files
+from snnkit.report.compare import accuracy, agreement, ratio
+from snnkit.report.metrics import static_metrics, workload_metrics
+
+SCHEMA = "snnkit.report/1"
+REFERENCE = "torch"
+
+
+@dataclass
+class Inputs:
+    """The samples every target runs: ``x [N, T, ...]`` (encoded), optional labels ``[N]``, where they came from."""
+
+    x: np.ndarray
+    labels: np.ndarray | None
+    source: str
+
+
+@dataclass
+class TargetRun:
+    """One target's outcome: ``status`` is ``"ok"``, ``"unavailable"`` (ImportError or DeployError: the
+    target cannot take this graph or environment) or ``"error"`` (anything unexpected); ``reason`` says why."""
+
+    name: str
+    status: str
+    reason: str = ""
+    result: TargetResult | None = None
+    elapsed_s: float = 0.0
+    raster: dict[str, np.ndarray] = field(default_factory=dict)
+    raster_note: str = ""
+
+
+@dataclass
+class Report:
+    data: dict
+    rasters: dict[str, dict[str, np.ndarray]]
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _input_shape(graph) -> tuple[int, ...]:
+    return tuple(int(s) for s in np.asarray(graph.metadata["input_shape"]).tolist())
+
+
+def inputs_from_dataset(graph, name: str, *, limit: int | None = None, data_dir: str | None = None) -> Inputs:
+    """The first ``limit`` test samples of a named data set, encoded with the graph's encoder
+    (``snnkit.deploy.inputs``, the helper every target and ``snn-deploy`` use)."""
+    from snnkit.deploy.inputs import dataset_input
+
+    ti = dataset_input(name, graph.metadata, _input_shape(graph), limit=limit, data_dir=data_dir)
+    n = ti.x.shape[0]
+    return Inputs(x=ti.x, labels=ti.y, source=f"{name} test split, " + (f"first {n}" if limit else f"all {n}") + " samples")
+
+
+def _labels(path: str, n: int) -> np.ndarray:
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"{p}: no such labels file")
+    try:
+        y = np.load(p, allow_pickle=False)
+    except Exception as exc:  # numpy raises several types for foreign files
+        raise ValueError(f"{p}: not a readable .npy labels file ({_one_line(exc)})") from None
+    if not isinstance(y, np.ndarray) or y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"{p}: labels must be {n} integers [N], got shape {list(getattr(y, 'shape', []))} "
+                         f"dtype {getattr(y, 'dtype', type(y).__name__)}")
+    return y.astype(np.int64)
+
+
+def inputs_from_file(graph, path: str, *, labels: str | None = None, raw: bool = False) -> Inputs:
+    """Samples from an ``.npy`` file.
+
+    raw=False: encoded input ``[B, T, *input_shape]`` or ``[T, *input_shape]``, as ``snn-deploy --input`` reads
+    it. raw=True: ``[N, *input_shape]`` values in [0, 1] (e.g. adversarial examples), encoded here with the
+    graph's encoder. labels: ``Y.npy`` with ``N`` integers.
+    """
+    from snnkit.deploy.inputs import encode, load_array
+
+    shape = _input_shape(graph)
+    if raw:
+        p = Path(path)
+        if not p.is_file():
+            raise ValueError(f"{p}: no such input file")
+        try:
+            x = np.load(p, allow_pickle=False)
+        except Exception as exc:  # numpy raises several types for foreign files
+            raise ValueError(f"{p}: not a readable .npy input file ({_one_line(exc)})") from None
+        want = ", ".join(map(str, shape))
+        if not isinstance(x, np.ndarray) or tuple(x.shape[1:]) != shape or x.shape[0] == 0:
+            raise ValueError(f"{p}: raw input has shape {list(getattr(x, 'shape', []))}; expected [N, {want}]")
+        if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer) or x.dtype == bool):
+            raise ValueError(f"{p}: dtype {x.dtype} is not a real number type")
+        x = x.astype(np.float32)
+        if not np.all(np.isfinite(x)) or x.min() < 0 or x.max() > 1:
+            raise ValueError(f"{p}: raw inputs must lie in [0, 1] (they are encoded with the model's encoder)")
+        xe, how = encode(x, graph.metadata), "raw inputs encoded with the graph's encoder"
+    else:
+        xe, how = load_array(path, shape).x, "encoded input"
+    y = _labels(labels, xe.shape[0]) if labels else None
+    return Inputs(x=xe, labels=y, source=f"{path} ({xe.shape[0]} samples, {how})")
+
+
+# ------------------------------------------------------------------------------------------------ targets
+
+
+def run_target(name: str, graph, x: np.ndarray, options: dict | None = None, raster: bool = True) -> TargetRun:
+    """Run one target; never raises for the target's own failures (they become the run's status)."""
+    t0 = time.perf_counter()
+    try:
+        target = get_target(name, **(options or {}))
+        result = target.run(graph, x)
+    except (ImportError, DeployError) as exc:
+        return TargetRun(name, "unavailable", _one_line(exc), elapsed_s=time.perf_counter() - t0)
+    except Exception as exc:  # a target bug must not take the whole report down; it is shown, not dropped
+        return TargetRun(name, "error", f"{type(exc).__name__}: {_one_line(exc)}", elapsed_s=time.perf_counter() - t0)
+    run = TargetRun(name, "ok", result=result, elapsed_s=time.perf_counter() - t0)
+    if raster:
+        try:
+            rec = target.run(graph, x[:1], record=True).records
+            neurons = [n for n in topological_order(graph) if isinstance(graph.nodes[n], NEURONS) and n in rec]
+            run.raster = {n: np.asarray(rec[n][0]).reshape(rec[n].shape[1], -1) for n in neurons}
+            if not run.raster:
+                run.raster_note = "the target recorded no spiking layer"
+        except Exception as exc:  # the raster is an illustration; its failure is reported beside it
+            run.raster_note = f"raster run failed: {_one_line(exc)}"
+    return run
+
+
+def _energy(result: TargetResult, models: list[EnergyModel]) -> dict:
+    out = {}
+    for m in models:
+        if not m.available:
+            out[m.name] = {"available": False, "reason": m.reason}
+            continue
+        e = energy_of(result, m)
+        out[m.name] = {"available": True, "total_j": e.total_j, "total_j_min": e.total_j_min,
+                       "per_sample_j": e.per_sample_j, "per_sample_j_min": e.per_sample_j_min,
+                       "terms": {k: {"count": v.count, "count_min": v.count_min, "pj": v.pj, "joules": v.joules,
+                                     "joules_min": v.joules_min, "counted_from": v.counted_from}
+                                 for k, v in e.terms.items()},
+                       "layers": [asdict(layer) for layer in e.layers],
+                       "notes": e.notes, "not_costed": e.not_costed}
+    return out
+
+
+def _target_entry(run: TargetRun, ref: TargetRun | None, inputs: Inputs, graph, static,
+                  models: list[EnergyModel]) -> dict:
+    entry: dict = {"name": run.name, "status": run.status, "reference": run.name == REFERENCE,
+                   "elapsed_s": run.elapsed_s}
+    if run.status != "ok":
+        entry["reason"] = run.reason
+        return entry
+    r = run.result
+    steps = inputs.x.shape[1]
+    preds = r.predictions(steps)
+    n = int(r.outputs.shape[0])
+    macs = sum(int(layer.macs) for layer in r.layers)
+    counts = {"spikes": r.total_spikes, "synops": r.total_synops, "macs": macs,
+              "neuron_updates": r.total_neuron_updates}
+    entry.update(
+        accuracy=accuracy(preds, inputs.labels), n_samples=n, steps=int(r.outputs.shape[1]), delay=int(r.delay),
+        wall_s=r.wall_s, build_s=r.build_s, samples_per_s=n / r.wall_s if r.wall_s > 0 else None,
+        counts=counts, layers=[asdict(layer) for layer in r.layers],
+        metrics=asdict(workload_metrics(graph, r, static=static)), energy=_energy(r, models),
+        info=r.info, raster_note=run.raster_note)
+    if ref is not None and ref.status == "ok":
+        rr = ref.result
+        ag = agreement(r.aligned_outputs(steps), rr.aligned_outputs(steps))
+        ref_counts = {"spikes": rr.total_spikes, "synops": rr.total_synops,
+                      "macs": sum(int(layer.macs) for layer in rr.layers), "neuron_updates": rr.total_neuron_updates}
+        entry["agreement"] = asdict(ag)
+        entry["counts_vs_reference"] = {k: ratio(v, ref_counts[k]) for k, v in counts.items()}
+    return entry
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def collect(model, graph, inputs: Inputs, targets: list[str], *, model_path: str = "",
+            energy_models: "list[str] | None" = None, attack_files: "list[str] | None" = None,
+            options: dict[str, dict] | None = None, raster: bool = True,
+            progress: Callable | None = None) -> Report:
+    """Run ``graph`` (the NIR export of ``model``) on ``targets`` and gather the report (see the module docstring).
+
+    targets: target names; the torch reference is always run (first) and marked as the reference.
+    energy_models: ``--energy-model`` values (built-in names or files); None: every built-in model.
+    options: per-target constructor options (e.g. ``{"torch": {"device": "cpu"}}``).
+    progress: wraps the list of targets (e.g. ``tqdm``) to show progress.
+    """
+    import snnkit
+
+    models = resolve_models(energy_models)  # fail early on a bad model file
+    robustness = read_attack_files(attack_files or [])
+    static = static_metrics(graph)
+    names = [REFERENCE] + [t for t in dict.fromkeys(targets) if t != REFERENCE]
+    notes = []
+    if REFERENCE not in targets:
+        notes.append(f"{REFERENCE} was not requested; it was run as the reference every target is compared with.")
+    runs: dict[str, TargetRun] = {}
+    for name in (progress(names) if progress else names):
+        runs[name] = run_target(name, graph, inputs.x, (options or {}).get(name), raster=raster)
+    ref = runs[REFERENCE]
+    if ref.status != "ok":
+        notes.append(f"the reference target failed ({ref.reason}): no agreement figures")
+    if any(r.status == "ok" and r.result.delay for r in runs.values()):
+        notes.append("Targets with a delay (Loihi: one step per connection layer) run T + delay steps; their "
+                     "outputs are compared on the reference time axis, and their counts cover all their steps.")
+    cfg = model.config
+    data = {
+        "schema": SCHEMA,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "snnkit_version": snnkit.__version__,
+        "model": {"path": str(model_path), "arch": cfg.get("arch"), "timesteps": int(model.timesteps),
+                  "encoder": model.encoder.spec(), "input_shape": list(cfg["input_shape"]),
+                  "num_classes": int(cfg["num_classes"]), "neuron": cfg.get("neuron"), "reset": cfg.get("reset")},
+        "data": {"source": inputs.source, "n_samples": int(inputs.x.shape[0]), "steps": int(inputs.x.shape[1]),
+                 "labels": inputs.labels is not None},
+        "graph": {"nodes": [{"name": n, "kind": type(graph.nodes[n]).__name__} for n in topological_order(graph)],
+                  "static": {**asdict(static), "connection_sparsity": static.connection_sparsity}},
+        "reference": REFERENCE,
+        "targets": [_target_entry(runs[n], ref, inputs, graph, static, models) for n in names],
+        "energy_models": {m.name: m.summary() for m in models},
+        "robustness": [asdict(r) for r in robustness],
+        "notes": notes,
+    }
+    return Report(data=data, rasters={n: r.raster for n, r in runs.items() if r.raster})
+
+
+def robustness_records(data: dict) -> list[RobustnessResult]:
+    """The robustness section of a report's data as records."""
+    return [RobustnessResult(**r) for r in data.get("robustness", [])]
