@@ -1,0 +1,25 @@
+"""Adversarial attacks and robustness evaluation for snnkit models and deployed targets.
+
+Calling convention (torchattacks-style): ``x_adv = Attack(model, eps=...)(x, y)`` with ``x [B, ...]`` in
+[0, 1], ``y [B]`` class indices and ``model(x) -> [B, C]`` scores. Black-box attacks (Square), transfer
+targets and :func:`evaluate` need only a score function, so non-differentiable targets plug in as callables.
+"""
+from snnkit.attack.apgd import APGD
+from snnkit.attack.base import Attack, WorstCase, eval_mode, margin
+from snnkit.attack.ensemble import DEFAULT_SURROGATES, SurrogateEnsemble
+from snnkit.attack.gradients import input_gradient, input_gradient_sparsity, loss_and_grad
+from snnkit.attack.masking import masking_warnings
+from snnkit.attack.noise import GaussianNoise
+from snnkit.attack.pgd import BIM, FGSM, PGD
+from snnkit.attack.results import AttackResult, EvaluationReport
+from snnkit.attack.runner import evaluate
+from snnkit.attack.square import Square
+from snnkit.attack.suite import standard_attacks
+from snnkit.attack.transfer import Transfer, transfer_success_rate
+
+__all__ = [
+    "APGD", "Attack", "AttackResult", "BIM", "DEFAULT_SURROGATES", "EvaluationReport", "FGSM", "GaussianNoise",
+    "PGD", "Square", "SurrogateEnsemble", "Transfer", "WorstCase", "eval_mode", "evaluate", "input_gradient",
+    "input_gradient_sparsity", "loss_and_grad", "margin", "masking_warnings", "standard_attacks",
+    "transfer_success_rate",
+]
