@@ -1,16 +1,179 @@
-"""``snn-export``: not yet available in this version (its issue is in progress)."""
+"""``snn-export``: write a trained model as a NIR graph, plus what a target needs, plus an export report.
+
+Always writes ``OUTDIR/model.nir`` (``nir.write``) and ``OUTDIR/export_report.json`` (node mapping, lossy cases as
+warnings, the checks below). Per target:
+
+- ``nir``: nothing more.
+- ``norse`` / ``snntorch``: ``OUTDIR/model_<target>.nir``, the graph rewritten for that framework's importer
+  (the work-arounds are listed in the report), and a check that the framework, fed the same encoded probe
+  samples, gives the reference's output spikes.
+- ``onnx``: ``OUTDIR/model.onnx``, the non-spiking twin (same weights, one step, rate functions for the neurons),
+  checked with ``onnx.checker``. Models without a twin (latency code, recurrent graphs) are told so (exit 2).
+- ``lava``: ``OUTDIR/loihi/``, the graph quantised to Loihi 2 fixed point (``snnkit.deploy.loihi``).
+
+Every export also checks the round trip model -> NIR file -> snnkit on the probe samples (bit-identical outputs
+expected).
+"""
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from snnkit.cli.common import add_json_flag, emit, run
+
+TARGETS = ("nir", "norse", "snntorch", "onnx", "lava")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="snn-export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", metavar="MODEL.pt", help="model file written by snn-train")
+    p.add_argument("--target", required=True, choices=TARGETS, help="what to export for (see above)")
+    p.add_argument("-o", "--out", metavar="OUTDIR",
+                   help="output folder (default: export-<target> next to the model file)")
+    p.add_argument("--dt", type=float, help="step length in seconds written to the graph (default: the model's)")
+    p.add_argument("--probe", type=int, default=64,
+                   help="samples used for the round-trip and target checks (default 64; 0 skips the checks)")
+    p.add_argument("--data-dir", help="data folder, for models trained on a data set read from files")
+    add_json_flag(p)
+    return p
+
+
+def _probe_samples(model, meta: dict, n: int, data_dir: str | None):
+    """``n`` test samples of the model's data set when it can be loaded, else uniform random inputs."""
+    import torch
+
+    from snnkit import data
+
+    name = meta.get("dataset")
+    if name:
+        try:
+            x, _ = data.load(name, "test", limit=n, data_dir=data_dir)
+            return x, f"{name} test split, first {len(x)}"
+        except data.DataError:
+            pass
+    g = torch.Generator().manual_seed(0)
+    return torch.rand((n, *model.config["input_shape"]), generator=g), f"{n} uniform random samples"
+
+
+def _round_trip(model, path: Path, x) -> dict:
+    import torch
+
+    from snnkit.export.executor import from_nir
+    from snnkit.export.nirfile import read_nir
+
+    net = from_nir(read_nir(path))
+    with torch.no_grad():
+        inp = model.encoder(x)
+        ref = model.layers(inp)
+        got = net(inp)
+    mismatched = int((ref != got).sum())
+    return {"samples": int(len(x)), "identical": mismatched == 0, "mismatched_outputs": mismatched,
+            "outputs": int(ref.numel())}
+
+
+def _target_check(graph, target: str, x_enc, report) -> dict:
+    """Run the reference and ``target`` on the encoded probe; how far they agree."""
+    from snnkit.deploy.base import get_target
+
+    ref = get_target("torch", device="cpu").run(graph, x_enc)
+    res = get_target(target).run(graph, x_enc)
+    for w in res.info.get("warnings", []):
+        report.warn(f"{target}: {w}")
+    for c in res.info.get("rewrites", []):
+        report.note(f"{target} rewrite: {c}")
+    T = x_enc.shape[1]
+    out_ref, out = ref.aligned_outputs(T), res.aligned_outputs(T)
+    return {"samples": int(len(x_enc)), "framework": res.info.get("framework"),
+            "output_spikes_equal": int((out_ref == out).sum()), "outputs": int(out_ref.size),
+            "identical": bool((out_ref == out).all()),
+            "predictions_equal": float((ref.predictions(T) == res.predictions(T)).mean())}
+
+
+def _main(args: argparse.Namespace) -> int:
+    import snnkit
+    from snnkit.deploy.inputs import encode
+    from snnkit.export.exporter import to_nir
+    from snnkit.export.nirfile import graph_metadata, write_nir
+    from snnkit.export.report import ExportReport
+    from snnkit.models.io import read as read_model_file
+
+    model_path = Path(args.model)
+    model = snnkit.load(model_path)
+    meta = read_model_file(model_path).get("meta", {})
+    out = Path(args.out) if args.out else model_path.parent / f"export-{args.target}"
+    report = ExportReport(model=str(model_path), target=args.target)
+    try:
+        graph = to_nir(model, dt=args.dt, report=report)
+    except ValueError as exc:
+        raise ValueError(f"{model_path}: {exc}") from None
+    report.files["nir"] = str(write_nir(graph, out / "model.nir"))
+    status = 0
+    message = None
+    x = x_enc = None
+    if args.probe > 0:
+        x, what = _probe_samples(model, meta, args.probe, args.data_dir)
+        report.checks["probe"] = what
+        report.checks["round_trip"] = _round_trip(model, out / "model.nir", x)
+        x_enc = encode(x.numpy(), graph_metadata(graph))
+    if args.target in ("norse", "snntorch"):
+        from snnkit.deploy.norse_target import norse_graph
+        from snnkit.deploy.snntorch_target import snntorch_graph
+        from snnkit.export.nirfile import graph_dt
+
+        rewritten, changes = (norse_graph(graph) if args.target == "norse"
+                              else snntorch_graph(graph, graph_dt(graph)))
+        report.files[args.target] = str(write_nir(rewritten, out / f"model_{args.target}.nir"))
+        for c in changes:
+            report.note(f"{args.target} rewrite: {c}")
+        if x_enc is not None:
+            report.checks[args.target] = _target_check(graph, args.target, x_enc, report)
+    elif args.target == "onnx":
+        from snnkit.export.onnx_twin import TwinUndefined, export_onnx
+
+        try:
+            report.checks["onnx"] = export_onnx(graph, out / "model.onnx",
+                                                probe=None if x is None else x.numpy())
+            report.files["onnx"] = str(out / "model.onnx")
+        except TwinUndefined as exc:
+            report.checks["onnx"] = {"exported": False, "reason": str(exc)}
+            message = f"snn-export: no ONNX file written: {exc}"
+            status = 2
+    elif args.target == "lava":
+        from snnkit.deploy.loihi import quantize
+
+        loihi = quantize(graph, source=str(model_path))
+        report.files["lava"] = str(loihi.save(out / "loihi"))
+        report.checks["lava"] = {"quantisation_report": str(out / "loihi" / "export_report.json"),
+                                 "delay_steps": int(loihi.delay)}
+    report.files["report"] = str(out / "export_report.json")
+    report.write(out / "export_report.json")
+    summary = {"model": str(model_path), "target": args.target, "out": str(out), "files": report.files,
+               "warnings": report.warnings, "notes": report.notes, "checks": report.checks}
+    emit(summary, args.json, _human)
+    if message:
+        print(message, file=sys.stderr)
+    return status
+
+
+def _human(s: dict) -> str:
+    lines = [f"exported {s['model']} for {s['target']} -> {s['out']}"]
+    lines += [f"  {role}: {path}" for role, path in s["files"].items()]
+    rt = s["checks"].get("round_trip")
+    if rt:
+        lines.append(f"  round trip on {rt['samples']} samples: "
+                     + ("identical" if rt["identical"] else f"{rt['mismatched_outputs']} outputs differ"))
+    tc = s["checks"].get(s["target"])
+    if isinstance(tc, dict) and "output_spikes_equal" in tc:
+        lines.append(f"  {s['target']} vs torch: {tc['output_spikes_equal']}/{tc['outputs']} output values equal, "
+                     f"predictions equal on {100 * tc['predictions_equal']:.1f}%")
+    lines += [f"  warning: {w}" for w in s["warnings"]]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="snn-export", description="Not yet available: its issue is in progress.")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.parse_args(argv)
-    print("snn-export: not yet available in this version", file=sys.stderr)
-    return 2
+    return run("snn-export", _main, parser(), argv)
 
 
 if __name__ == "__main__":

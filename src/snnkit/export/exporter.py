@@ -106,15 +106,78 @@ def _pool_args(m: nn.AvgPool2d) -> dict:
             "padding": pair(m.padding)}
 
 
-def to_nir(model: SpikingModel, *, dt: float | None = None, report: ExportReport | None = None) -> nir.NIRGraph:
-    """The NIR graph of ``model`` (any model made of snnkit layers in ``model.layers``).
+def _layer_node(name: str, m: nn.Module, in_shape: tuple, out_shape: tuple, dt: float,
+                report: ExportReport) -> "nir.NIRNode | None":
+    """The NIR node of one layer (None for layers that are the identity at inference)."""
+    from snnkit.export.executor import PartialFlatten, Scale
 
-    dt: step length in seconds (default ``model.config["dt"]``, else 1e-3). report: filled with the node list,
-    warnings (lossy cases) and notes when given. Raises ValueError for a layer NIR cannot express.
+    kind = type(m).__name__
+    if isinstance(m, nn.Linear):
+        w = _np(m.weight)
+        return nir.Linear(weight=w) if m.bias is None else nir.Affine(weight=w, bias=_np(m.bias))
+    if isinstance(m, nn.Conv2d):
+        if m.padding_mode != "zeros":
+            raise ValueError(f"layer {name!r}: Conv2d padding_mode {m.padding_mode!r} has no NIR equivalent")
+        padding = m.padding if isinstance(m.padding, str) else np.array(m.padding, dtype=np.int64)
+        bias = _np(m.bias) if m.bias is not None else np.zeros(m.out_channels, np.float32)
+        return nir.Conv2d(input_shape=np.array(in_shape[1:], dtype=np.int64), weight=_np(m.weight),
+                          stride=np.array(m.stride, dtype=np.int64), padding=padding,
+                          dilation=np.array(m.dilation, dtype=np.int64), groups=m.groups, bias=bias)
+    if isinstance(m, SumPool2d):
+        return nir.SumPool2d(**_pool_args(m))
+    if isinstance(m, nn.AvgPool2d):
+        if m.ceil_mode or (not m.count_include_pad and np.any(np.asarray(m.padding) != 0)):
+            raise ValueError(f"layer {name!r}: AvgPool2d with ceil_mode or count_include_pad=False has no "
+                             "NIR equivalent")
+        return nir.AvgPool2d(**_pool_args(m))
+    if isinstance(m, PartialFlatten):
+        return nir.Flatten(input_type={"input": np.array(in_shape)}, start_dim=m.start_dim, end_dim=m.end_dim)
+    if isinstance(m, (Flatten, nn.Flatten)):
+        if isinstance(m, nn.Flatten) and (m.start_dim != 1 and m.start_dim != -len(in_shape) - 1):
+            raise ValueError(f"layer {name!r}: only a full flatten of each sample can be exported")
+        return nir.Flatten(input_type={"input": np.array(in_shape)}, start_dim=0, end_dim=-1)
+    if isinstance(m, Scale):
+        return nir.Scale(scale=_np(m.scale))
+    if isinstance(m, (LIF, CubaLIF)):
+        node = _lif_node(m, out_shape, dt, name, report) if isinstance(m, LIF) else _cuba_node(m, out_shape, dt, name)
+        if m.reset == "subtract":
+            report.warn(f"{name}: reset by subtraction cannot be expressed in NIR; the file says v_reset = 0 "
+                        "and records 'subtract' in metadata['reset'] (snnkit reads it back exactly, other "
+                        "readers reset to zero)")
+        learned = [p for p in ("beta", "alpha", "threshold") if isinstance(getattr(m, p, None), nn.Parameter)]
+        if learned:
+            report.note(f"{name}: learnable {', '.join(learned)} exported at the current values")
+        return node
+    if isinstance(m, (nn.Identity, nn.Dropout)):
+        report.note(f"{name}: {kind} is the identity at inference and is not exported")
+        return None
+    raise ValueError(f"layer {name!r}: {kind} has no NIR mapping")
+
+
+def _finish(nodes: dict, edges: list, metadata: dict, sources: dict, report: ExportReport) -> nir.NIRGraph:
+    graph = nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata, type_check=False)
+    report.nodes = [NodeRecord(name=n, kind=type(node).__name__, source=sources.get(n, type(node).__name__),
+                               neurons=int(np.asarray(getattr(node, "v_threshold", [])).size))
+                    for n, node in graph.nodes.items()]
+    report.metadata = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in metadata.items()}
+    return graph
+
+
+def to_nir(model: "SpikingModel | nn.Module", *, dt: float | None = None,
+           report: ExportReport | None = None) -> nir.NIRGraph:
+    """The NIR graph of ``model``: a :class:`SpikingModel`, or a :class:`~snnkit.export.executor.NIRNetwork`
+    (an imported graph, recurrent ones included: their cycles are written back as cyclic edges).
+
+    dt: step length in seconds (default ``model.config["dt"]`` / the network's ``dt``). report: filled with the
+    node list, warnings (lossy cases) and notes when given. Raises ValueError for a layer NIR cannot express.
     """
-    from snnkit import __version__
+    from snnkit.export.executor import NIRNetwork
 
     report = report if report is not None else ExportReport()
+    if isinstance(model, NIRNetwork):
+        return _network_to_nir(model, dt, report)
+    from snnkit import __version__
+
     cfg = model.config
     dt = float(dt if dt is not None else cfg.get("dt", 1e-3))
     if not dt > 0:
@@ -136,50 +199,17 @@ def to_nir(model: SpikingModel, *, dt: float | None = None, report: ExportReport
             sources[last_weighted] += f" + {kind} {name}"
             report.note(f"{name}: BatchNormTT folded into {last_weighted} (running statistics)")
             continue
-        if isinstance(m, nn.Linear):
-            w = _np(m.weight)
-            node = nir.Linear(weight=w) if m.bias is None else nir.Affine(weight=w, bias=_np(m.bias))
-        elif isinstance(m, nn.Conv2d):
-            if m.padding_mode != "zeros":
-                raise ValueError(f"layer {name!r}: Conv2d padding_mode {m.padding_mode!r} has no NIR equivalent")
-            padding = m.padding if isinstance(m.padding, str) else np.array(m.padding, dtype=np.int64)
-            bias = _np(m.bias) if m.bias is not None else np.zeros(m.out_channels, np.float32)
-            node = nir.Conv2d(input_shape=np.array(in_shape[1:], dtype=np.int64), weight=_np(m.weight),
-                              stride=np.array(m.stride, dtype=np.int64), padding=padding,
-                              dilation=np.array(m.dilation, dtype=np.int64), groups=m.groups, bias=bias)
-        elif isinstance(m, SumPool2d):
-            node = nir.SumPool2d(**_pool_args(m))
-        elif isinstance(m, nn.AvgPool2d):
-            if m.ceil_mode or (not m.count_include_pad and np.any(np.asarray(m.padding) != 0)):
-                raise ValueError(f"layer {name!r}: AvgPool2d with ceil_mode or count_include_pad=False has no "
-                                 "NIR equivalent")
-            node = nir.AvgPool2d(**_pool_args(m))
-        elif isinstance(m, (Flatten, nn.Flatten)):
-            if isinstance(m, nn.Flatten) and (m.start_dim != 1 and m.start_dim != -len(in_shape) - 1):
-                raise ValueError(f"layer {name!r}: only a full flatten of each sample can be exported")
-            node = nir.Flatten(input_type={"input": np.array(in_shape)}, start_dim=0, end_dim=-1)
-        elif isinstance(m, (LIF, CubaLIF)):
-            node = _lif_node(m, out_shape, dt, name, report) if isinstance(m, LIF) else _cuba_node(m, out_shape, dt, name)
-            resets[name] = m.reset
-            if m.reset == "subtract":
-                report.warn(f"{name}: reset by subtraction cannot be expressed in NIR; the file says v_reset = 0 "
-                            "and records 'subtract' in metadata['reset'] (snnkit reads it back exactly, other "
-                            "readers reset to zero)")
-            learned = [p for p in ("beta", "alpha", "threshold") if isinstance(getattr(m, p, None), nn.Parameter)]
-            if learned:
-                report.note(f"{name}: learnable {', '.join(learned)} exported at the current values")
-        elif isinstance(m, (nn.Identity, nn.Dropout)):
-            report.note(f"{name}: {kind} is the identity at inference and is not exported")
+        node = _layer_node(name, m, in_shape, out_shape, dt, report)
+        if node is None:
             continue
-        else:
-            raise ValueError(f"layer {name!r}: {kind} has no NIR mapping")
+        if isinstance(m, (LIF, CubaLIF)):
+            resets[name] = m.reset
         nodes[name] = node
         sources[name] = f"{kind} {name}"
         last_weighted = name if isinstance(node, (nir.Affine, nir.Linear, nir.Conv2d)) else None
     last = list(nodes)[-1]
     nodes["output"] = nir.Output(output_type=np.array(shapes[last][1] if last in shapes else input_shape))
     names = list(nodes)
-    edges = list(zip(names[:-1], names[1:]))
     encoder = model.encoder.spec() if hasattr(model.encoder, "spec") else {"name": "direct"}
     metadata = {
         "dt": dt,
@@ -191,9 +221,36 @@ def to_nir(model: SpikingModel, *, dt: float | None = None, report: ExportReport
         "logit_scale": float(model.logit_scale),
         "snnkit_version": __version__,
     }
-    graph = nir.NIRGraph(nodes=dict(nodes), edges=edges, metadata=metadata)
-    report.nodes = [NodeRecord(name=n, kind=type(node).__name__, source=sources.get(n, type(node).__name__),
-                               neurons=int(np.asarray(getattr(node, "v_threshold", [])).size))
-                    for n, node in graph.nodes.items()]
-    report.metadata = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in metadata.items()}
-    return graph
+    return _finish(dict(nodes), list(zip(names[:-1], names[1:])), metadata, sources, report)
+
+
+def _network_to_nir(net, dt: float | None, report: ExportReport) -> nir.NIRGraph:
+    """An imported (possibly recurrent) network back to NIR, with the same node names and edges."""
+    from snnkit import __version__
+    from snnkit.export.nirfile import graph_metadata
+
+    dt = float(dt if dt is not None else net.dt)
+    report.dt = dt
+    with torch.no_grad():
+        outs = net.run(torch.zeros((1, 1, *net.input_shape), device=next(net.buffers(), torch.zeros(1)).device))
+    shape = {n: tuple(y.shape[2:]) for n, y in outs.items()}
+    nodes, sources, resets = {}, {}, {}
+    for name, m in zip(net.plan.order, net.layers):
+        srcs = [s for s, _ in net.plan.inputs[name]]
+        in_shape = shape[srcs[0]] if srcs else net.input_shape
+        if name == net.plan.input_name:
+            node = nir.Input(input_type=np.array(net.input_shape))
+        elif name == net.plan.output_name:
+            node = nir.Output(output_type=np.array(shape[name]))
+        else:
+            node = _layer_node(name, m, in_shape, shape[name], dt, report)
+        if node is None:
+            raise ValueError(f"node {name!r}: {type(m).__name__} cannot be written back")
+        if isinstance(m, (LIF, CubaLIF)):
+            resets[name] = m.reset
+        nodes[name] = node
+        sources[name] = type(m).__name__
+    edges = [(s, d) for s, d in net.graph.edges if s in nodes and d in nodes]
+    metadata = {k: v for k, v in graph_metadata(net.graph).items() if not k.startswith("_")}
+    metadata.update(dt=dt, reset=resets, snnkit_version=__version__)
+    return _finish(nodes, edges, metadata, sources, report)
