@@ -40,6 +40,26 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="standard", help="training method spec (standard, pgd-at, trades, ...)")
     p.add_argument("--reg", action="append", default=[], metavar="SPEC", help="regulariser spec, repeatable")
     p.add_argument("--seed", type=int, default=0)
+    sparse = p.add_argument_group("sparse connectivity (snnkit.train.sparsity)")
+    sparse.add_argument("--sparsity", type=float, default=0.0, help="fraction of Linear/Conv weights pruned (0.9 keeps "
+                        "10%%); masks are chosen first, then frozen (default 0: dense)")
+    sparse.add_argument("--prune", choices=["magnitude", "hydra", "harp"],
+                        help="how masks are chosen (default: magnitude; hydra for --pipeline convert)")
+    sparse.add_argument("--prune-epochs", type=int, help="score-training epochs for hydra/harp, dense epochs before "
+                        "magnitude pruning (default: 0; 10 for --pipeline convert)")
+    sparse.add_argument("--prune-lr", type=float, default=0.01, help="Adam learning rate of scores/rates (default 0.01)")
+    sparse.add_argument("--init", help="start from this model.pt instead of a fresh model (its config is used)")
+    conv = p.add_argument_group("robust ANN-to-SNN conversion (--pipeline convert; snnkit.train.conversion)")
+    conv.add_argument("--pipeline", choices=["direct", "convert"], default="direct",
+                      help="direct: train the SNN; convert: robust ANN -> pruning -> weight transfer and thresholds "
+                      "-> SNN fine-tuning with --method/--epochs (use --neuron if --reset subtract --surrogate "
+                      "triangle:gamma=1)")
+    conv.add_argument("--ann-epochs", type=int, default=30, help="ANN training epochs (default 30)")
+    conv.add_argument("--ann-method", default="trades", help="ANN training method spec (default trades)")
+    conv.add_argument("--ann-lr", type=float, default=1e-3, help="ANN Adam learning rate (default 1e-3)")
+    conv.add_argument("--ann-finetune-epochs", type=int, default=10, help="sparse ANN fine-tuning epochs (default 10)")
+    conv.add_argument("--percentile", type=float, default=99.7, help="threshold percentile of pre-activations (99.7)")
+    conv.add_argument("--threshold-scale", type=float, default=0.3, help="threshold = scale x percentile (0.3)")
     p.add_argument("--limit", type=int, help="evaluate on the first N test samples only")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
     p.add_argument("--out", required=True, help="output folder for model.pt, metrics.json, checkpoint.pt")
@@ -72,11 +92,26 @@ def _main(args: argparse.Namespace) -> int:
     from snnkit.train import TrainConfig, train
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    convert = args.pipeline == "convert"
+    sparse = {} if convert else dict(sparsity=args.sparsity, prune=args.prune or "magnitude",
+                                     prune_epochs=args.prune_epochs or 0, prune_lr=args.prune_lr, init=args.init)
     cfg = TrainConfig(dataset=args.dataset, model=model_config(args), epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
                       weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed, method=args.method,
-                      regs=args.reg, data_dir=args.data_dir, limit=args.limit, device=device)
-    metrics = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+                      regs=args.reg, data_dir=args.data_dir, limit=args.limit, device=device, **sparse)
+    if convert:
+        from snnkit.train.conversion import ConversionConfig, convert_pipeline
+
+        if args.init or args.resume:
+            raise ValueError("--pipeline convert starts from scratch; --init and --resume do not apply")
+        conv = ConversionConfig(ann_epochs=args.ann_epochs, ann_method=args.ann_method, ann_lr=args.ann_lr,
+                                prune=args.prune or "hydra", sparsity=args.sparsity,
+                                prune_epochs=10 if args.prune_epochs is None else args.prune_epochs,
+                                prune_lr=args.prune_lr, ann_finetune_epochs=args.ann_finetune_epochs,
+                                percentile=args.percentile, threshold_scale=args.threshold_scale)
+        metrics = convert_pipeline(cfg, conv, args.out, progress=not args.no_progress)
+    else:
+        metrics = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     summary = {k: metrics[k] for k in ("dataset", "test_accuracy", "train_accuracy", "train_time_s")}
     summary.update(model=args.model, out=str(args.out), epochs=args.epochs,
                    **{k: v for k, v in metrics.items() if k not in summary and k not in ("history", "model", "train_config")})

@@ -6,7 +6,7 @@ The config is what ``model.pt`` stores beside the state dict, so a model is rebu
 {"arch": "mlp" | "convnet" | "vgg", "input_shape": [1, 8, 8], "num_classes": 10, "timesteps": 8,
  "encoder": {"name": "direct"}, "neuron": "lif" | "if", "beta": 0.9, "threshold": 1.0, "reset": "zero",
  "surrogate": "atan:alpha=2", "learn_beta": false, "learn_threshold": false, "batchnorm": false, "dt": 1e-3,
- "logit_scale": 10.0,
+ "logit_scale": 10.0, "masks": false,   # masks: true for pruned models (weight_mask buffers)
  "hidden": [512],                      # mlp
  "channels": [32, 64], "fc": [256],    # convnet: conv3x3 -> neuron -> avgpool2 per entry, then fc layers
  "vgg": [64, 64, "P", 128, "P"]}       # vgg: conv3x3 widths, "P" = avgpool 2, then a linear classifier
@@ -119,4 +119,9 @@ def build(config: dict) -> SpikingModel:
         dense_stack(c * h * w, list(cfg.get("fc", [])))
 
     encoder = build_encoder(cfg["encoder"], int(cfg["timesteps"]))
-    return SpikingModel(encoder, nn.Sequential(OrderedDict(layers)), cfg)
+    model = SpikingModel(encoder, nn.Sequential(OrderedDict(layers)), cfg)
+    if cfg.get("masks"):  # pruned model (snnkit.train.sparsity): a 0/1 mask buffer per Linear/Conv2d weight
+        for m in model.modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
+                m.register_buffer("weight_mask", m.weight.detach().new_ones(m.weight.shape))
+    return model

@@ -18,8 +18,10 @@ import torch
 from tqdm.auto import tqdm
 
 from snnkit import data as datasets
-from snnkit.models import build, save
+from snnkit.attack.gradients import input_gradient_sparsity
+from snnkit.models import build, load, save
 from snnkit.models.io import atomic_write
+from snnkit.train import sparsity as masks
 from snnkit.train.objectives import accuracy, build_objective
 
 
@@ -42,6 +44,11 @@ class TrainConfig:
     data_dir: str | None = None
     limit: int | None = None
     device: str = "cpu"
+    init: str | None = None  # start from this model.pt (its config replaces ``model``)
+    sparsity: float = 0.0  # fraction of Linear/Conv weights pruned before training (masks then frozen)
+    prune: str = "magnitude"  # magnitude | hydra | harp (snnkit.train.sparsity)
+    prune_epochs: int = 0  # score-training epochs (hydra/harp) or dense epochs before magnitude pruning
+    prune_lr: float = 0.01
 
 
 def _optimizer(cfg: TrainConfig, params):
@@ -90,8 +97,10 @@ def train(cfg: TrainConfig, out_dir: "str | Path", *, resume: bool = False, prog
 
     torch.manual_seed(cfg.seed)
     model_cfg = {"input_shape": list(info.input_shape), "num_classes": info.num_classes, **cfg.model}
-    model = build(model_cfg).to(cfg.device)
+    model = (load(cfg.init) if cfg.init else build(model_cfg)).to(cfg.device)
+    model_cfg = model.config
     objective = build_objective(cfg.method, cfg.regs)
+    prune_history = masks.prepare(model, cfg, objective, x_train, y_train, learn=not resume)
     opt = _optimizer(cfg, model.parameters())
     sched = _schedule(cfg, opt)
     shuffle = torch.Generator().manual_seed(cfg.seed)
@@ -130,6 +139,7 @@ def train(cfg: TrainConfig, out_dir: "str | Path", *, resume: bool = False, prog
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            masks.after_step(model, objective)
             loss_sum += float(loss.detach()) * len(idx)
             correct += accuracy(logits.detach(), yb) * len(idx)
             for k, v in parts.items():
@@ -174,6 +184,9 @@ def train(cfg: TrainConfig, out_dir: "str | Path", *, resume: bool = False, prog
         "train_time_s": train_time,
         "n_train": n,
         "n_test": len(x_test),
+        "gradient_sparsity": input_gradient_sparsity(model, x_test[:1024].to(cfg.device), y_test[:1024]),
+        "weight_sparsity": masks.weight_sparsity(model),
+        **({"prune_history": prune_history} if prune_history else {}),
         "history": history,
     }
     save(model.cpu(), out / "model.pt", meta={"dataset": cfg.dataset, "test_accuracy": final["test_accuracy"]})
