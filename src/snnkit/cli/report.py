@@ -91,7 +91,7 @@ def _main(args: argparse.Namespace) -> int:
     from snnkit.energy import resolve_models
     from snnkit.export.exporter import to_nir
     from snnkit.report.attacks import read_attack_files
-    from snnkit.report.collect import collect, inputs_from_dataset, inputs_from_file
+    from snnkit.report.collect import build_report, inputs_from_dataset, inputs_from_file
     from snnkit.report.writers import write_report
 
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
@@ -115,7 +115,7 @@ def _main(args: argparse.Namespace) -> int:
     def progress(names):
         return tqdm(names, desc="targets", unit="target", file=sys.stderr, disable=True if args.no_progress else None)
 
-    report = collect(model, graph, inputs, targets, model_path=args.model, energy_models=args.energy_model,
+    report = build_report(model, graph, inputs, targets, model_path=args.model, energy_models=args.energy_model,
                      attack_files=args.attack_json, options=_target_options(targets, args.device),
                      raster=not args.no_raster, progress=progress)
     files = write_report(report, args.out)

@@ -1,6 +1,6 @@
 """Collect what a report shows: a model deployed on several targets, compared with the torch reference.
 
-:func:`collect` exports the model to NIR once, runs every requested target on the same encoded input through
+:func:`build_report` exports the model to NIR once, runs every requested target on the same encoded input through
 the Python API (``snnkit.deploy.base.get_target``), and gathers per target: accuracy, agreement with the
 reference (predictions and output spike trains), counts (spikes, synaptic ops, MACs, neuron updates, per
 layer), wall time and throughput, NeuroBench-style metrics, the energy under every requested model, and a
@@ -92,7 +92,7 @@ def _labels(path: str, n: int) -> np.ndarray:
     except Exception as exc:  # numpy raises several types for foreign files
         raise ValueError(f"{p}: not a readable .npy labels file ({_one_line(exc)})") from None
     if not isinstance(y, np.ndarray) or y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"{p}: labels must be {n} integers [N], got shape {list(getattr(y, 'shape', []))} "
+        raise ValueError(f"{p}: labels must hold one integer per sample ({n} samples), got shape {list(getattr(y, 'shape', []))} "
                          f"dtype {getattr(y, 'dtype', type(y).__name__)}")
     return y.astype(np.int64)
 
@@ -206,7 +206,7 @@ def _target_entry(run: TargetRun, ref: TargetRun | None, inputs: Inputs, graph, 
 # ------------------------------------------------------------------------------------------------ report
 
 
-def collect(model, graph, inputs: Inputs, targets: list[str], *, model_path: str = "",
+def build_report(model, graph, inputs: Inputs, targets: list[str], *, model_path: str = "",
             energy_models: "list[str] | None" = None, attack_files: "list[str] | None" = None,
             options: dict[str, dict] | None = None, raster: bool = True,
             progress: Callable | None = None) -> Report:
