@@ -37,7 +37,7 @@ def model_file(tmp_path_factory):
     return path
 
 
-def _report(tmp_path, model_file, *extra, capsys=None):
+def _report(tmp_path, model_file, *extra):
     out = tmp_path / "out"
     rc = main([str(model_file), "-o", str(out), "--json", "--no-progress", *extra])
     return rc, out
@@ -93,6 +93,7 @@ def test_every_requested_target_is_in_the_report(digits_report):
     ok = {t["name"]: t for t in rep["targets"] if t["status"] == "ok"}
     # the float targets implement the same semantics: same predictions as the reference on this model
     assert ok["snntorch"]["agreement"]["predictions"] == 1.0
+    assert ok["torch"]["info"]["device"] == "cpu"  # --device reached the targets that take one
     # Loihi runs T + delay steps and is compared on the reference axis
     assert ok["loihi-emu"]["delay"] > 0 and ok["loihi-emu"]["agreement"]["steps_compared"] == rep["data"]["steps"]
 

@@ -35,33 +35,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--energy-model", action="extend", nargs="+", metavar="NAME|FILE",
                    help="built-in energy model name(s) or model file(s) with the schema of snnkit/energy/figures.json "
                         "(default: every built-in model)")
-    p.add_argument("--device", help="device for the targets that take one (torch, loihi-emu): cpu, cuda, auto")
+    p.add_argument("--device", help="device for the targets that take one (torch, loihi-emu): cpu | cuda | auto "
+                   "(default: each target's own)")
     p.add_argument("--no-raster", action="store_true", help="skip the one-sample recording run per target")
     p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_json_flag(p)
     return p
-
-
-def _target_options(names: list[str], device: str | None) -> dict[str, dict]:
-    """Constructor options per target: ``device`` for the targets whose constructor takes one."""
-    if device is None:
-        return {}
-    import importlib
-    import inspect
-
-    from snnkit.deploy.base import TARGETS
-
-    out = {}
-    for name in names:
-        module, cls = TARGETS[name].split(":")
-        try:
-            params = inspect.signature(getattr(importlib.import_module(module), cls)).parameters
-        except ImportError:
-            continue  # the run reports the target as unavailable
-        if "device" in params:
-            out[name] = {"device": device}
-    return out
 
 
 def _human(s: dict) -> str:
@@ -87,9 +67,10 @@ def _main(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     import snnkit
+    from snnkit.cli.deploy import make_target
     from snnkit.deploy.base import TARGETS
     from snnkit.energy import resolve_models
-    from snnkit.export.exporter import to_nir
+    from snnkit.export import to_nir
     from snnkit.report.attacks import read_attack_files
     from snnkit.report.collect import build_report, inputs_from_dataset, inputs_from_file
     from snnkit.report.writers import write_report
@@ -106,7 +87,10 @@ def _main(args: argparse.Namespace) -> int:
     read_attack_files(args.attack_json)
 
     model = snnkit.load(args.model)
-    graph = to_nir(model)
+    try:
+        graph = to_nir(model)
+    except ValueError as exc:
+        raise ValueError(f"{args.model}: {exc}") from None
     if args.dataset:
         inputs = inputs_from_dataset(graph, args.dataset, limit=args.limit, data_dir=args.data_dir)
     else:
@@ -116,7 +100,7 @@ def _main(args: argparse.Namespace) -> int:
         return tqdm(names, desc="targets", unit="target", file=sys.stderr, disable=True if args.no_progress else None)
 
     report = build_report(model, graph, inputs, targets, model_path=args.model, energy_models=args.energy_model,
-                     attack_files=args.attack_json, options=_target_options(targets, args.device),
+                     attack_files=args.attack_json, make_target=lambda name: make_target(name, device=args.device),
                      raster=not args.no_raster, progress=progress)
     files = write_report(report, args.out)
     d = report.data

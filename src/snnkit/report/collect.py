@@ -133,11 +133,12 @@ def inputs_from_file(graph, path: str, *, labels: str | None = None, raw: bool =
 # ------------------------------------------------------------------------------------------------ targets
 
 
-def run_target(name: str, graph, x: np.ndarray, options: dict | None = None, raster: bool = True) -> TargetRun:
-    """Run one target; never raises for the target's own failures (they become the run's status)."""
+def run_target(name: str, graph, x: np.ndarray, make_target: Callable | None = None, raster: bool = True) -> TargetRun:
+    """Run one target made by ``make_target(name)`` (default ``get_target``); never raises for the target's own
+    failures (they become the run's status)."""
     t0 = time.perf_counter()
     try:
-        target = get_target(name, **(options or {}))
+        target = (make_target or get_target)(name)
         result = target.run(graph, x)
     except (ImportError, DeployError) as exc:
         return TargetRun(name, "unavailable", _one_line(exc), elapsed_s=time.perf_counter() - t0)
@@ -208,13 +209,13 @@ def _target_entry(run: TargetRun, ref: TargetRun | None, inputs: Inputs, graph, 
 
 def build_report(model, graph, inputs: Inputs, targets: list[str], *, model_path: str = "",
             energy_models: "list[str] | None" = None, attack_files: "list[str] | None" = None,
-            options: dict[str, dict] | None = None, raster: bool = True,
+            make_target: Callable | None = None, raster: bool = True,
             progress: Callable | None = None) -> Report:
     """Run ``graph`` (the NIR export of ``model``) on ``targets`` and gather the report (see the module docstring).
 
     targets: target names; the torch reference is always run (first) and marked as the reference.
     energy_models: ``--energy-model`` values (built-in names or files); None: every built-in model.
-    options: per-target constructor options (e.g. ``{"torch": {"device": "cpu"}}``).
+    make_target: ``name -> Target`` (default ``snnkit.deploy.base.get_target`` with default options).
     progress: wraps the list of targets (e.g. ``tqdm``) to show progress.
     """
     import snnkit
@@ -228,7 +229,7 @@ def build_report(model, graph, inputs: Inputs, targets: list[str], *, model_path
         notes.append(f"{REFERENCE} was not requested; it was run as the reference every target is compared with.")
     runs: dict[str, TargetRun] = {}
     for name in (progress(names) if progress else names):
-        runs[name] = run_target(name, graph, inputs.x, (options or {}).get(name), raster=raster)
+        runs[name] = run_target(name, graph, inputs.x, make_target, raster=raster)
     ref = runs[REFERENCE]
     if ref.status != "ok":
         notes.append(f"the reference target failed ({ref.reason}): no agreement figures")
