@@ -7,7 +7,7 @@ Norse 1.1.0's importer has known gaps (../shared/reference/nir-conventions.md); 
 |---|---|
 | LIF and IF ignore ``r`` (with a warning) | ``r`` multiplied into the source layer's weights (``fold_input_gain``) |
 | ``Flatten`` counts the batch axis | ``batch_agnostic_flatten`` |
-| no AvgPool2d mapping (the node is silently skipped) | ``pool_to_conv`` (depthwise Conv2d) |
+| no AvgPool2d mapping (the node is silently skipped) | ``pool_to_conv`` (channel-diagonal Conv2d) |
 | SumPool2d padding ignored | ``pool_to_conv`` for padded SumPool2d |
 | ``v_reset`` ignored (always 0) | each cell's ``p.v_reset`` set from the graph after import |
 | CubaLIF's synapse also leaks towards ``v_leak`` | the synapse's ``v_leak`` set to 0 after import |

@@ -14,11 +14,13 @@ snnTorch 1.0.0's importer has known bugs (../shared/reference/nir-conventions.md
 | parameters kept in float64 when the graph's are (states then become float64) | the module cast to float32 |
 | recurrent graphs fail (``'GraphModule' object has no attribute 'items'``) | snnTorch's own recurrent mapping (``RSynaptic``/``RLeaky`` built by its ``_nir_to_snntorch_module``) executed by nirtorch's ``GraphExecutor`` |
 | ``RSynaptic``/``RLeaky`` with ``reset_delay=False`` crash on ``None / tensor`` | ``reset_delay=True`` plus the immediate reset applied after every step (what ``reset_delay=False`` means) |
+| a diagonal recurrent weight becomes ``RecurrentOneToOne``, which drops the bias | refused (DeployError) when that bias is not zero |
 
-What stays different (docs/semantics.md): snnTorch's recurrent layer adds the recurrent bias already at ``t = 0``
-(``W 0 + b``), where the reference reads a silent recurrent edge; snnTorch computes ``beta v + I`` as two roundings
-where snnkit fuses them. Reset by subtraction is not part of NIR: snnTorch resets to zero (``info["warnings"]``).
-Runs on the CPU.
+Conventions aligned with the reference while stepping: hidden state cleared before every batch; at ``t = 0`` a
+recurrent layer's bias is left out for that one step (snnTorch evaluates ``W 0 + b`` there, the reference reads a
+silent recurrent edge). What stays different (docs/semantics.md): snnTorch computes ``beta v + I`` in two
+roundings where snnkit fuses them. Reset by subtraction is not part of NIR: snnTorch resets to zero
+(``info["warnings"]``). Runs on the CPU.
 """
 from __future__ import annotations
 
@@ -76,6 +78,14 @@ def snntorch_graph(graph: nir.NIRGraph, dt: float) -> tuple[nir.NIRGraph, list[s
                 raise DeployError(f"snntorch target: node {name!r}: snnTorch's importer needs one threshold per layer")
             if node.v_reset is not None and np.any(_f64(node.v_reset) != 0):
                 raise DeployError(f"snntorch target: node {name!r}: snnTorch resets to 0, the graph to v_reset != 0")
+    edges = set(graph.edges)
+    for name, node in graph.nodes.items():
+        w = np.asarray(getattr(node, "weight", np.zeros((0, 0))))
+        loops = [d for s, d in edges if s == name and (d, name) in edges]
+        if (isinstance(node, nir.Affine) and loops and w.ndim == 2 and np.array_equal(w, np.diag(np.diag(w)))
+                and np.any(np.asarray(node.bias) != 0)):
+            raise DeployError(f"snntorch target: node {name!r}: snnTorch turns a diagonal recurrent weight into "
+                              "RecurrentOneToOne, which drops its bias")
     changes: list[str] = []
     for rewrite in (batch_agnostic_flatten, lambda g: pool_to_conv(g, avg=False),
                     lambda g: rescale_time(g, dt, SNNTORCH_DT), leak_to_bias,
@@ -120,6 +130,23 @@ def _import_recurrent(graph: nir.NIRGraph):
     return module, names
 
 
+@contextlib.contextmanager
+def _silent_recurrence(neurons: list):
+    """For one step, recurrent layers without their bias: at ``t = 0`` a recurrent edge carries nothing in the
+    reference semantics, while snnTorch evaluates ``W 0 + b``."""
+    saved = []
+    for m in neurons:
+        bias = getattr(getattr(m, "recurrent", None), "bias", None)
+        if isinstance(bias, torch.Tensor):
+            saved.append((bias, bias.detach().clone()))
+            bias.data.zero_()
+    try:
+        yield
+    finally:
+        for bias, value in saved:
+            bias.data.copy_(value)
+
+
 class SnnTorchTarget(TorchBasedTarget):
     """snnTorch (``import_from_nir``), stepped one step at a time; hidden state cleared before every batch.
 
@@ -162,7 +189,8 @@ class SnnTorchTarget(TorchBasedTarget):
                         setattr(m, attr, torch.zeros(0))
             state = None
             for t in range(x.shape[1]):
-                out = module(x[:, t]) if state is None else module(x[:, t], state)
+                with _silent_recurrence(neurons) if t == 0 else contextlib.nullcontext():
+                    out = module(x[:, t]) if state is None else module(x[:, t], state)
                 state = out[1] if isinstance(out, tuple) and len(out) > 1 else None
                 for m in neurons:
                     if getattr(m, "_snnkit_reset_now", False):  # the immediate reset reset_delay=False means

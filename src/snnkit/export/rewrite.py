@@ -7,7 +7,7 @@ graph. Each returns ``(graph, changes)``, ``changes`` being one line per node it
 
 - :func:`batch_agnostic_flatten`: Flatten dims as negative indices (importers build ``torch.nn.Flatten``
   from NIR's batch-free ``start_dim``, which then swallows the batch axis).
-- :func:`pool_to_conv`: AvgPool2d, or a padded SumPool2d, as the equivalent depthwise Conv2d.
+- :func:`pool_to_conv`: AvgPool2d, or a padded SumPool2d, as the equivalent (channel-diagonal) Conv2d.
 - :func:`rescale_time`: time constants for a reader whose ``dt`` is fixed (snnTorch: 1e-4 s).
 - :func:`leak_to_bias`: a LIF's ``v_leak`` as a constant input current (bias of its source layer).
 - :func:`fold_input_gain`: a neuron's input gain multiplied into its source layer's weights.
@@ -73,9 +73,11 @@ def batch_agnostic_flatten(graph: nir.NIRGraph) -> tuple[nir.NIRGraph, Changes]:
 
 
 def pool_to_conv(graph: nir.NIRGraph, *, avg: bool = True, padded_sum: bool = True) -> tuple[nir.NIRGraph, Changes]:
-    """AvgPool2d (``avg``) and SumPool2d with padding (``padded_sum``) as depthwise Conv2d nodes.
+    """AvgPool2d (``avg``) and SumPool2d with padding (``padded_sum``) as Conv2d nodes.
 
-    Weights are ``1/(kH kW)`` (average, zero padding counted) or 1 (sum); exact for spike inputs.
+    The kernel is channel-diagonal, ``1/(kH kW)`` (average, zero padding counted) or 1 (sum): exact for spike
+    inputs. It is a full ``(C, C, kH, kW)`` kernel, not a grouped one, because Norse's and snnTorch's importers
+    take a Conv2d's input channels from ``weight.shape[1]`` and so cannot build grouped convolutions.
     """
     shapes = None
     new, changes = {}, []
@@ -87,12 +89,14 @@ def pool_to_conv(graph: nir.NIRGraph, *, avg: bool = True, padded_sum: bool = Tr
         shapes = shapes or output_shapes(graph)
         c, h, w = shapes[_sources(graph, name)[0]]
         k = np.broadcast_to(np.atleast_1d(np.asarray(node.kernel_size)), (2,)).astype(int)
-        weight = np.full((c, 1, k[0], k[1]), 1.0 / (k[0] * k[1]) if is_avg else 1.0, dtype=np.float32)
+        value = 1.0 / (k[0] * k[1]) if is_avg else 1.0
+        weight = np.zeros((c, c, k[0], k[1]), dtype=np.float32)
+        weight[np.arange(c), np.arange(c)] = value
         pair = lambda v: tuple(int(i) for i in np.broadcast_to(np.atleast_1d(np.asarray(v)), (2,)))  # noqa: E731
         new[name] = nir.Conv2d(input_shape=(h, w), weight=weight, stride=pair(node.stride),
-                               padding=pair(node.padding), dilation=(1, 1), groups=c,
+                               padding=pair(node.padding), dilation=(1, 1), groups=1,
                                bias=np.zeros(c, dtype=np.float32))
-        changes.append(f"{name}: {type(node).__name__} -> depthwise Conv2d (weights {weight.flat[0]:g})")
+        changes.append(f"{name}: {type(node).__name__} -> channel-diagonal Conv2d (weights {value:g})")
     return (replace_nodes(graph, new) if new else graph), changes
 
 
