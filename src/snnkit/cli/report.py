@@ -44,6 +44,10 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+HEADLINE_MODELS = ("horowitz45-fp32", "loihi1-davies2018", "truenorth")
+"""Energy models shown in the one-line-per-target text output (when present); the report has all of them."""
+
+
 def _human(s: dict) -> str:
     from snnkit.report.writers import fmt_joules
 
@@ -54,7 +58,9 @@ def _human(s: dict) -> str:
             continue
         acc = "n/a" if t["accuracy"] is None else f"{t['accuracy']:.4f}"
         agree = t.get("agreement_predictions")
-        e = [(k, v) for k, v in t.get("energy_per_sample_j", {}).items() if v is not None][:3]
+        avail = {k: v for k, v in t.get("energy_per_sample_j", {}).items() if v is not None}
+        shown = [k for k in HEADLINE_MODELS if k in avail] or list(avail)
+        e = [(k, avail[k]) for k in shown[:3]]
         energy = ", ".join(f"{k} {fmt_joules(v)}" for k, v in e)
         lines.append(f"  {t['name']:<10} accuracy {acc}, agreement {agree:.4f}, {t['samples_per_s']:.1f} samples/s"
                      + (f"; energy/sample: {energy}" if energy else ""))

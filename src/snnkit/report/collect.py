@@ -228,7 +228,10 @@ def build_report(model, graph, inputs: Inputs, targets: list[str], *, model_path
     if REFERENCE not in targets:
         notes.append(f"{REFERENCE} was not requested; it was run as the reference every target is compared with.")
     runs: dict[str, TargetRun] = {}
-    for name in (progress(names) if progress else names):
+    bar = progress(names) if progress else names
+    for name in bar:
+        if hasattr(bar, "set_postfix_str"):
+            bar.set_postfix_str(name)
         runs[name] = run_target(name, graph, inputs.x, make_target, raster=raster)
     ref = runs[REFERENCE]
     if ref.status != "ok":
