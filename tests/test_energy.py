@@ -305,3 +305,40 @@ def test_synops_agree_with_neurobench():
     assert nb["Effective_MACs"] > 0 and nb["Effective_ACs"] > 0
     assert stats["conv"].macs == round(nb["Effective_MACs"] * B)
     assert stats["fc"].synops == round(nb["Effective_ACs"] * B)
+
+
+def test_torch_target_counts_agree_with_neurobench_on_a_convnet():
+    """End to end: an snnkit ConvNet (analog first layer, BatchNorm folded at export, AvgPool2d, Linear) run by
+    the torch target; its synops and MACs per sample against NeuroBench on the original torch layers, and the
+    dense op count of report.metrics against NeuroBench's Dense."""
+    workload = pytest.importorskip("neurobench.metrics.workload",
+                                   reason="NeuroBench is not installed (pip install --no-deps neurobench)")
+    from neurobench.models import TorchModel
+
+    from snnkit.deploy.base import get_target
+    from snnkit.export import to_nir
+    from snnkit.models import build
+    from snnkit.report.metrics import static_metrics
+
+    torch.manual_seed(3)
+    model = build({"arch": "convnet", "input_shape": [1, 8, 8], "num_classes": 10, "channels": [4], "fc": [16],
+                   "timesteps": 4}).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
+                m.weight.mul_(3.0)
+                m.weight[m.weight.abs() < 0.05] = 0.0  # pruned synapses
+    x = torch.rand(6, 1, 8, 8)
+    xe = model.encoder(x)
+    graph = to_nir(model)
+    result = get_target("torch", device="cpu").run(graph, xe.numpy())
+
+    nb_model = TorchModel(model.layers)
+    nb_model.register_hooks()
+    with torch.no_grad():
+        nb = workload.SynapticOperations()(nb_model, nb_model(xe), (xe, torch.zeros(6)))
+    macs = sum(layer.macs for layer in result.layers)
+    assert result.total_synops > 0 and macs > 0
+    assert result.total_synops / 6 == pytest.approx(nb["Effective_ACs"])
+    assert macs / 6 == pytest.approx(nb["Effective_MACs"])
+    assert static_metrics(graph).dense_ops_per_step * 4 == pytest.approx(nb["Dense"])
