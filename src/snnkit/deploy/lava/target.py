@@ -26,7 +26,7 @@ import numpy as np
 import snnkit
 from snnkit.deploy.base import DeployError, Target, TargetResult
 from snnkit.deploy.loihi.graph import LoihiGraph
-from snnkit.deploy.loihi.prepare import prepare_graph
+from snnkit.deploy.loihi.prepare import prepare_graph, quant_options
 from snnkit.deploy.loihi.results import build_result
 
 ENV_VAR = "SNNKIT_LAVA_PYTHON_ENV"
@@ -141,19 +141,22 @@ class LavaTarget(Target):
     tag: ``"fixed_pt"`` (bit-accurate Loihi 2 models, the default) or ``"floating_pt"``.
     timeout_s: wall-clock limit for the worker (default: :func:`default_timeout`).
     python: the Lava interpreter (default: :func:`find_lava_python`).
-    Other options are the quantisation options of :func:`snnkit.deploy.loihi.quantize`.
+    The other options are the quantisation options of :func:`snnkit.deploy.loihi.quantize` (None: its
+    default).
     """
 
     name = "lava"
 
-    def __init__(self, tag: str = "fixed_pt", timeout_s: float | None = None, python: str | None = None,
-                 **quant_options):
+    def __init__(self, tag: str = "fixed_pt", timeout_s: float | None = None, python: str | None = None, *,
+                 input_mode: str | None = None, input_range: float | None = None, input_bits: int | None = None,
+                 dt: float | None = None, headroom_bits: int | None = None, sparse_below: float | None = None):
         if tag not in ("fixed_pt", "floating_pt"):
             raise DeployError(f"lava: unknown tag {tag!r} (fixed_pt, floating_pt)")
         self.tag = tag
         self.timeout_s = timeout_s
         self.python = python
-        self.quant_options = quant_options
+        self.quant_options = quant_options(input_mode=input_mode, input_range=input_range, input_bits=input_bits,
+                                           dt=dt, headroom_bits=headroom_bits, sparse_below=sparse_below)
 
     def run(self, graph: nir.NIRGraph, x: np.ndarray, *, record: bool = False) -> TargetResult:
         t0 = time.perf_counter()

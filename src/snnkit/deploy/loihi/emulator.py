@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from snnkit.deploy.base import DeployError, Target, TargetResult
 from snnkit.deploy.loihi.graph import ACT_SHIFT, DECAY_UNITY, STATE_MAX, LoihiGraph, Projection
-from snnkit.deploy.loihi.prepare import prepare_graph
+from snnkit.deploy.loihi.prepare import prepare_graph, quant_options
 from snnkit.deploy.loihi.results import build_result
 
 _TWO31 = 2.0 ** 31
@@ -53,6 +53,46 @@ def _decay(x: torch.Tensor, keep: int) -> torch.Tensor:
     """``sign(x * keep) * (|x * keep| >> 12)``: multiply by ``keep/4096``, rounding toward zero."""
     lin = x * (keep / DECAY_UNITY)
     return _ste(lin, torch.trunc(lin))
+
+
+def _conv2d_exact(x: torch.Tensor, w: torch.Tensor, stride, padding, dilation, groups: int) -> torch.Tensor:
+    """torch's conv2d, computed so that integer inputs give exact integer sums.
+
+    On the CPU ``conv2d`` accumulates products in order (direct or im2col + GEMM), which is exact for
+    integers below the dtype's mantissa; cuDNN may pick Winograd/FFT algorithms, so on GPUs the
+    convolution is an explicit im2col + matrix product instead.
+    """
+    if x.device.type == "cpu":
+        return F.conv2d(x, w, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    cols = F.unfold(x, (kh, kw), dilation=dilation, padding=padding, stride=stride)  # [N, C*kh*kw, L]
+    ho = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    wo = (wd + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    length = cols.shape[-1]
+    cols = cols.reshape(n, groups, cg * kh * kw, length).permute(1, 0, 3, 2).reshape(groups, n * length, -1)
+    wg = w.reshape(groups, o // groups, cg * kh * kw)
+    y = torch.bmm(cols, wg.transpose(1, 2))  # [G, N*L, O/G]
+    return y.reshape(groups, n, length, o // groups).permute(1, 0, 3, 2).reshape(n, o, ho, wo)
+
+
+class _NoTF32:
+    """Disable TF32 (and reduced-precision float32 matmuls) while the emulator runs; restore afterwards."""
+
+    def __enter__(self):
+        self._prec = torch.get_float32_matmul_precision()
+        self._mm = torch.backends.cuda.matmul.allow_tf32
+        self._cudnn = torch.backends.cudnn.allow_tf32
+        torch.set_float32_matmul_precision("highest")
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        return self
+
+    def __exit__(self, *exc):
+        torch.set_float32_matmul_precision(self._prec)
+        torch.backends.cuda.matmul.allow_tf32 = self._mm
+        torch.backends.cudnn.allow_tf32 = self._cudnn
+        return False
 
 
 class _SpikeFn(torch.autograd.Function):
@@ -88,9 +128,17 @@ class LoihiEmulator:
         dd = dict(device=self.device, dtype=torch.float64)
         self._w = {}
         for i, p in enumerate(lg.projections):
-            self._w[i] = torch.as_tensor(p.effective_weight().astype(np.float64), **dd)
+            w = p.effective_weight().astype(np.float64)
+            # float32 sums are exact while every partial sum stays below 2**24 in magnitude
+            x_max = float(lg.input.max_int) if p.src == lg.input.name else 1.0
+            bound = np.abs(w).reshape(w.shape[0], -1).sum(axis=1).max(initial=0.0) * x_max
+            dtype = torch.float32 if bound < 2.0 ** 24 else torch.float64
+            self._w[i] = torch.as_tensor(w, device=self.device, dtype=dtype)
         self._bias = {layer.name: torch.as_tensor(layer.bias_int().reshape(-1).astype(np.float64), **dd)
                       for layer in lg.layers}
+        self.overflow: dict[str, dict[str, int]] = {}
+        """Per layer, over the last :meth:`run`: ``u_wraps`` (current wrapped around at 24 bits) and
+        ``v_saturations`` (voltage clipped), counted over neurons and steps."""
 
     # --- inputs ------------------------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -108,11 +156,11 @@ class LoihiEmulator:
         """Lava's message for inputs ``x [N, *src_shape]`` (integer-valued): ``[N, n_dst]``."""
         w = self._w[i]
         n = x.shape[0]
+        x = x.to(w.dtype)
         if p.kind == "conv":
-            y = F.conv2d(x, w, stride=tuple(p.stride), padding=tuple(p.padding), dilation=tuple(p.dilation),
-                         groups=int(p.groups))
-            return _wrap(y, 24).reshape(n, -1)
-        acc = x.reshape(n, -1) @ w.T
+            y = _conv2d_exact(x, w, tuple(p.stride), tuple(p.padding), tuple(p.dilation), int(p.groups))
+            return _wrap(y.to(torch.float64), 24).reshape(n, -1)
+        acc = (x.reshape(n, -1) @ w.T).to(torch.float64)
         if p.message_bits > 0:
             acc = _wrap(acc, 32)  # graded messages: Lava's int32 dot product
         e = int(p.weight_exp)
@@ -130,6 +178,10 @@ class LoihiEmulator:
         x: ``[B, T, *input_shape]`` float input (or Lava's integers when ``encoded``). Each sample starts from
         zero state; layer at depth k is zero before step k (see ``LoihiGraph``).
         """
+        with _NoTF32():
+            return self._run(x, encoded)
+
+    def _run(self, x: torch.Tensor, encoded: bool) -> dict[str, torch.Tensor]:
         lg = self.lg
         xi = x.to(device=self.device, dtype=torch.float64) if encoded else self.encode(x)
         b, t = xi.shape[:2]
@@ -169,6 +221,8 @@ class LoihiEmulator:
         vmax = _TWO23 - 1
         out = [torch.zeros((b, n), **dd)] * k
         s = torch.zeros((b, n), **dd)
+        wraps = torch.zeros((), device=self.device, dtype=torch.int64)
+        sats = torch.zeros((), device=self.device, dtype=torch.int64)
         for tau in range(k, t_out):
             a = a_ff[:, tau]
             if rec:
@@ -178,8 +232,11 @@ class LoihiEmulator:
                 a = _wrap(a, 32)
             du = _decay(u, keep_u)
             cur = _wrap(du + _wrap(a * shift, 32), 32)
-            u = torch.where(cur > _TWO23, cur - 2 * _TWO23, torch.where(cur <= -_TWO23, cur + 2 * _TWO23, cur))
+            over, under = cur > _TWO23, cur <= -_TWO23
+            u = torch.where(over, cur - 2 * _TWO23, torch.where(under, cur + 2 * _TWO23, cur))
             h = _wrap(_decay(v, keep_v) + u + bias, 32)
+            wraps += (over | under).sum()
+            sats += (h.abs() > vmax).sum()
             h = _ste(h, torch.clamp(h, -vmax, vmax))
             if self.differentiable:
                 s = _SpikeFn.apply((h - thr) / thr, self.surrogate_alpha)
@@ -187,6 +244,7 @@ class LoihiEmulator:
                 s = (h > thr).to(torch.float64)
             v = h * (1 - s.detach())
             out.append(s)
+        self.overflow[layer.name] = {"u_wraps": int(wraps), "v_saturations": int(sats)}
         return torch.stack(out, dim=1)
 
 
@@ -195,17 +253,20 @@ class LoihiEmulatorTarget(Target):
 
     Options: device (``"cpu"``, ``"cuda"``, ``"auto"``), batch_size (samples per emulator call), and the
     quantisation options of :func:`snnkit.deploy.loihi.quantize` (input_mode, input_range, input_bits, dt,
-    headroom_bits, sparse_below).
+    headroom_bits, sparse_below; None: its default).
     """
 
     name = "loihi-emu"
 
-    def __init__(self, device: str = "cpu", batch_size: int = 512, **quant_options):
+    def __init__(self, device: str = "cpu", batch_size: int = 512, *, input_mode: str | None = None,
+                 input_range: float | None = None, input_bits: int | None = None, dt: float | None = None,
+                 headroom_bits: int | None = None, sparse_below: float | None = None):
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = device
         self.batch_size = int(batch_size)
-        self.quant_options = quant_options
+        self.quant_options = quant_options(input_mode=input_mode, input_range=input_range, input_bits=input_bits,
+                                           dt=dt, headroom_bits=headroom_bits, sparse_below=sparse_below)
 
     def run(self, graph: nir.NIRGraph, x: np.ndarray, *, record: bool = False) -> TargetResult:
         t0 = time.perf_counter()
@@ -224,18 +285,23 @@ class LoihiEmulatorTarget(Target):
         t0 = time.perf_counter()
         emu = LoihiEmulator(lg, device=self.device)
         chunks: dict[str, list[np.ndarray]] = {}
+        overflow: dict[str, dict[str, int]] = {}
         with torch.no_grad():
             for start in range(0, xi.shape[0], self.batch_size):
                 xb = torch.from_numpy(xi[start:start + self.batch_size].astype(np.float64))
                 out = emu.run(xb, encoded=True)
                 for name, r in out.items():
                     chunks.setdefault(name, []).append(r.to("cpu", torch.uint8).numpy())
+                for name, ev in emu.overflow.items():
+                    acc = overflow.setdefault(name, {"u_wraps": 0, "v_saturations": 0})
+                    for key, val in ev.items():
+                        acc[key] += val
         if self.device != "cpu" and torch.cuda.is_available():
             torch.cuda.synchronize()
         wall = time.perf_counter() - t0
         rasters = {name: np.concatenate(c, axis=0) for name, c in chunks.items()}
         return build_result(self.name, graph, lg, rasters, x, wall_s=wall, build_s=build_s, record=record,
-                            info={"device": str(self.device), **clip_info})
+                            info={"device": str(self.device), "overflow_events": overflow, **clip_info})
 
 
 class LoihiModule(torch.nn.Module):

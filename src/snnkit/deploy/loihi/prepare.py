@@ -36,6 +36,11 @@ def _pow2_ceil(v: float) -> float:
     return 2.0 ** math.ceil(math.log2(v)) if v > 0 else 1.0
 
 
+def quant_options(**options) -> dict:
+    """The quantisation options that were set (None means: quantize's default)."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
 def prepare_graph(graph: nir.NIRGraph | LoihiGraph, x: np.ndarray, *, input_mode: str | None = None,
                   input_range: float | None = None, source: str = "graph", **options) -> LoihiGraph:
     """The :class:`LoihiGraph` a target runs for ``graph`` on inputs ``x`` (one-line DeployError if not)."""

@@ -48,7 +48,8 @@ class _Incoming:
 
 def quantize(graph: nir.NIRGraph, *, input_mode: str = "auto", input_range: float | None = None,
              input_bits: int = 8, dt: float | None = None, headroom_bits: int = 1,
-             sparse_below: float = 0.1, source: str = "graph") -> LoihiGraph:
+             sparse_below: float = 0.1, weight_exp_range: tuple[int, int] = EXP_RANGE,
+             source: str = "graph") -> LoihiGraph:
     """Quantise a float NIR graph for Loihi 2.
 
     input_mode: ``"spikes"``, ``"counts"`` (non-negative integer event counts per step), ``"analog"`` (real
@@ -60,6 +61,8 @@ def quantize(graph: nir.NIRGraph, *, input_mode: str = "auto", input_range: floa
     dt: time step in seconds; default ``graph.metadata["dt"]`` or 1e-4.
     headroom_bits: bits kept free above the worst-case input in the 24-bit state.
     sparse_below: a dense projection whose non-zero fraction is below this becomes a Lava ``Sparse``.
+    weight_exp_range: allowed weight exponents (Loihi 2: -8..7). ``(0, 0)`` gives graphs that fit lava-dl's
+        netx format. Conv projections never get negative exponents (Lava's Conv cannot apply them).
     source: a name for messages (the file the graph came from).
 
     Raises :class:`QuantizeError` (a ValueError) with one line naming the node when the graph uses something
@@ -69,6 +72,10 @@ def quantize(graph: nir.NIRGraph, *, input_mode: str = "auto", input_range: floa
     dt = float(dt if dt is not None else meta.get("dt", DEFAULT_DT))
     if not dt > 0:
         raise QuantizeError(f"{source}: dt must be > 0, got {dt}")
+    lo_e, hi_e = (int(v) for v in weight_exp_range)
+    if not EXP_RANGE[0] <= lo_e <= hi_e <= EXP_RANGE[1] or hi_e < 0:
+        raise QuantizeError(f"weight_exp_range must lie in {EXP_RANGE} and include a value >= 0, got "
+                            f"{weight_exp_range}")
     try:
         nodes, edges = nirops.flatten_graph(graph)
     except ValueError as e:
@@ -173,7 +180,7 @@ def quantize(graph: nir.NIRGraph, *, input_mode: str = "auto", input_range: floa
             notes.append(f"{n}: CubaLIF with a connection bias: Loihi adds it to v as a constant (the steady "
                          f"state of the synaptic current); the first ~tau_syn/dt steps differ")
         layer, projs, rep = _quantize_layer(n, nparams, shape, depth[n], incoming, bias_f, spec,
-                                            headroom_bits, sparse_below)
+                                            headroom_bits, sparse_below, (lo_e, hi_e))
         reset = reset_meta.get(n) if isinstance(reset_meta, dict) else reset_meta
         reset = reset or (node.metadata or {}).get("reset") or "zero"
         if reset == "subtract":
@@ -343,7 +350,7 @@ def _mant_limit(w: np.ndarray) -> float:
     return 254.0 if mixed else 255.0
 
 
-def _sample(w: np.ndarray, limit: int = 200_000) -> np.ndarray:
+def _sample(w: np.ndarray, limit: int = 20_000) -> np.ndarray:
     flat = w.reshape(-1)
     if flat.size <= limit:
         return flat
@@ -353,15 +360,19 @@ def _sample(w: np.ndarray, limit: int = 200_000) -> np.ndarray:
 
 def _fit(w: np.ndarray, q: float, V: int, exps: tuple[int, int]) -> tuple[int, np.ndarray]:
     """Smallest exponent in ``exps`` whose mantissas fit without clipping (or the largest), and them."""
-    m = float(np.abs(w).max(initial=0.0))
-    if m == 0:
-        return 0, np.zeros(w.shape, dtype=np.int32)
-    lim = _mant_limit(w)
-    e = int(math.ceil(math.log2(V * m / (q * lim)))) if V * m > 0 else exps[0]
-    e = int(np.clip(e, *exps))
-    while e < exps[1] and np.abs(np.rint(w * V / (q * 2.0 ** e))).max() > lim:
-        e += 1
+    e = int(_exponents(float(np.abs(w).max(initial=0.0)), _mant_limit(w), q, np.array([V]), exps)[0])
     return e, canonical_mantissas(w * V / (q * 2.0 ** e))
+
+
+def _exponents(m: float, lim: float, q: float, Vs: np.ndarray, exps: tuple[int, int]) -> np.ndarray:
+    """Per candidate threshold ``V``: the smallest exponent in ``exps`` at which the largest weight ``m``
+    fits the mantissa limit ``lim``."""
+    if m == 0:
+        return np.zeros(len(Vs), dtype=np.int64)
+    e = np.ceil(np.log2(Vs * m / (q * lim)) - 1e-12).astype(np.int64)
+    e = np.clip(e, *exps)
+    over = np.rint(m * Vs / (q * 2.0 ** e)) > lim
+    return np.clip(e + over, *exps)
 
 
 def _rel_err(w: np.ndarray, mant: np.ndarray, q: float, V: int, e: int) -> tuple[float, float]:
@@ -370,29 +381,36 @@ def _rel_err(w: np.ndarray, mant: np.ndarray, q: float, V: int, e: int) -> tuple
     return float(np.sum((w - w_hat) ** 2)), float(np.sum(w ** 2))
 
 
-def _search(incoming: list[_Incoming], v_cap: int) -> tuple[int, list[int], list[np.ndarray], float]:
-    """Choose the integer threshold V and each projection's exponent: least relative weight error."""
-    ranges = []
-    for inc in incoming:
-        lo = 0 if inc.conv is not None else 0
-        ranges.append((lo, EXP_RANGE[1]))
+def _sq_errors(inc: _Incoming, Vs: np.ndarray, exps: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, float]:
+    """For every candidate threshold in ``Vs``: squared mantissa error of (a sample of) the weights, the
+    exponents, and the weights' sum of squares."""
+    s = _sample(inc.w)
+    m = float(np.abs(s).max(initial=0.0))
+    es = _exponents(m, _mant_limit(s), inc.q, Vs, exps)
+    se = np.zeros(len(Vs))
+    if m == 0:
+        return se, es, 0.0
+    scale = Vs / (inc.q * 2.0 ** es)
+    rows = max(1, 4_000_000 // max(s.size, 1))
+    for i in range(0, len(Vs), rows):
+        r = s[None, :] * scale[i:i + rows, None]
+        ri = np.rint(r)
+        mixed = np.any(ri < 0, axis=1) & np.any(ri > 0, axis=1)
+        mant = np.where(mixed[:, None], 2 * np.clip(np.rint(r / 2), -128, 127), np.clip(ri, -255, 255))
+        se[i:i + rows] = np.sum((s[None, :] - mant / scale[i:i + rows, None]) ** 2, axis=1)
+    return se, es, float(np.sum(s ** 2))
 
-    def evaluate(V: int, rngs) -> tuple[float, list[int], list[np.ndarray]]:
-        se = ss = 0.0
-        exps, mants = [], []
-        for inc, rg in zip(incoming, rngs):
-            s = _sample(inc.w)
-            e, m = _fit(s, inc.q, V, rg)
-            a, b = _rel_err(s, m, inc.q, V, e)
-            se, ss = se + a, ss + b
-            exps.append(e)
-        return (se / ss if ss > 0 else 0.0), exps, mants
 
-    n_w = sum(min(inc.w.size, 200_000) for inc in incoming)
+def _search(incoming: list[_Incoming], v_cap: int, exp_range: tuple[int, int]
+            ) -> tuple[int, list[int], list[np.ndarray], float]:
+    """Choose the integer threshold V and each projection's exponent: least relative weight error.
 
-    def candidates(rngs) -> list[int]:
-        """V that fill some projection's mantissas at some exponent, down to 3/4 of full (all integers
-        when the layer is small, 48 per exponent otherwise)."""
+    Exponents >= 0 first; negative ones (Dense/Sparse only: a floor shift of the summed input) are tried
+    when the headroom cap leaves mantissas under-filled."""
+    ranges = [(max(0, exp_range[0]), exp_range[1])] * len(incoming)
+
+    def candidates(rngs) -> np.ndarray:
+        """V that fill some projection's mantissas at some exponent, down to 3/4 of full (64 per exponent)."""
         cands = {v_cap}
         for inc, rg in zip(incoming, rngs):
             m = float(np.abs(inc.w).max(initial=0.0))
@@ -405,26 +423,35 @@ def _search(incoming: list[_Incoming], v_cap: int) -> tuple[int, list[int], list
                 if full < 1 or lo > v_cap:
                     continue
                 hi = min(full, v_cap)
-                if (hi - lo + 1) * n_w <= 2_000_000:
-                    cands.update(range(lo, hi + 1))
-                else:
-                    cands.update(int(v) for v in np.linspace(lo, hi, 48))
-        return sorted(cands)
+                cands.update(range(lo, hi + 1) if hi - lo < 64 else np.linspace(lo, hi, 64).astype(int).tolist())
+        return np.array(sorted(cands), dtype=np.float64)
 
-    scored = [(V, *evaluate(V, ranges)[:2], ranges) for V in candidates(ranges)]
+    def score(rngs) -> list[tuple]:
+        Vs = candidates(rngs)
+        se = np.zeros(len(Vs))
+        ss = 0.0
+        exps = []
+        for inc, rg in zip(incoming, rngs):
+            a, es, b = _sq_errors(inc, Vs, rg)
+            se, ss = se + a, ss + b
+            exps.append(es)
+        err = se / ss if ss > 0 else se
+        return [(int(V), float(err[j]), [int(es[j]) for es in exps], rngs) for j, V in enumerate(Vs)]
+
+    scored = score(ranges)
     # Under-filled mantissas (V capped by headroom): let Dense/Sparse use negative exponents as well.
     err0 = min(s[1] for s in scored)
     V0 = min(s[0] for s in scored if s[1] == err0)
-    if any(inc.conv is None and 0 < np.abs(_fit(inc.w, inc.q, V0, rg)[1]).max(initial=0) < 128
-           for inc, rg in zip(incoming, ranges)):
-        neg = [(EXP_RANGE[0], EXP_RANGE[1]) if inc.conv is None else rg for inc, rg in zip(incoming, ranges)]
-        scored += [(V, *evaluate(V, neg)[:2], neg) for V in candidates(neg)]
-    # Within 5 % (or 1e-3 rms) of the least error, prefer a threshold of at least 256 (so that v's
-    # rounding toward zero stays below 1/16384 of the threshold per step), then small exponents, then the
-    # smaller threshold (more headroom).
+    if exp_range[0] < 0 and any(inc.conv is None and 0 < np.abs(_fit(inc.w, inc.q, V0, rg)[1]).max(initial=0) < 128
+                                for inc, rg in zip(incoming, ranges)):
+        neg = [exp_range if inc.conv is None else rg for inc, rg in zip(incoming, ranges)]
+        scored += score(neg)
+    # Within 5 % (or 1e-3 rms) of the least error, prefer a threshold of at least 64 (so that v's rounding
+    # toward zero stays below 1/4096 of the threshold per step), then small exponents (exponent 0 fits
+    # lava-dl's netx format), then the smaller threshold (more headroom).
     err_min = min(s[1] for s in scored)
     ok = [s for s in scored if s[1] <= err_min * 1.05 + 1e-6]
-    good = min(v_cap, 256)
+    good = min(v_cap, 64)
     V, err, _, rngs = min(ok, key=lambda s: (s[0] < good, max((abs(e) for e in s[2]), default=0), s[0]))
     exps, mants = [], []
     for inc, rg in zip(incoming, rngs):
@@ -448,7 +475,7 @@ def _bias(bias_int: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
 
 
 def _quantize_layer(name, p, shape, depth, incoming: list[_Incoming], bias_f, spec: InputSpec, headroom_bits,
-                    sparse_below):
+                    sparse_below, exp_range: tuple[int, int]):
     kind = p["kind"]
     lossy: list[str] = []
 
@@ -486,7 +513,7 @@ def _quantize_layer(name, p, shape, depth, incoming: list[_Incoming], bias_f, sp
     v_floor = 32
     if v_cap < v_floor:
         v_cap = v_floor
-    V, exps, mants, w_err = _search(incoming, v_cap)
+    V, exps, mants, w_err = _search(incoming, v_cap, exp_range)
 
     bias_int = np.rint(bias_f * (1 << ACT_SHIFT) * V)
     bias_mant, bias_exp, bias_clipped = _bias(bias_int)

@@ -1,0 +1,161 @@
+"""Write a :class:`LoihiGraph` as a lava-dl ``netx`` HDF5 file, for users of Loihi 2 hardware.
+
+The layout is the one ``lava.lib.dl.netx.hdf5.Network`` reads (lava-dl 0.6): a group ``layer`` with one
+subgroup per layer, ``"0"``, ``"1"``, ... in order. Each has a ``type`` (``input``, ``flatten``, ``dense``,
+``dense_rec``, ``conv``), a ``shape`` (torch order ``(C, H, W)`` or ``(N,)``), for synapse layers the integer
+weights the Lava process multiplies with (``weight``, ``weight_rec``; conv kernels ``[O, C, kH, kW]`` as torch
+cross-correlates, netx flips them), ``stride``/``padding``/``dilation`` (``(H, W)``), ``groups``, an optional
+``bias`` (netx applies it as ``bias << 6``) and a ``neuron`` group (``type = "CUBA"``, ``iDecay = du + 1``,
+``vDecay = dv``, ``vThMant = vth``, ``refDelay``, ``gradedSpike``).
+
+netx stores effective integer weights and re-derives mantissa and exponent itself, and it only builds
+sequential networks; :func:`netx_fit` says why a graph does not fit. Biases that are not a multiple of 64 are
+rounded (reported). Importing netx needs lava-dl (and torch < 2.4), so this file is written with h5py only.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from snnkit.deploy.loihi.graph import LoihiGraph
+
+NETX_BIAS_SHIFT = 6
+
+
+def _chain(lg: LoihiGraph):
+    """Layers in depth order with their feed-forward and recurrent projection (or reasons they are not a chain)."""
+    reasons = []
+    layers = sorted(lg.layers, key=lambda l: l.depth)
+    chain = []
+    prev = lg.input.name
+    for i, layer in enumerate(layers):
+        if layer.depth != i + 1:
+            reasons.append(f"layer {layer.name!r}: more than one layer at depth {layer.depth} (netx is sequential)")
+            break
+        ins = lg.into(layer.name)
+        ff = [p for p in ins if not p.recurrent]
+        rec = [p for p in ins if p.recurrent]
+        if len(ff) != 1 or ff[0].src != prev:
+            reasons.append(f"layer {layer.name!r}: not fed by exactly the previous layer (netx is sequential)")
+            break
+        if len(rec) > 1:
+            reasons.append(f"layer {layer.name!r}: more than one recurrent projection")
+        chain.append((layer, ff[0], rec[0] if rec else None))
+        prev = layer.name
+    if not reasons and layers and layers[-1].name != lg.output:
+        reasons.append("the output is not the last layer")
+    return chain, reasons
+
+
+def netx_fit(lg: LoihiGraph) -> list[str]:
+    """Why ``lg`` cannot be written as a netx file (an empty list: it can)."""
+    chain, reasons = _chain(lg)
+    for layer, ff, rec in chain:
+        for p in (ff, rec):
+            if p is None:
+                continue
+            if p.weight_exp != 0:
+                reasons.append(f"projection {p.name!r}: weight exponent {p.weight_exp} (netx stores 8-bit "
+                               f"effective weights; quantize with weight_exp_range=(0, 0))")
+            if p.kind == "conv" and p.recurrent:
+                reasons.append(f"projection {p.name!r}: recurrent convolution")
+        if ff.kind == "conv" and len(lg.source_shape(ff.src)) != 3:
+            reasons.append(f"projection {ff.name!r}: convolution of a flat layer")
+        if ff.kind != "conv" and len(layer.shape) == 3:
+            reasons.append(f"layer {layer.name!r}: dense projection into a 3-D layer")
+    return reasons
+
+
+def _neuron_group(g, layer) -> None:
+    n = g.create_group("neuron")
+    n.create_dataset("type", (1,), "S10", [b"CUBA"])
+    n.create_dataset("iDecay", data=np.int64(layer.du + 1))
+    n.create_dataset("vDecay", data=np.int64(layer.dv))
+    n.create_dataset("vThMant", data=np.int64(layer.vth))
+    n.create_dataset("refDelay", data=np.int64(1))
+    n.create_dataset("gradedSpike", data=np.bool_(False))
+
+
+def _bias(g, layer, notes: list[str]) -> None:
+    b = layer.bias_int().reshape(-1)
+    if not np.any(b):
+        return
+    q = np.rint(b / 2 ** NETX_BIAS_SHIFT).astype(np.int64)
+    err = int(np.abs(q * 2 ** NETX_BIAS_SHIFT - b).max())
+    if err:
+        notes.append(f"layer {layer.name!r}: netx applies bias << 6, so biases are rounded to multiples of 64 "
+                     f"(largest change {err} of threshold {layer.vth << 6})")
+    if len(layer.shape) == 3:  # netx's conv blocks take one bias per channel
+        per_c = q.reshape(layer.shape[0], -1)
+        if np.any(per_c != per_c[:, :1]):
+            notes.append(f"layer {layer.name!r}: per-position biases of a conv layer averaged per channel")
+        q = np.rint(per_c.mean(axis=1)).astype(np.int64)
+    g.create_dataset("bias", data=q)
+
+
+def write_netx(lg: LoihiGraph, path: str | os.PathLike) -> list[str]:
+    """Write ``lg`` as a netx HDF5 file at ``path`` (atomically); returns notes on what was rounded.
+
+    Raises ValueError (one line) when the graph does not fit the format (see :func:`netx_fit`).
+    """
+    import h5py
+
+    reasons = netx_fit(lg)
+    if reasons:
+        raise ValueError(f"{path}: the graph does not fit lava-dl's netx format: {reasons[0]}")
+    chain, _ = _chain(lg)
+    notes: list[str] = []
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["generator"] = "snnkit.deploy.loihi.netx"
+            f.attrs["input_mode"] = lg.input.mode
+            f.attrs["input_message_bits"] = int(lg.input.message_bits)
+            f.attrs["input_scale"] = float(lg.input.scale)
+            f.attrs["dt"] = float(lg.dt)
+            root = f.create_group("layer")
+            idx = 0
+
+            def group(kind: str, shape) -> "h5py.Group":
+                nonlocal idx
+                g = root.create_group(str(idx))
+                g.create_dataset("type", (1,), "S10", [kind.encode()])
+                if shape is not None:
+                    g.create_dataset("shape", data=np.asarray(shape, dtype=np.int64))
+                idx += 1
+                return g
+
+            group("input", lg.input.shape)
+            prev_shape = tuple(lg.input.shape)
+            for layer, ff, rec in chain:
+                if ff.kind == "conv":
+                    g = group("conv", layer.shape)
+                    g.create_dataset("weight", data=ff.effective_weight().astype(np.int64))
+                    g.create_dataset("stride", data=np.asarray(ff.stride, dtype=np.int64))
+                    g.create_dataset("padding", data=np.asarray(ff.padding, dtype=np.int64))
+                    g.create_dataset("dilation", data=np.asarray(ff.dilation, dtype=np.int64))
+                    g.create_dataset("groups", data=np.int64(ff.groups))
+                else:
+                    if len(prev_shape) == 3:
+                        group("flatten", None)
+                    g = group("dense_rec" if rec is not None else "dense", (layer.size,))
+                    g.create_dataset("weight", data=ff.effective_weight().astype(np.int64))
+                    if rec is not None:
+                        g.create_dataset("weight_rec", data=rec.effective_weight().astype(np.int64))
+                _bias(g, layer, notes)
+                _neuron_group(g, layer)
+                prev_shape = tuple(layer.shape)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    if lg.input.message_bits:
+        notes.append(f"graded input: create netx's Network with input_message_bits={lg.input.message_bits}")
+    return notes
