@@ -11,7 +11,7 @@ snnTorch 1.0.0's importer has known bugs (../shared/reference/nir-conventions.md
 | IF becomes ``Leaky(beta=0.9)`` with reset by subtraction, returning ``(spk, mem)`` | ``beta`` set to 1, reset to zero and ``init_hidden`` on after import |
 | ``Flatten`` counts the batch axis | ``batch_agnostic_flatten`` |
 | SumPool2d padding ignored | ``pool_to_conv`` for padded SumPool2d |
-| parameters kept in float64 when the graph's are (states then become float64) | the module cast to float32 |
+| per-neuron decays left in float64 on the recurrent path (states then become float64) | the module cast to float32 |
 | recurrent graphs fail (``'GraphModule' object has no attribute 'items'``) | snnTorch's own recurrent mapping (``RSynaptic``/``RLeaky`` built by its ``_nir_to_snntorch_module``) executed by nirtorch's ``GraphExecutor`` |
 | ``RSynaptic``/``RLeaky`` with ``reset_delay=False`` crash on ``None / tensor`` | ``reset_delay=True`` plus the immediate reset applied after every step (what ``reset_delay=False`` means) |
 | a diagonal recurrent weight becomes ``RecurrentOneToOne``, which drops the bias | refused (DeployError) when that bias is not zero |
