@@ -246,6 +246,7 @@ def learn_masks(model: nn.Module, method: str, sparsity: float, loss_fn: LossFn,
         p.requires_grad_(False)
     learn_rate = method == "harp"
     pms: dict[str, ScoreMask] = {}
+    orders = [list(m._parameters) for m in layers.values()]
     try:
         for name, m in layers.items():
             pm = ScoreMask(m.weight, keep, learn_rate, 0.1 * keep).to(m.weight.device)
@@ -268,9 +269,11 @@ def learn_masks(model: nn.Module, method: str, sparsity: float, loss_fn: LossFn,
                 rates = dict.fromkeys(pms, keep)
             masks = {n: topk_mask(pm.scores.abs(), rates[n]) for n, pm in pms.items()}
     finally:
-        for m in layers.values():
+        for m, order in zip(layers.values(), orders):
             if parametrize.is_parametrized(m, "weight"):
                 parametrize.remove_parametrizations(m, "weight", leave_parametrized=False)
+            for key in order:  # re-register in the original order (optimiser state and state dicts are ordered)
+                m._parameters[key] = m._parameters.pop(key)
         for p, flag in frozen:
             p.requires_grad_(flag)
     set_masks(model, masks)
