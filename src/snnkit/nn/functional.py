@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import torch
 
+from snnkit.nn import native_scan
 from snnkit.nn.surrogate import Surrogate
 
 
@@ -29,9 +30,11 @@ class CubaState(NamedTuple):
     v: torch.Tensor  # membrane potential after reset, [B, ...]
 
 
-def _charge(x, beta, v):
+def _charge(x, beta, v, out=None):
     """``beta * v + x`` as one fused op when possible (the scan and the step must round identically)."""
-    return torch.addcmul(x, beta, v) if torch.is_tensor(beta) else x + beta * v
+    if torch.is_tensor(beta):
+        return torch.addcmul(x, beta, v, out=out)
+    return torch.add(x, beta * v, out=out)
 
 
 def _reset(h, s, threshold, v_reset, subtract: bool):
@@ -67,49 +70,37 @@ def cuba_step(x: torch.Tensor, state: CubaState, alpha, beta, gain, leak, thresh
 
 
 class _LIFScan(torch.autograd.Function):
-    """Whole-sequence LIF with its own backward. Inputs ``x [T, B, ...]``; outputs spikes and ``h``."""
+    """Whole-sequence LIF with its own backward. Inputs ``x [T, B, ...]``; outputs spikes (and ``h``).
+
+    The forward also evaluates the surrogate derivative at every step and saves it with the spikes (not ``h``),
+    so the backward is a single reverse recurrence
+    ``dh[t] = grad_s[t] sg[t] + grad_h[t] + beta dh[t+1] (1 - s[t])`` (no ``1 - s`` for subtract).
+    """
 
     @staticmethod
-    def forward(ctx, x, beta, threshold, v_reset, surrogate, subtract):
+    def forward(ctx, x, beta, threshold, v_reset, surrogate, subtract, with_h):
         ctx.set_materialize_grads(False)
-        T = x.shape[0]
-        h_all = torch.empty_like(x)
-        s_all = torch.empty_like(x)
-        v = torch.zeros_like(x[0])
-        for t in range(T):
-            h = _charge(x[t], beta, v)
-            s = h > threshold
-            h_all[t] = h
-            s_all[t] = s
-            if subtract:
-                v = h - s * threshold
-            else:
-                v = torch.where(s, v_reset, h)
-        ctx.save_for_backward(h_all, s_all)
+        need_h = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]  # the beta / threshold gradients use h
+        s_all, h_all, sg, beta_k = _scan_forward(x, beta, threshold, v_reset, subtract, surrogate,
+                                                 with_h or need_h)
+        ctx.save_for_backward(s_all, sg, beta_k, h_all if need_h else None)
         ctx.beta = beta
         ctx.threshold = threshold
         ctx.v_reset = v_reset
-        ctx.surrogate = surrogate
         ctx.subtract = subtract
-        return s_all, h_all
+        return (s_all, h_all) if with_h else s_all
 
     @staticmethod
-    def backward(ctx, grad_s, grad_h):
-        h_all, s_all = ctx.saved_tensors
+    def backward(ctx, grad_s, grad_h=None):
+        s_all, sg_all, beta_k, h_all = ctx.saved_tensors
         beta, threshold, v_reset = ctx.beta, ctx.threshold, ctx.v_reset
-        T = h_all.shape[0]
         need_x, need_beta, need_th = ctx.needs_input_grad[:3]
-        sg_all = ctx.surrogate.derivative(h_all - threshold)
-        dh_all = torch.empty_like(h_all)
-        gv = None  # gradient arriving at v[t] from step t+1
-        for t in range(T - 1, -1, -1):
-            dh = grad_s[t] * sg_all[t] if grad_s is not None else torch.zeros_like(h_all[t])
-            if grad_h is not None:
-                dh = dh + grad_h[t]
-            if gv is not None:
-                dh = dh + (gv if ctx.subtract else gv * (1 - s_all[t]))
-            dh_all[t] = dh
-            gv = dh * beta
+        if grad_s is None and grad_h is None:
+            return None, None, None, None, None, None, None
+        if beta_k is not None:
+            dh_all = native_scan.backward(grad_s, grad_h, sg_all, s_all, beta_k, ctx.subtract)
+        else:
+            dh_all = _scan_backward_torch(grad_s, grad_h, sg_all, s_all, beta, ctx.subtract)
         gx = dh_all if need_x else None
         g_beta = g_th = None
         if need_beta:
@@ -128,7 +119,68 @@ class _LIFScan(torch.autograd.Function):
                 carried[:-1] = dh_all[1:] * beta
                 g = g - carried * s_all
             g_th = _reduce_to(g, threshold)
-        return gx, g_beta, g_th, None, None, None
+        return gx, g_beta, g_th, None, None, None, None
+
+
+def _native_params(x: torch.Tensor, beta, threshold, v_reset) -> "list[torch.Tensor] | None":
+    """``beta``, ``threshold``, ``v_reset`` in the form the compiled kernels take, or None (use torch).
+
+    All three 0-dim, else all contiguous ``[N]`` (expanded over the neuron shape), in x's dtype. None when the
+    kernels are unavailable or could not reproduce the step arithmetic exactly: a float ``beta`` (the step then
+    computes ``x + beta * v`` unfused), a parameter with a batch axis, on another device, or one that would
+    promote the dtype.
+    """
+    if not torch.is_tensor(beta) or not native_scan.supports(x) or native_scan.load() is None:
+        return None
+    neuron_shape = x.shape[2:]
+    params = [torch.as_tensor(p, dtype=x.dtype if not torch.is_tensor(p) else None).detach()
+              for p in (beta, threshold, v_reset)]
+    for p in params:
+        if p.device != x.device or p.dim() > len(neuron_shape) or (p.dim() > 0 and p.dtype != x.dtype):
+            return None
+    if all(p.dim() == 0 for p in params):
+        return [p.to(x.dtype) for p in params]
+    return [p.to(x.dtype).expand(neuron_shape).reshape(-1).contiguous() for p in params]
+
+
+def _scan_forward(x, beta, threshold, v_reset, subtract: bool, surrogate: "Surrogate | None" = None,
+                  with_h: bool = True):
+    """Spikes (x's dtype) and pre-reset potentials over ``x [T, B, ...]``, bit-identical to ``lif_step``.
+
+    Returns ``(s, h, sg, beta_k)``: ``h`` is None unless ``with_h`` (the torch path always returns it);
+    ``sg`` the surrogate derivative at every step, None without a ``surrogate``; ``beta_k`` the decay in the
+    form the compiled backward takes, or None when the torch path ran.
+    """
+    params = _native_params(x, beta, threshold, v_reset)
+    if params is not None:
+        s, h, sg = native_scan.forward(x, *params, subtract, surrogate, with_h)
+        if surrogate is not None and native_scan.surrogate_code(surrogate)[0] < 0:
+            sg = surrogate.derivative(sg)  # the kernels left u = h - threshold for this surrogate
+        return s, h, sg, params[0]
+    h_all = torch.empty_like(x, dtype=torch.result_type(x, beta))
+    fire = torch.empty_like(h_all, dtype=torch.bool)
+    v = torch.zeros_like(h_all[0])
+    for t in range(x.shape[0]):
+        h = _charge(x[t], beta, v, out=h_all[t])
+        torch.gt(h, threshold, out=fire[t])
+        v = h - fire[t].to(h.dtype) * threshold if subtract else torch.where(fire[t], v_reset, h)
+    sg = surrogate.derivative(h_all - threshold) if surrogate is not None else None
+    return fire.to(h_all.dtype), h_all, sg, None
+
+
+def _scan_backward_torch(grad_s, grad_h, sg_all, s_all, beta, subtract: bool) -> torch.Tensor:
+    """``dL/dh [T, B, ...]`` by the reverse recurrence, with one fused multiply-add per step."""
+    if grad_s is None:
+        a = grad_h
+    else:
+        a = grad_s * sg_all if grad_h is None else torch.addcmul(grad_h, grad_s, sg_all)
+    carry = torch.as_tensor(beta, dtype=a.dtype, device=a.device)
+    carry = carry.expand_as(a[0]) if subtract else (1 - s_all) * carry  # d h[t+1] / d h[t]
+    dh = torch.empty_like(a)
+    dh[-1] = a[-1]
+    for t in range(a.shape[0] - 2, -1, -1):
+        torch.addcmul(a[t], carry if subtract else carry[t], dh[t + 1], out=dh[t])
+    return dh
 
 
 def _reduce_to(grad: torch.Tensor, like) -> torch.Tensor:
@@ -143,10 +195,18 @@ def _reduce_to(grad: torch.Tensor, like) -> torch.Tensor:
     return g.reshape(like.shape)
 
 
-def lif_scan(x: torch.Tensor, beta, threshold, v_reset, surrogate: Surrogate, subtract: bool = False):
+def lif_scan(x: torch.Tensor, beta, threshold, v_reset, surrogate: Surrogate, subtract: bool = False,
+             with_h: bool = True):
     """LIF over a whole sequence: ``x [T, B, ...]`` is the scaled drive; returns ``(s, h)``, both ``[T, B, ...]``.
 
     ``beta``, ``threshold`` and ``v_reset`` are floats or tensors broadcastable to ``[B, ...]`` (per neuron or
-    scalar); gradients flow to ``x`` and, when they require it, to ``beta`` and ``threshold``.
+    scalar); gradients flow to ``x`` and, when they require it, to ``beta`` and ``threshold``. With
+    ``with_h=False`` the pre-reset potentials are not kept and ``h`` is None (saves memory and time).
     """
-    return _LIFScan.apply(x, beta, threshold, v_reset, surrogate, subtract)
+    needs_grad = torch.is_grad_enabled() and any(
+        torch.is_tensor(a) and a.requires_grad for a in (x, beta, threshold))
+    if not needs_grad:  # inference: no surrogate derivative, no autograd node
+        s, h, _, _ = _scan_forward(x, beta, threshold, v_reset, subtract, None, with_h)
+        return s, (h if with_h else None)
+    out = _LIFScan.apply(x, beta, threshold, v_reset, surrogate, subtract, with_h)
+    return out if with_h else (out, None)

@@ -84,9 +84,10 @@ class LIF(SpikingLayer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s, h = F.lif_scan(self.drive(x).transpose(0, 1), self.decay(), self.threshold, self.v_reset,
-                          self.surrogate, self.subtract)
-        s, h = s.transpose(0, 1), h.transpose(0, 1)
-        self._keep(s, h)
+                          self.surrogate, self.subtract, with_h=self.record)
+        s = s.transpose(0, 1)
+        if self.record:
+            self._keep(s, h.transpose(0, 1))
         return s
 
     def init_state(self, like: torch.Tensor) -> F.LIFState:

@@ -1,0 +1,241 @@
+"""The fast LIF scan (compiled kernels or the torch fallback) against the step function it must reproduce.
+
+Forward values must be bit-identical to stepping ``lif_step``; gradients equal to autograd through the steps
+(float tolerance). Every case runs on both paths: ``native`` (the compiled C kernels of
+``snnkit.nn.native_scan``) and ``torch`` (the pure-torch loop used when no compiler is available).
+"""
+import ctypes
+
+import pytest
+import torch
+
+from snnkit.nn import LIF, functional as F, native_scan
+from snnkit.nn.surrogate import SURROGATES, Surrogate, parse
+
+
+@pytest.fixture(params=["native", "torch"])
+def path(request):
+    """Select one implementation for the test; the native one skips only if it cannot be built here."""
+    if request.param == "native":
+        native_scan.set_enabled(True)
+        if native_scan.load() is None:
+            pytest.skip("no C compiler (or the built kernels disagreed with torch): only the torch path exists")
+    else:
+        native_scan.set_enabled(False)
+    yield request.param
+    native_scan.set_enabled(True)
+
+
+def steps(x, beta, threshold, v_reset, surrogate, subtract):
+    """Reference: ``lif_step`` over ``x [T, B, ...]``, differentiated by autograd."""
+    state = F.LIFState(torch.zeros_like(x[0]))
+    s_all, h_all = [], []
+    for t in range(x.shape[0]):
+        s, state, h = F.lif_step(x[t], state, beta, threshold, v_reset, surrogate, subtract)
+        s_all.append(s)
+        h_all.append(h)
+    return torch.stack(s_all), torch.stack(h_all)
+
+
+def params_for(kind, neuron_shape, dtype):
+    g = torch.Generator().manual_seed(7)
+    if kind == "scalar":
+        return torch.tensor(0.9, dtype=dtype), torch.tensor(1.0, dtype=dtype), torch.tensor(0.0, dtype=dtype)
+    if kind == "per_neuron_beta":
+        return (torch.rand(neuron_shape, generator=g, dtype=dtype) * 0.5 + 0.45, torch.tensor(0.8, dtype=dtype),
+                torch.tensor(0.1, dtype=dtype))
+    if kind == "per_channel_all":  # [C, 1, 1] broadcast over H, W (an imported conv layer)
+        shape = (neuron_shape[0],) + (1,) * (len(neuron_shape) - 1)
+        return (torch.rand(shape, generator=g, dtype=dtype) * 0.5 + 0.45,
+                torch.rand(shape, generator=g, dtype=dtype) + 0.3, torch.rand(shape, generator=g, dtype=dtype) * 0.2)
+    if kind == "float_threshold":
+        return torch.tensor(0.85, dtype=dtype), 0.7, torch.tensor(0.0, dtype=dtype)
+    raise ValueError(kind)
+
+
+LAYOUTS = ["time_major", "batch_major"]  # x stored [T, B, ...] or [B, T, ...] (what the LIF layer passes)
+
+
+def make_x(layout, T, B, neuron_shape, dtype, scale=1.2):
+    g = torch.Generator().manual_seed(3)
+    if layout == "time_major":
+        return torch.randn(T, B, *neuron_shape, generator=g, dtype=dtype) * scale
+    return (torch.randn(B, T, *neuron_shape, generator=g, dtype=dtype) * scale).transpose(0, 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("subtract", [False, True])
+@pytest.mark.parametrize("kind", ["scalar", "per_neuron_beta", "per_channel_all", "float_threshold"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_forward_is_bit_identical_to_steps(path, dtype, subtract, kind, layout):
+    neuron_shape = (3, 4, 5)
+    x = make_x(layout, 9, 6, neuron_shape, dtype)
+    beta, th, vr = params_for(kind, neuron_shape, dtype)
+    sg = parse("atan:alpha=2")
+    s, h = F.lif_scan(x, beta, th, vr, sg, subtract)
+    s_ref, h_ref = steps(x, beta, th, vr, sg, subtract)
+    assert s.dtype == dtype and s.shape == x.shape
+    assert torch.equal(s, s_ref) and torch.equal(h, h_ref)
+    assert 0 < float(s.mean()) < 0.5, "the input must make some but not all neurons fire"
+
+
+class ShiftedATan(Surrogate):
+    """A user-defined surrogate the kernels do not know (they hand back h - threshold for torch to map)."""
+
+    name = "shifted_atan"
+
+    def derivative(self, u):
+        return 1.0 / (1.0 + (3.0 * (u - 0.1)) ** 2)
+
+
+SPECS = sorted(SURROGATES) + ["custom"]
+
+
+@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("subtract", [False, True])
+def test_gradients_match_autograd_through_steps(path, spec, subtract):
+    surrogate = ShiftedATan() if spec == "custom" else parse(spec)
+    dtype = torch.float64
+    x = make_x("batch_major", 10, 5, (7,), dtype).requires_grad_(True)
+    beta = torch.rand(7, dtype=dtype) * 0.4 + 0.5
+    th, vr = torch.tensor(0.6, dtype=dtype), torch.tensor(0.05, dtype=dtype)
+    w_s, w_h = torch.randn(x.shape, dtype=dtype), torch.randn(x.shape, dtype=dtype)
+
+    s, h = F.lif_scan(x, beta, th, vr, surrogate, subtract)
+    s_ref, h_ref = steps(x, beta, th, vr, surrogate, subtract)
+    for loss_terms in ("s", "h", "both"):
+        def loss(s_, h_):
+            return ((s_ * w_s).sum() if loss_terms != "h" else 0) + ((h_ * w_h).sum() if loss_terms != "s" else 0)
+
+        (g,) = torch.autograd.grad(loss(s, h), x, retain_graph=True)
+        (g_ref,) = torch.autograd.grad(loss(s_ref, h_ref), x, retain_graph=True)
+        torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-12)
+    assert float(g.abs().sum()) > 0
+
+
+@pytest.mark.parametrize("subtract", [False, True])
+def test_float32_gradients_and_learned_parameters(path, subtract):
+    """float32, per-neuron learnable beta and threshold, as ``LIF(learn_beta=True, learn_threshold=True)``."""
+    torch.manual_seed(0)
+    lif = LIF(beta=torch.rand(16) * 0.4 + 0.5, threshold=0.8, reset="subtract" if subtract else "zero",
+              learn_beta=True, learn_threshold=True)
+    x = (torch.randn(8, 12, 16) * 1.1).requires_grad_(True)
+    w = torch.randn(8, 12, 16)
+    params = [x, lif.beta, lif.threshold]
+    grads = torch.autograd.grad((lif(x) * w).sum(), params)
+    state = lif.init_state(x[:, 0])
+    out = []
+    for t in range(x.shape[1]):
+        s, state, _ = lif.step(x[:, t], state)
+        out.append(s)
+    grads_ref = torch.autograd.grad((torch.stack(out, 1) * w).sum(), params)
+    for g, g_ref in zip(grads, grads_ref):
+        torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-5)
+
+
+def test_layer_without_recording_keeps_no_potentials(path):
+    """``LIF`` asks the scan for ``h`` only while recording; spikes and gradients are the same either way."""
+    lif = LIF(beta=0.9, threshold=0.5)
+    x = torch.randn(4, 8, 10, requires_grad=True)
+    s_plain = lif(x)
+    assert lif.recorded == {}
+    (g_plain,) = torch.autograd.grad(s_plain.sum(), x)
+    lif.record = True
+    s_rec = lif(x)
+    (g_rec,) = torch.autograd.grad(s_rec.sum(), x)
+    assert torch.equal(s_plain, s_rec) and torch.equal(g_plain, g_rec)
+    assert lif.recorded["v"].shape == x.shape
+    s_only, h_none = F.lif_scan(x.transpose(0, 1), lif.beta, lif.threshold, lif.v_reset, lif.surrogate,
+                                with_h=False)
+    assert h_none is None and torch.equal(s_only.transpose(0, 1), s_plain)
+
+
+def test_inference_path_matches_training_path(path):
+    x = torch.randn(9, 4, 6)
+    beta, th, vr = torch.tensor(0.8), torch.tensor(0.5), torch.tensor(0.0)
+    with torch.no_grad():
+        s_eval, h_eval = F.lif_scan(x, beta, th, vr, parse("atan"))
+    s_train, h_train = F.lif_scan(x.clone().requires_grad_(True), beta, th, vr, parse("atan"))
+    assert torch.equal(s_eval, s_train) and torch.equal(h_eval, h_train.detach())
+
+
+def test_retained_graph_gives_the_same_gradient_twice(path):
+    x = torch.randn(6, 3, 5, requires_grad=True)
+    s, _ = F.lif_scan(x, torch.tensor(0.9), torch.tensor(0.4), torch.tensor(0.0), parse("atan"))
+    loss = (s * torch.arange(5.0)).sum()
+    (g1,) = torch.autograd.grad(loss, x, retain_graph=True)
+    (g2,) = torch.autograd.grad(loss, x)
+    assert torch.equal(g1, g2)
+
+
+@pytest.mark.parametrize("case", ["strided_input", "batch_axis_beta", "float_beta"])
+def test_inputs_the_kernels_do_not_take_fall_back_exactly(path, case):
+    """Non-dense input, a per-sample beta and a float beta use the torch loop, still exact."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(8, 4, 12, generator=g)
+    beta = torch.tensor(0.9)
+    if case == "strided_input":
+        x = x[:, :, ::2]
+    elif case == "batch_axis_beta":
+        beta = torch.rand(4, 12, generator=g) * 0.5 + 0.4
+    else:
+        beta = 0.9
+    if case != "float_beta":
+        assert F._native_params(x, beta, torch.tensor(0.5), torch.tensor(0.0)) is None
+    x.requires_grad_(True)
+    s, h = F.lif_scan(x, beta, torch.tensor(0.5), torch.tensor(0.0), parse("atan"))
+    s_ref, h_ref = steps(x, beta, torch.tensor(0.5), torch.tensor(0.0), parse("atan"), False)
+    assert torch.equal(s, s_ref) and torch.equal(h, h_ref)
+    w = torch.randn(s.shape)
+    torch.testing.assert_close(torch.autograd.grad((s * w).sum(), x)[0],
+                               torch.autograd.grad((s_ref * w).sum(), x)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_native_and_torch_paths_agree_on_a_model():
+    """A whole ConvNet-shaped LIF stack: the two implementations give the same spikes and close gradients."""
+    native_scan.set_enabled(True)
+    if native_scan.load() is None:
+        pytest.skip("no C compiler (or the built kernels disagreed with torch): nothing to compare")
+    torch.manual_seed(0)
+    lif = LIF(beta=0.9, threshold=1.0)
+    x = (torch.randn(16, 8, 32, 8, 8) * 1.5).requires_grad_(True)
+    results = []
+    for enabled in (True, False):
+        native_scan.set_enabled(enabled)
+        s = lif(x)
+        results.append((s, torch.autograd.grad((s * s.detach().cumsum(1)).sum(), x)[0]))
+    native_scan.set_enabled(True)
+    (s1, g1), (s2, g2) = results
+    assert torch.equal(s1, s2)
+    torch.testing.assert_close(g1, g2, rtol=1e-5, atol=1e-6)
+
+
+def test_build_failures_fall_back_to_torch(monkeypatch):
+    """No compiler, or a library whose arithmetic differs from torch's: load() gives None, the scan still runs."""
+    x = torch.randn(5, 2, 3)
+    expected = steps(x, torch.tensor(0.9), torch.tensor(0.3), torch.tensor(0.0), parse("atan"), False)
+    for patch in ("_compiler", "_agrees_with_torch"):
+        monkeypatch.setattr(native_scan, "_lib", False)
+        monkeypatch.setattr(native_scan, patch, (lambda: None) if patch == "_compiler" else (lambda lib: False))
+        assert native_scan.load() is None
+        s, h = F.lif_scan(x, torch.tensor(0.9), torch.tensor(0.3), torch.tensor(0.0), parse("atan"))
+        assert torch.equal(s, expected[0]) and torch.equal(h, expected[1])
+        monkeypatch.undo()
+
+
+def test_library_is_built_once_into_the_cache_and_env_switch_disables_it(tmp_path, monkeypatch):
+    cc = native_scan._compiler()
+    if cc is None:
+        pytest.skip("no C compiler on this machine")
+    monkeypatch.setenv("SNNKIT_CACHE", str(tmp_path))
+    built = native_scan._build(cc)
+    assert built.parent == tmp_path and built.name.startswith("lif_scan_") and built.suffix == ".so"
+    stamp = built.stat().st_mtime_ns
+    assert native_scan._build(cc) == built and built.stat().st_mtime_ns == stamp  # cached, not rebuilt
+    assert list(tmp_path.iterdir()) == [built], "no temporary build files may be left"
+    lib = ctypes.CDLL(str(built))
+    native_scan._declare(lib)
+    assert native_scan._agrees_with_torch(lib)
+    for value, expected in (("0", False), ("off", False), ("1", True)):
+        monkeypatch.setenv("SNNKIT_NATIVE", value)
+        assert native_scan._env_enabled() is expected
