@@ -96,6 +96,7 @@ def _main(args: argparse.Namespace) -> int:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return type(exc)(msg if msg.startswith(source) else f"{source}: {msg}")
 
+    target = make_target(args.target, device=args.device, dt=args.dt, batch_size=args.batch_size)
     try:
         graph = flatten_graph(load_graph(source))
         shape = input_shape(graph)
@@ -112,7 +113,6 @@ def _main(args: argparse.Namespace) -> int:
             raise located(exc) from None
     else:
         inp = load_array(args.input, shape, args.timesteps)
-    target = make_target(args.target, device=args.device, dt=args.dt, batch_size=args.batch_size)
     try:
         result = target.run(graph, inp.x)
     except (DeployError, ValueError) as exc:

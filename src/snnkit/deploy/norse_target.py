@@ -110,9 +110,11 @@ class NorseTarget(TorchBasedTarget):
 
     def build(self, graph: nir.NIRGraph) -> Runner:
         try:
-            import norse
-            import norse.torch
-            from nirtorch.graph_executor import GraphExecutorState
+            with warnings.catch_warnings():  # Norse scripts functions with the deprecated torch.jit at import
+                warnings.simplefilter("ignore")
+                import norse
+                import norse.torch
+                from nirtorch.graph_executor import GraphExecutorState
         except ImportError as exc:
             raise DeployError(f"norse target: Norse is not installed ({exc}); pip install norse") from None
         dt = graph_dt(graph, self.dt)

@@ -18,6 +18,8 @@ torch twin.
 """
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
 
 import nir
@@ -143,12 +145,20 @@ def export_onnx(graph: nir.NIRGraph, path: "str | Path", *, probe: np.ndarray | 
         probe = np.random.default_rng(0).random((8, *shape), dtype=np.float32)
     example = torch.as_tensor(probe[:2], dtype=torch.float32)
 
-    def write(tmp: str) -> None:
-        torch.onnx.export(twin, (example,), tmp, input_names=["x"], output_names=["logits"], opset_version=opset,
-                          dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
-
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # the exporter logs every optional op library it cannot find
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            program = torch.onnx.export(twin, (example,), input_names=["x"], output_names=["logits"],
+                                        opset_version=opset, dynamic_shapes=({0: torch.export.Dim("batch")},),
+                                        dynamo=True, verbose=False)
+    finally:
+        logger.setLevel(level)
+    model = program.model_proto
     path = Path(path)
-    atomic_write(path, write)
+    atomic_write(path, lambda tmp: onnx.save(model, tmp))
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
     with torch.no_grad():
