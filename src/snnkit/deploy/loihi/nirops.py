@@ -44,13 +44,75 @@ def conv_padding(node: nir.NIRNode) -> tuple[int, ...]:
     return pair(pad, nd)
 
 
-def out_shape(node: nir.NIRNode) -> tuple[int, ...]:
-    """The output shape NIR inferred for ``node`` (no batch axis)."""
-    return tuple(int(i) for i in np.atleast_1d(np.asarray(node.output_type["output"])))
+def _type_shape(node: nir.NIRNode, key: str) -> tuple[int, ...] | None:
+    types = getattr(node, key + "_type", None) or {}
+    v = types.get(key)
+    if v is None:
+        return None
+    a = np.atleast_1d(np.asarray(v, dtype=object))
+    if a.size == 0 or any(i is None for i in a.ravel()):
+        return None
+    return tuple(int(i) for i in a)
 
 
-def in_shape(node: nir.NIRNode) -> tuple[int, ...]:
-    return tuple(int(i) for i in np.atleast_1d(np.asarray(node.input_type["input"])))
+def infer_shapes(nodes: dict[str, nir.NIRNode], edges: list[tuple[str, str]], in_name: str
+                 ) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
+    """``name -> (input shape, output shape)`` (no batch axis) for every node reachable from ``in_name``.
+
+    NIR's own type inference leaves some nodes untyped (pooling, for one); here shapes are propagated from
+    the Input node by applying each connection node to zeros. Neurons keep their input's shape (or their
+    parameters' shape when those are not scalar). Edges that close a cycle are not needed for shapes.
+    """
+    succ: dict[str, list[str]] = {n: [] for n in nodes}
+    preds: dict[str, list[str]] = {n: [] for n in nodes}
+    for s, d in edges:
+        succ[s].append(d)
+        preds[d].append(s)
+    start = _type_shape(nodes[in_name], "output") or _type_shape(nodes[in_name], "input")
+    if start is None:
+        raise ValueError(f"input node {in_name!r} has no shape")
+    shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {in_name: (start, start)}
+    frontier = [in_name]
+    while frontier:
+        nxt = []
+        for n in frontier:
+            for d in succ[n]:
+                if d in shapes:
+                    continue
+                known = [shapes[p][1] for p in preds[d] if p in shapes]
+                if len(known) < len([p for p in preds[d] if _reachable_before(p, d, shapes, preds)]):
+                    continue
+                shp_in = known[0]
+                node = nodes[d]
+                if isinstance(node, CONNECTIONS):
+                    out = apply_node(node, np.zeros((1, *shp_in)))
+                    shp_out = tuple(out.shape[1:])
+                elif isinstance(node, (nir.Input, nir.Output)):
+                    shp_out = shp_in
+                else:
+                    params = [np.asarray(getattr(node, a)) for a in ("v_threshold", "tau", "tau_mem", "r")
+                              if getattr(node, a, None) is not None]
+                    shp_out = next((tuple(p.shape) for p in params if p.ndim > 0 and p.size > 1), shp_in)
+                shapes[d] = (tuple(shp_in), tuple(shp_out))
+                nxt.append(d)
+        frontier = nxt
+    return shapes
+
+
+def _reachable_before(p: str, d: str, shapes: dict, preds: dict[str, list[str]]) -> bool:
+    """Whether predecessor ``p`` of ``d`` must be shaped first (False for edges that close a cycle)."""
+    if p in shapes:
+        return True
+    seen, stack = set(), [p]
+    while stack:  # p is on a cycle through d when d reaches it backwards
+        q = stack.pop()
+        if q == d:
+            return False
+        if q in seen:
+            continue
+        seen.add(q)
+        stack.extend(preds[q])
+    return True
 
 
 # --- array versions of the connection nodes -------------------------------------------------------------
@@ -217,7 +279,7 @@ def region_into(target: str, nodes: dict[str, nir.NIRNode], preds: dict[str, lis
 
 
 def evaluate_region(region: Region, nodes: dict[str, nir.NIRNode], inputs: dict[str, np.ndarray],
-                    batch: int, target_shape: tuple[int, ...]) -> np.ndarray:
+                    batch: int, target_shape: tuple[int, ...], shapes: dict) -> np.ndarray:
     """The summed input current of ``region.target`` for the given source outputs ``[N, *shape]``.
 
     Sources missing from ``inputs`` contribute zero; the result is ``[N, prod(target_shape)]``.
@@ -242,7 +304,7 @@ def evaluate_region(region: Region, nodes: dict[str, nir.NIRNode], inputs: dict[
         x = summed(region.feeds[n])
         node = nodes[n]
         if x is None:
-            x = np.zeros((batch, *in_shape(node)))
+            x = np.zeros((batch, *shapes[n][0]))
         vals[n] = x if isinstance(node, (nir.Input, nir.Output)) else apply_node(node, x)
     y = summed(region.feeds[region.target])
     if y is None:
@@ -250,19 +312,20 @@ def evaluate_region(region: Region, nodes: dict[str, nir.NIRNode], inputs: dict[
     return y.reshape(batch, -1)
 
 
-def linear_maps(region: Region, nodes: dict[str, nir.NIRNode], source_shapes: dict[str, tuple[int, ...]],
+def linear_maps(region: Region, nodes: dict[str, nir.NIRNode], shapes: dict,
                 target_shape: tuple[int, ...]) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Exact matrices ``A[src]`` (``[n_target, n_src]``) and the constant ``b`` (``[n_target]``) of a region.
 
-    Found by probing the region with unit vectors (each source alone) and with zeros.
+    Found by probing the region with unit vectors (each source alone) and with zeros; ``shapes`` as
+    :func:`infer_shapes` returns.
     """
-    b = evaluate_region(region, nodes, {}, 1, target_shape)[0]
+    b = evaluate_region(region, nodes, {}, 1, target_shape, shapes)[0]
     maps = {}
     for s in region.sources:
-        shape = source_shapes[s]
+        shape = shapes[s][1]
         n = int(np.prod(shape))
         eye = np.eye(n).reshape(n, *shape)
-        y = evaluate_region(region, nodes, {s: eye}, n, target_shape) - b[None, :]
+        y = evaluate_region(region, nodes, {s: eye}, n, target_shape, shapes) - b[None, :]
         maps[s] = y.T.copy()
     return maps, b
 
@@ -281,8 +344,7 @@ class ConvChain:
     out_shape: tuple[int, int, int]
 
 
-def as_conv_chain(region: Region, nodes: dict[str, nir.NIRNode],
-                  source_shapes: dict[str, tuple[int, ...]]) -> ConvChain | None:
+def as_conv_chain(region: Region, nodes: dict[str, nir.NIRNode], shapes: dict) -> ConvChain | None:
     """The region as one convolution, or None when it is not ``[SumPool2d/AvgPool2d...] -> Conv2d``.
 
     Non-overlapping pooling (kernel == stride, no padding, input divisible by the kernel) before a Conv2d
@@ -305,7 +367,7 @@ def as_conv_chain(region: Region, nodes: dict[str, nir.NIRNode],
         prev = n
     if not chain or not isinstance(nodes[chain[-1]], nir.Conv2d):
         return None
-    src_shape = source_shapes[region.sources[0]]
+    src_shape = shapes[region.sources[0]][1]
     if len(src_shape) != 3:
         return None
     conv = nodes[chain[-1]]
@@ -335,4 +397,4 @@ def as_conv_chain(region: Region, nodes: dict[str, nir.NIRNode],
     bias = np.zeros(w.shape[0]) if getattr(conv, "bias", None) is None else \
         np.broadcast_to(np.asarray(conv.bias, dtype=np.float64), (w.shape[0],)).copy()
     return ConvChain(weight=w, bias=bias, stride=stride, padding=padding, dilation=dilation, groups=groups,
-                     in_shape=tuple(src_shape), out_shape=out_shape(conv))
+                     in_shape=tuple(src_shape), out_shape=shapes[chain[-1]][1])

@@ -116,15 +116,20 @@ def quantize(graph: nir.NIRGraph, *, input_mode: str = "auto", input_range: floa
         raise QuantizeError(f"{source}: the Output node must be fed by a spiking layer (a non-spiking readout "
                             f"cannot leave Loihi as spikes)")
 
-    in_shape = nirops.out_shape(nodes[in_name])
+    try:
+        node_shapes = nirops.infer_shapes(nodes, edges, in_name)
+    except ValueError as e:
+        raise QuantizeError(f"{source}: {e}") from None
+    missing = [n for n in spiking if n not in node_shapes]
+    if missing:
+        raise QuantizeError(f"{source}: spiking layer {missing[0]!r} is not reachable from the input")
+    in_shape = node_shapes[in_name][1]
     spec = _input_spec(in_name, in_shape, input_mode, input_range, input_bits, meta)
     x_max_in = float(input_range) if input_range is not None else 1.0
     if spec.mode == "spikes":
         x_max_in = 1.0
 
-    shapes = {in_name: in_shape}
-    for n in spiking:
-        shapes[n] = _neuron_shape(nodes[n])
+    shapes = {n: node_shapes[n][1] for n in [in_name, *spiking]}
 
     regions = {}
     for n in spiking:
@@ -148,13 +153,21 @@ def quantize(graph: nir.NIRGraph, *, input_mode: str = "auto", input_range: floa
         region = regions[n]
         shape = shapes[n]
         nparams = _neuron_params(n, node, shape, dt)
-        conv = nirops.as_conv_chain(region, nodes, shapes)
+        conv = nirops.as_conv_chain(region, nodes, node_shapes)
+        if conv is not None and tuple(conv.out_shape) != tuple(shape):
+            conv = None
+        if conv is not None and region.sources[0] == in_name and spec.mode == "analog":
+            # Analog input needs a negative weight exponent (a floor shift of the summed input), which
+            # Lava's Conv cannot apply: this stage becomes a Sparse/Dense with the same connections.
+            conv = None
+            notes.append(f"{n}: convolution of the analog input mapped to Sparse/Dense (Lava's Conv ignores "
+                         f"weight_exp)")
         try:
             if conv is not None:
                 maps = None
                 const = np.broadcast_to(conv.bias[:, None, None], shape).reshape(-1)
             else:
-                maps, const = nirops.linear_maps(region, nodes, shapes, shape)
+                maps, const = nirops.linear_maps(region, nodes, node_shapes, shape)
         except ValueError as e:
             raise QuantizeError(f"{source}: layer {n!r}: {e}") from None
         row = nparams["gain"] / nparams["theta"]  # per neuron: threshold units per input current unit
@@ -168,14 +181,14 @@ def quantize(graph: nir.NIRGraph, *, input_mode: str = "auto", input_range: floa
                 incoming.append(_Incoming(src, list(region.order), w, conv, *_in_scale(src, in_name, spec, x_max_in),
                                           recurrent=False))
             else:  # per-position scales cannot live in a shared kernel: use the exact dense matrix
-                maps, const = nirops.linear_maps(region, nodes, shapes, shape)
+                maps, const = nirops.linear_maps(region, nodes, node_shapes, shape)
                 conv = None
         if conv is None:
             for src, a in maps.items():
                 w = a * row[:, None]
                 incoming.append(_Incoming(src, _region_nodes_from(region, src, nodes), w, None,
                                           *_in_scale(src, in_name, spec, x_max_in), recurrent=(src == n)))
-        bias_f = nparams["bias_v"] / nparams["theta"] + nparams["bias_in"] * const * row
+        bias_f = (nparams["bias_v"] + nparams["bias_in"] * const) / nparams["theta"]
         if nparams["kind"] == "CubaLIF" and np.any(const != 0):
             notes.append(f"{n}: CubaLIF with a connection bias: Loihi adds it to v as a constant (the steady "
                          f"state of the synaptic current); the first ~tau_syn/dt steps differ")
@@ -221,13 +234,6 @@ def _passthrough_source(name, nodes, preds, top, is_source):
             return None
         cur = p
     return None
-
-
-def _neuron_shape(node) -> tuple[int, ...]:
-    try:
-        return nirops.out_shape(node)
-    except (KeyError, TypeError, AttributeError):
-        return tuple(np.asarray(node.v_threshold).shape) or (1,)
 
 
 def _region_nodes_from(region: nirops.Region, src: str, nodes) -> list[str]:
@@ -507,12 +513,21 @@ def _quantize_layer(name, p, shape, depth, incoming: list[_Incoming], bias_f, sp
             per_c = np.stack([wp.reshape(wp.shape[0], -1).sum(1), wn.reshape(wn.shape[0], -1).sum(1)])
             pos += np.broadcast_to(per_c[0][:, None], (shape[0], n // shape[0])).reshape(-1) * inc.x_max
             neg += np.broadcast_to(per_c[1][:, None], (shape[0], n // shape[0])).reshape(-1) * inc.x_max
-    u_worst = float(np.maximum(pos, neg).max(initial=0.0)) / max(1.0 - alpha_q, 1.0 / DECAY_UNITY)
-    cap = (STATE_MAX - 1) / ((1 << ACT_SHIFT) * 2.0 ** headroom_bits * max(u_worst, 1.0))
-    v_cap = int(min(2 ** 16, VTH_MAX, math.floor(cap)))
-    v_floor = 32
-    if v_cap < v_floor:
-        v_cap = v_floor
+    leak_u = max(1.0 - alpha_q, 1.0 / DECAY_UNITY)
+    u_worst = float(np.maximum(pos, neg).max(initial=0.0)) / leak_u
+    one = float(1 << ACT_SHIFT)
+    # hard caps: u must not wrap for the worst-case input (with headroom_bits to spare), biases must fit
+    # their 13-bit mantissa << 7; soft cap: v should not saturate under sustained inhibition and negative
+    # bias (v clips at -(2**23 - 1)), unless that would push the threshold below 256
+    u_cap = (STATE_MAX - 1) / (one * 2.0 ** headroom_bits * max(u_worst, 1.0))
+    b_max = float(np.abs(bias_f).max(initial=0.0))
+    bias_cap = BIAS_MANT_MAX * 2.0 ** BIAS_EXP_MAX / (one * b_max) if b_max > 0 else np.inf
+    if kind == "IF" or beta_q >= 1.0:
+        sat_cap = np.inf
+    else:
+        v_low = (float(neg.max(initial=0.0)) / leak_u + float(np.maximum(-bias_f, 0).max(initial=0.0))) / (1 - beta_q)
+        sat_cap = max((STATE_MAX - 1) / (one * max(v_low, 1.0)), 256.0)
+    v_cap = int(max(32, min(2 ** 16, VTH_MAX, math.floor(min(u_cap, bias_cap, sat_cap)))))
     V, exps, mants, w_err = _search(incoming, v_cap, exp_range)
 
     bias_int = np.rint(bias_f * (1 << ACT_SHIFT) * V)

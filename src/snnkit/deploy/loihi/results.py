@@ -98,10 +98,9 @@ def build_result(target: str, graph: nir.NIRGraph, lg: LoihiGraph, rasters: dict
     b, t = x.shape[:2]
     t_out = lg.steps_out(t)
     activity = _activities(graph, lg, rasters, x)
-    input_shapes = {}
-    for name, node in graph.nodes.items():
-        if isinstance(node, WEIGHTED):
-            input_shapes[name] = nirops.in_shape(node)
+    shapes = nirops.infer_shapes(graph.nodes, graph.edges, lg.input.name)
+    input_shapes = {name: shapes[name][0] for name, node in graph.nodes.items()
+                    if isinstance(node, WEIGHTED) and name in shapes}
     layers = layer_stats(graph, activity, b, t_out, input_shapes)
     out_layer = lg.layer(lg.output)
     outputs = rasters[lg.output].reshape(b, t_out, -1).astype(np.float32)
