@@ -1,0 +1,169 @@
+"""The torch Loihi emulator (``loihi-emu``) without Lava: the paper's Lava trace, alignment with the reference
+semantics, batching, the target's result record, the differentiable mode, and CPU/GPU agreement."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nir
+import numpy as np
+import pytest
+import torch
+
+from snnkit.deploy.base import DeployError, get_target
+from snnkit.deploy.loihi import nirops, quantize
+from snnkit.deploy.loihi.emulator import LoihiEmulator, LoihiEmulatorTarget, LoihiModule
+from snnkit.deploy.loihi.prepare import infer_input, prepare_graph
+from snnkit.energy.counting import fanout
+
+ZOO = Path(__file__).resolve().parents[2] / "shared" / "nir-zoo"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny per-step ops: one thread avoids OpenMP spin-waits on a busy 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _if_net(seed: int, n_in=6, n_h=8, n_out=4) -> nir.NIRGraph:
+    """IF layers whose weights are multiples of 1/16: Loihi 2 represents them exactly."""
+    rng = np.random.default_rng(seed)
+    w1 = rng.integers(-12, 16, (n_h, n_in)) / 16
+    w2 = rng.integers(-8, 16, (n_out, n_h)) / 16
+
+    def cell(n):
+        return nir.IF(r=np.ones(n), v_threshold=np.ones(n), v_reset=np.zeros(n))
+
+    nodes = {"input": nir.Input(input_type={"input": np.array([n_in])}), "fc1": nir.Linear(weight=w1),
+             "l1": cell(n_h), "fc2": nir.Linear(weight=w2), "l2": cell(n_out),
+             "output": nir.Output(output_type={"output": np.array([n_out])})}
+    edges = [("input", "fc1"), ("fc1", "l1"), ("l1", "fc2"), ("fc2", "l2"), ("l2", "output")]
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": 1e-3})
+
+
+def test_lif_norse_reproduces_the_papers_lava_fixed_point_trace():
+    trace = np.loadtxt(ZOO / "lif_lava_cpu_fixed.csv", delimiter=",")
+    res = LoihiEmulatorTarget().run(nir.read(ZOO / "lif_norse.nir"), trace[:, 0].reshape(1, -1, 1))
+    assert res.delay == 1 and res.outputs.shape == (1, 1001, 1)
+    np.testing.assert_array_equal(np.nonzero(res.outputs[0, :, 0])[0], np.nonzero(trace[:, 2])[0])
+    # on the reference time axis the spikes are those of the exact (Norse) solution
+    norse = np.loadtxt(ZOO / "lif_norse.csv", delimiter=",")
+    np.testing.assert_array_equal(np.nonzero(res.aligned_outputs(1000)[0, :, 0])[0], np.nonzero(norse[:, 2])[0])
+
+
+def test_exactly_representable_network_equals_the_torch_reference_after_the_delay():
+    g = _if_net(0)
+    x = (np.random.default_rng(1).random((16, 20, 6)) < 0.4).astype(np.float32)
+    ref = get_target("torch", device="cpu").run(g, x, record=True)
+    emu = LoihiEmulatorTarget().run(g, x, record=True)
+    assert emu.delay == 2 and emu.outputs.shape == (16, 22, 4)
+    assert ref.outputs.sum() > 0
+    np.testing.assert_array_equal(emu.aligned_outputs(20), ref.outputs)
+    np.testing.assert_array_equal(emu.records["l1"][:, 1:21], ref.records["l1"])  # hidden layer: delay 1
+    assert np.all(emu.records["l1"][:, 0] == 0) and np.all(emu.outputs[:, :2] == 0)
+
+
+def test_batching_does_not_change_any_sample():
+    g = nir.read(ZOO / "braille_noDelay_bias_zero.nir")  # recurrent, with biases
+    x = (np.random.default_rng(2).random((6, 30, 12)) < 0.3).astype(np.float32)
+    lg = prepare_graph(g, x)
+    whole = LoihiEmulatorTarget().run_quantised(lg, g, x, record=True)
+    alone = [LoihiEmulatorTarget(batch_size=1).run_quantised(lg, g, x[i:i + 1], record=True) for i in (0, 5)]
+    for i, r in zip((0, 5), alone):
+        for name in whole.records:
+            np.testing.assert_array_equal(whole.records[name][i], r.records[name][0])
+    assert whole.total_spikes > 0
+
+
+def test_result_record_counts_the_target_time_axis():
+    g = nir.read(ZOO / "cnn_sinabs.nir")
+    x = np.random.default_rng(3).poisson(0.5, (3, 4, 2, 34, 34)).astype(np.float32)
+    res = LoihiEmulatorTarget().run(g, x, record=True)
+    steps = 4 + res.delay
+    by_name = {layer.name: layer for layer in res.layers}
+    assert list(by_name) == ["0", "1", "2", "3", "5", "6", "9", "10", "11", "12"]
+    for name, rec in res.records.items():
+        assert by_name[name].spikes == int(rec.sum())
+        assert by_name[name].neuron_updates == by_name[name].neurons * 3 * steps
+    # synaptic ops: input events (T steps) and pooled spike counts (a connection node's activity) x fan-out
+    assert by_name["0"].synops == int((x.sum(axis=(0, 1)) * fanout(g.nodes["0"], (2, 34, 34))).sum()) > 0
+    pooled = nirops.sum_pool2d(res.records["3"].sum(axis=(0, 1))[None].astype(float), (2, 2), (2, 2), (0, 0))[0]
+    assert by_name["5"].synops == int((pooled * fanout(g.nodes["5"], (16, 8, 8))).sum()) > 0
+    assert res.info["quantisation"]["input"]["mode"] == "counts"
+    assert set(res.info["overflow_events"]) == set(res.records)
+
+
+def test_input_inference():
+    assert infer_input(np.array([[[0.0, 1.0]]])) == ("spikes", 1.0)
+    assert infer_input(np.array([[[0.0, 3.0]]])) == ("counts", 3.0)
+    assert infer_input(np.array([[[0.3, -0.7]]])) == ("analog", 1.0)
+    assert infer_input(np.array([[[0.0, 1.0]]]), {"encoder": {"name": "direct"}}) == ("analog", 1.0)
+    assert infer_input(np.array([[[0.2, 0.0]]]), {"encoder": {"name": "poisson"}}) == ("spikes", 1.0)
+    with pytest.raises(DeployError, match="input must be \\[B, T, ...\\]"):
+        LoihiEmulatorTarget().run(_if_net(0), np.zeros((3, 6)))
+    with pytest.raises(DeployError, match="loihi-emu: input has shape"):
+        LoihiEmulatorTarget().run(_if_net(0), np.zeros((1, 3, 5)))
+
+
+def _analog_mlp(seed: int) -> tuple[nir.NIRGraph, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    beta = 0.9
+    lif = lambda n: nir.LIF(tau=np.full(n, 1e-3 / (1 - beta)), r=np.full(n, 1 / (1 - beta)),  # noqa: E731
+                            v_leak=np.zeros(n), v_threshold=np.ones(n), v_reset=np.zeros(n))
+    nodes = {"input": nir.Input(input_type={"input": np.array([16])}),
+             "fc1": nir.Affine(weight=rng.normal(0, 0.5, (24, 16)), bias=rng.normal(0, 0.05, 24)), "l1": lif(24),
+             "fc2": nir.Affine(weight=rng.normal(0, 0.5, (5, 24)), bias=np.zeros(5)), "l2": lif(5),
+             "output": nir.Output(output_type={"output": np.array([5])})}
+    edges = [("input", "fc1"), ("fc1", "l1"), ("l1", "fc2"), ("fc2", "l2"), ("l2", "output")]
+    g = nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": 1e-3, "encoder": {"name": "direct"}})
+    x = np.repeat(rng.random((32, 1, 16)), 10, axis=1).astype(np.float32)
+    return g, x
+
+
+def test_quantised_network_stays_close_to_the_float_reference():
+    g, x = _analog_mlp(4)
+    ref = get_target("torch", device="cpu").run(g, x)
+    emu = LoihiEmulatorTarget().run(g, x)
+    a, b = emu.aligned_outputs(10), ref.outputs
+    assert b.sum() > 50
+    assert np.mean(a == b) > 0.97
+    assert np.mean(emu.predictions() == ref.predictions()) >= 0.9
+
+
+def test_differentiable_mode_has_identical_forward_and_useful_gradients():
+    g, x = _analog_mlp(5)
+    lg = prepare_graph(g, x)
+    exact = LoihiEmulator(lg).run(torch.from_numpy(x))[lg.output]
+    xt = torch.from_numpy(x).double().requires_grad_(True)
+    module = LoihiModule(lg)
+    out = module(xt)
+    assert torch.equal(out.detach(), exact)
+    logits = out.sum(1)
+    logits[:, 0].sum().backward()
+    grad = xt.grad
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    # the surrogate gradient points where the float model's does: raising inputs with positive gradient
+    # should (on average) raise class 0's spike count
+    step = 0.05 * grad.sign()
+    with torch.no_grad():
+        up = LoihiEmulator(lg).run(torch.clamp(xt + step, 0, 1))[lg.output].sum(1)[:, 0]
+        down = LoihiEmulator(lg).run(torch.clamp(xt - step, 0, 1))[lg.output].sum(1)[:, 0]
+    assert up.sum() > down.sum()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_gpu_and_cpu_emulation_are_identical():
+    g = nir.read(ZOO / "cnn_sinabs.nir")
+    x = np.random.default_rng(6).poisson(1.0, (8, 6, 2, 34, 34)).astype(np.float32)
+    lg = prepare_graph(g, x)
+    cpu = LoihiEmulatorTarget(device="cpu").run_quantised(lg, g, x, record=True)
+    gpu = LoihiEmulatorTarget(device="cuda").run_quantised(lg, g, x, record=True)
+    assert cpu.total_spikes > 0
+    for name in cpu.records:
+        np.testing.assert_array_equal(cpu.records[name], gpu.records[name])
+    m = quantize(_analog_mlp(7)[0], input_mode="analog")
+    xa = torch.from_numpy(_analog_mlp(7)[1])
+    np.testing.assert_array_equal(LoihiEmulator(m).run(xa)[m.output].numpy(),
+                                  LoihiEmulator(m, device="cuda").run(xa)[m.output].cpu().numpy())
