@@ -128,8 +128,9 @@ def document(data: dict, plots: list[str]) -> list[Block]:
                 if x is None:
                     row.append("n/a")
                 elif kind in ("Affine", "Linear", "Conv1d", "Conv2d"):
-                    row.append(f"{_num(x['synops'] / t['n_samples'], 1)} synops"
-                               + (f", {_num(x['macs'] / t['n_samples'], 1)} MACs" if x["macs"] else ""))
+                    parts = [f"{_num(x['synops'] / t['n_samples'], 1)} synops"] if x["synops"] or not x["macs"] else []
+                    parts += [f"{_num(x['macs'] / t['n_samples'], 1)} MACs"] if x["macs"] else []
+                    row.append(", ".join(parts))
                 else:
                     row.append(f"{_num(x['spikes'] / t['n_samples'], 2)} spikes")
             rows.append(row)
