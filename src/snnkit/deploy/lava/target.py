@@ -47,7 +47,7 @@ def find_lava_python() -> Path:
         if c.is_file() and os.access(c, os.X_OK):
             return c
     if env:
-        raise DeployError(f"{NO_ENV[:-1]}; {ENV_VAR}={env} has no Python interpreter)")
+        raise DeployError(f"{NO_ENV}: {ENV_VAR}={env} has no Python interpreter")
     raise DeployError(NO_ENV)
 
 
