@@ -15,11 +15,12 @@ from snnkit.attack.results import AttackResult, EvaluationReport
 from snnkit.attack.runner import evaluate
 from snnkit.attack.square import Square
 from snnkit.attack.suite import standard_attacks
+from snnkit.attack.target import TargetScores
 from snnkit.attack.transfer import Transfer, transfer_success_rate
 
 __all__ = [
     "APGD", "Attack", "AttackResult", "BIM", "DEFAULT_SURROGATES", "EvaluationReport", "FGSM", "GaussianNoise",
-    "PGD", "Square", "SurrogateEnsemble", "Transfer", "WorstCase", "eval_mode", "evaluate", "input_gradient",
+    "PGD", "Square", "SurrogateEnsemble", "TargetScores", "Transfer", "WorstCase", "eval_mode", "evaluate", "input_gradient",
     "input_gradient_sparsity", "loss_and_grad", "margin", "masking_warnings", "standard_attacks",
     "transfer_success_rate",
 ]
