@@ -139,6 +139,23 @@ def test_export_reports_subtract_reset(tmp_path, capsys):
     assert len(s["warnings"]) == 2 and all("subtraction" in w for w in s["warnings"])
 
 
+@needs_frameworks
+def test_export_reports_what_a_framework_cannot_represent(tmp_path, capsys, monkeypatch):
+    """A per-neuron threshold is fine for NIR and snnkit but not for snnTorch's importer: a report warning."""
+    torch.manual_seed(0)
+    model = build({"arch": "mlp", "input_shape": [1, 8, 8], "num_classes": 10, "hidden": [8]}).eval()
+    save(model, tmp_path / "m.pt")
+    model.layers[2].threshold = torch.linspace(0.5, 1.5, 8)  # the hidden LIF layer (model files keep scalars)
+    monkeypatch.setattr("snnkit.models.io.load", lambda path, device="cpu": model)
+    out = tmp_path / "e"
+    rc = export_cli.main([str(tmp_path / "m.pt"), "--target", "snntorch", "-o", str(out), "--probe", "0"])
+    _, err = capsys.readouterr()
+    assert rc == 2 and "one threshold per layer" in err
+    report = json.loads((out / "export_report.json").read_text())
+    assert any("one threshold per layer" in w for w in report["warnings"])
+    assert (out / "model.nir").is_file() and not (out / "model_snntorch.nir").exists()
+
+
 def test_export_bad_model_file(tmp_path, capsys):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"junk")
@@ -195,7 +212,7 @@ def test_every_readable_zoo_graph_deploys_from_the_cli(zoo, name, tmp_path, caps
 
 
 @needs_frameworks
-def test_acceptance_digits_trained_with_snn_train(tmp_path):
+def test_acceptance_digits_trained_with_snn_train(tmp_path, capsys):
     """A digits model trained with snn-train gives the same accuracy on all three targets, from the CLI alone."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     run = subprocess.run([str(BIN / "snn-train"), "--dataset", "digits", "--hidden", "32", "--timesteps", "6",
@@ -203,13 +220,15 @@ def test_acceptance_digits_trained_with_snn_train(tmp_path):
                          capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stderr
     trained = json.loads(run.stdout)["test_accuracy"]
-    accuracy = {}
-    for target in ("torch", "norse", "snntorch"):
-        res = subprocess.run([str(BIN / "snn-deploy"), str(tmp_path / "run" / "model.pt"), "--target", target,
-                              "--dataset", "digits", "--device", "cpu", "--json"],
-                             capture_output=True, text=True, env=env, timeout=600)
-        assert res.returncode == 0, res.stderr
-        accuracy[target] = json.loads(res.stdout)["accuracy"]
+    model = str(tmp_path / "run" / "model.pt")
+    res = subprocess.run([str(BIN / "snn-deploy"), model, "--target", "torch", "--dataset", "digits", "--device",
+                          "cpu", "--json"], capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr
+    accuracy = {"torch": json.loads(res.stdout)["accuracy"]}
+    for target in ("norse", "snntorch"):  # the same command, in this process (saves interpreter start-ups)
+        capsys.readouterr()
+        accuracy[target] = _json(capsys, fn=deploy_cli.main, argv=[model, "--target", target, "--dataset", "digits",
+                                                                   "--json"])["accuracy"]
     assert accuracy["torch"] == pytest.approx(trained, abs=1e-12)
     assert accuracy["norse"] == accuracy["torch"] and accuracy["snntorch"] == accuracy["torch"], accuracy
 

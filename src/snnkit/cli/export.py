@@ -118,17 +118,23 @@ def _main(args: argparse.Namespace) -> int:
         report.checks["round_trip"] = _round_trip(model, out / "model.nir", x)
         x_enc = encode(x.numpy(), graph_metadata(graph))
     if args.target in ("norse", "snntorch"):
+        from snnkit.deploy.base import DeployError
         from snnkit.deploy.norse_target import norse_graph
         from snnkit.deploy.snntorch_target import snntorch_graph
         from snnkit.export.nirfile import graph_dt
 
-        rewritten, changes = (norse_graph(graph) if args.target == "norse"
-                              else snntorch_graph(graph, graph_dt(graph)))
-        report.files[args.target] = str(write_nir(rewritten, out / f"model_{args.target}.nir"))
-        for c in changes:
-            report.note(f"{args.target} rewrite: {c}")
-        if x_enc is not None:
-            report.checks[args.target] = _target_check(graph, args.target, x_enc, report)
+        try:
+            rewritten, changes = (norse_graph(graph) if args.target == "norse"
+                                  else snntorch_graph(graph, graph_dt(graph)))
+        except DeployError as exc:  # a parameter the framework cannot represent: reported, nothing changed
+            report.warn(str(exc))
+            message, status = f"snn-export: no {args.target} graph written: {exc}", 2
+        else:
+            report.files[args.target] = str(write_nir(rewritten, out / f"model_{args.target}.nir"))
+            for c in changes:
+                report.note(f"{args.target} rewrite: {c}")
+            if x_enc is not None:
+                report.checks[args.target] = _target_check(graph, args.target, x_enc, report)
     elif args.target == "onnx":
         from snnkit.export.onnx_twin import TwinUndefined, export_onnx
 
@@ -147,6 +153,8 @@ def _main(args: argparse.Namespace) -> int:
         report.files["lava"] = str(loihi.save(out / "loihi"))
         report.checks["lava"] = {"quantisation_report": str(out / "loihi" / "export_report.json"),
                                  "delay_steps": int(loihi.delay)}
+        for lossy in loihi.report.get("lossy", []):
+            report.warn(f"lava: {lossy}")
     report.files["report"] = str(out / "export_report.json")
     report.write(out / "export_report.json")
     summary = {"model": str(model_path), "target": args.target, "out": str(out), "files": report.files,
