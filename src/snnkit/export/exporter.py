@@ -24,7 +24,7 @@ from torch import nn
 
 from snnkit.export.report import ExportReport, NodeRecord
 from snnkit.models.spiking import SpikingModel
-from snnkit.nn.layers import AvgPool2d, BatchNormTT, Flatten, SumPool2d
+from snnkit.nn.layers import BatchNormTT, Flatten, SumPool2d
 from snnkit.nn.neurons import IF, LIF, CubaLIF
 
 
