@@ -168,6 +168,22 @@ def test_retained_graph_gives_the_same_gradient_twice(path):
     assert torch.equal(g1, g2)
 
 
+@pytest.mark.parametrize("subtract", [False, True])
+def test_input_constant_over_time_is_read_without_copy(path, subtract):
+    """A drive expanded over time (stride 0, as from a direct encoder) gives the same spikes and gradients."""
+    x0 = (torch.randn(5, 3, 4) * 1.5).requires_grad_(True)
+    x = x0.unsqueeze(0).expand(7, 5, 3, 4)
+    beta, th, vr = torch.tensor(0.9), torch.tensor(0.8), torch.tensor(0.0)
+    if path == "native":
+        assert native_scan.supports(x) and F._native_params(x, beta, th, vr) is not None
+    s, h = F.lif_scan(x, beta, th, vr, parse("atan"), subtract)
+    s_ref, h_ref = steps(x, beta, th, vr, parse("atan"), subtract)
+    assert torch.equal(s, s_ref) and torch.equal(h, h_ref) and s.sum() > 0
+    w = torch.randn(s.shape)
+    torch.testing.assert_close(torch.autograd.grad((s * w).sum(), x0)[0],
+                               torch.autograd.grad((s_ref * w).sum(), x0)[0], rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("case", ["strided_input", "batch_axis_beta", "float_beta"])
 def test_inputs_the_kernels_do_not_take_fall_back_exactly(path, case):
     """Non-dense input, a per-sample beta and a float beta use the torch loop, still exact."""

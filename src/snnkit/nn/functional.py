@@ -30,11 +30,9 @@ class CubaState(NamedTuple):
     v: torch.Tensor  # membrane potential after reset, [B, ...]
 
 
-def _charge(x, beta, v, out=None):
+def _charge(x, beta, v):
     """``beta * v + x`` as one fused op when possible (the scan and the step must round identically)."""
-    if torch.is_tensor(beta):
-        return torch.addcmul(x, beta, v, out=out)
-    return torch.add(x, beta * v, out=out)
+    return torch.addcmul(x, beta, v) if torch.is_tensor(beta) else x + beta * v
 
 
 def _reset(h, s, threshold, v_reset, subtract: bool):
@@ -128,8 +126,10 @@ def _native_params(x: torch.Tensor, beta, threshold, v_reset) -> "list[torch.Ten
     All three 0-dim, else all contiguous ``[N]`` (expanded over the neuron shape), in x's dtype. None when the
     kernels are unavailable or could not reproduce the step arithmetic exactly: a float ``beta`` (the step then
     computes ``x + beta * v`` unfused), a parameter with a batch axis, on another device, or one that would
-    promote the dtype.
+    promote the dtype, and while ``torch.compile`` traces.
     """
+    if torch.compiler.is_compiling():
+        return None  # under torch.compile the torch loop is traced and fused instead (ctypes cannot be traced)
     if not torch.is_tensor(beta) or not native_scan.supports(x) or native_scan.load() is None:
         return None
     neuron_shape = x.shape[2:]
@@ -157,30 +157,39 @@ def _scan_forward(x, beta, threshold, v_reset, subtract: bool, surrogate: "Surro
         if surrogate is not None and native_scan.surrogate_code(surrogate)[0] < 0:
             sg = surrogate.derivative(sg)  # the kernels left u = h - threshold for this surrogate
         return s, h, sg, params[0]
-    h_all = torch.empty_like(x, dtype=torch.result_type(x, beta))
-    fire = torch.empty_like(h_all, dtype=torch.bool)
-    v = torch.zeros_like(h_all[0])
-    for t in range(x.shape[0]):
-        h = _charge(x[t], beta, v, out=h_all[t])
-        torch.gt(h, threshold, out=fire[t])
-        v = h - fire[t].to(h.dtype) * threshold if subtract else torch.where(fire[t], v_reset, h)
+    v = torch.zeros_like(x[0])
+    hs, fires = [], []
+    for t in range(x.shape[0]):  # the step function's operations, in the same order (traceable by torch.compile)
+        h = _charge(x[t], beta, v)
+        fire = h > threshold
+        v = h - fire.to(h.dtype) * threshold if subtract else torch.where(fire, v_reset, h)
+        hs.append(h)
+        fires.append(fire)
+    h_all = _stack_like(hs, x)
     sg = surrogate.derivative(h_all - threshold) if surrogate is not None else None
-    return fire.to(h_all.dtype), h_all, sg, None
+    return _stack_like(fires, x).to(h_all.dtype), h_all, sg, None
+
+
+def _stack_like(steps: "list[torch.Tensor]", x: torch.Tensor) -> torch.Tensor:
+    """Stack per-step tensors into ``[T, B, ...]`` stored like ``x`` (batch-major when x is)."""
+    if x.dim() >= 2 and not x.is_contiguous() and x.transpose(0, 1).is_contiguous():
+        return torch.stack(steps, 1).transpose(0, 1)
+    return torch.stack(steps)
 
 
 def _scan_backward_torch(grad_s, grad_h, sg_all, s_all, beta, subtract: bool) -> torch.Tensor:
-    """``dL/dh [T, B, ...]`` by the reverse recurrence, with one fused multiply-add per step."""
+    """``dL/dh [T, B, ...]`` by the reverse recurrence, one fused multiply-add per step."""
     if grad_s is None:
         a = grad_h
     else:
         a = grad_s * sg_all if grad_h is None else torch.addcmul(grad_h, grad_s, sg_all)
     carry = torch.as_tensor(beta, dtype=a.dtype, device=a.device)
-    carry = carry.expand_as(a[0]) if subtract else (1 - s_all) * carry  # d h[t+1] / d h[t]
-    dh = torch.empty_like(a)
-    dh[-1] = a[-1]
+    if not subtract:
+        carry = (1 - s_all) * carry  # d h[t+1] / d h[t] through the (detached) reset
+    dh = [a[-1]]
     for t in range(a.shape[0] - 2, -1, -1):
-        torch.addcmul(a[t], carry if subtract else carry[t], dh[t + 1], out=dh[t])
-    return dh
+        dh.append(torch.addcmul(a[t], carry if subtract else carry[t], dh[-1]))
+    return torch.stack(dh[::-1])
 
 
 def _reduce_to(grad: torch.Tensor, like) -> torch.Tensor:

@@ -11,9 +11,10 @@ into ``$SNNKIT_CACHE`` (default ``~/.cache/snnkit``), named by a hash of the sou
 loaded with ctypes. ``SNNKIT_NATIVE=0`` turns it off. If there is no compiler, the build fails or the probe
 disagrees with torch, :func:`load` returns ``None`` and the torch path is used: results are the same either way.
 
-Layout understood by the kernels: a tensor of ``O x T x N`` elements where element ``(o, t, n)`` sits at
-``o * so + t * st + n`` (``n`` contiguous), which covers both ``[T, B, N]`` and ``[B, T, N]`` contiguous
-storage; per-neuron parameters are contiguous ``[N]`` arrays.
+Layout understood by the kernels: ``O x T x N`` elements where element ``(o, t, n)`` sits at
+``o * so + t * st + n`` (``n`` contiguous). The input may have any batch and time strides (an input expanded
+over time, stride 0, is read as it is); outputs are stored ``[B, T, N]`` (or ``[T, B, N]`` when the input is).
+Per-neuron parameters are contiguous ``[N]`` arrays.
 """
 from __future__ import annotations
 
@@ -79,17 +80,18 @@ static inline __attribute__((always_inline)) void cell_SUF(
     *v = subtract ? hv - sv * th : (hv > th ? vr : hv);
 }
 
-/* Forward over O x T x N (element (o, t, n) at o*so + t*st + n). h and sg may be NULL (not wanted).
+/* Forward over O x T x N: input element (o, t, n) at o*xso + t*xst + n (a stride may be 0: an input constant
+   over time), outputs at o*so + t*st + n. h and sg may be NULL (not wanted).
    beta, th, vr: N values each, or one each when per_neuron is 0. v: N scratch values. */
-void lif_forward_SUF(const REAL *RESTRICT x, REAL *RESTRICT s, REAL *RESTRICT h, REAL *RESTRICT sg,
-                     REAL *RESTRICT v, long O, long T, long N, long so, long st,
+void lif_forward_SUF(const REAL *RESTRICT x, long xso, long xst, REAL *RESTRICT s, REAL *RESTRICT h,
+                     REAL *RESTRICT sg, REAL *RESTRICT v, long O, long T, long N, long so, long st,
                      const REAL *RESTRICT beta, const REAL *RESTRICT th, const REAL *RESTRICT vr,
                      int per_neuron, int subtract, int code, REAL p1, REAL p2) {
     for (long o = 0; o < O; ++o) {
         memset(v, 0, (size_t)N * sizeof(REAL));
         for (long t = 0; t < T; ++t) {
             const long off = o * so + t * st;
-            const REAL *RESTRICT xp = x + off;
+            const REAL *RESTRICT xp = x + o * xso + t * xst;
             REAL *RESTRICT sp = s + off;
             REAL *RESTRICT hp = h ? h + off : 0;
             REAL *RESTRICT up = sg ? sg + off : 0;
@@ -205,7 +207,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     p, i64, i32 = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
     for suf, real in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
         fwd = getattr(lib, f"lif_forward_{suf}")
-        fwd.argtypes = [p, p, p, p, p, i64, i64, i64, i64, i64, p, p, p, i32, i32, i32, real, real]
+        fwd.argtypes = [p, i64, i64, p, p, p, p, i64, i64, i64, i64, i64, p, p, p, i32, i32, i32, real, real]
         fwd.restype = None
         bwd = getattr(lib, f"lif_backward_{suf}")
         bwd.argtypes = [p, p, p, p, p, p, i64, i64, i64, i64, i64, p, i32, i32]
@@ -266,21 +268,36 @@ def _suffix(dtype: torch.dtype) -> str:
     return "f32" if dtype == torch.float32 else "f64"
 
 
-def _layout(x: torch.Tensor) -> "tuple[int, int, int, int, int] | None":
-    """``(O, T, N, so, st)`` when ``x [T, B, ...]`` is stored as ``[T, B, N]`` or ``[B, T, N]`` contiguous."""
-    T, B = x.shape[0], x.shape[1]
-    N = x[0, 0].numel() if T and B else 0
+def _input_strides(x: torch.Tensor) -> "tuple[int, int] | None":
+    """``(batch stride, time stride)`` of ``x [T, B, ...]`` whose per-step neuron block is contiguous, else None.
+
+    Any batch and time strides work, including 0 (an input expanded over time is read without copying it).
+    """
+    expected = 1
+    for size, stride in zip(reversed(x.shape[2:]), reversed(x.stride()[2:])):
+        if size != 1 and stride != expected:
+            return None
+        expected *= size
+    return x.stride(1), x.stride(0)
+
+
+def _empty_out(x: torch.Tensor) -> torch.Tensor:
+    """An output like ``x [T, B, ...]``: stored ``[T, B, ...]`` if x is, else ``[B, T, ...]`` (what layers want)."""
     if x.is_contiguous():
-        return B, T, N, N, B * N
-    if x.transpose(0, 1).is_contiguous():
-        return B, T, N, T * N, N
-    return None
+        return torch.empty_like(x)
+    return torch.empty((x.shape[1], x.shape[0], *x.shape[2:]), dtype=x.dtype, device=x.device).transpose(0, 1)
+
+
+def _out_layout(s: torch.Tensor) -> "tuple[int, int, int, int, int]":
+    """``(O, T, N, so, st)`` of an output made by :func:`_empty_out`."""
+    T, B = s.shape[0], s.shape[1]
+    return B, T, s[0, 0].numel(), s.stride(1), s.stride(0)
 
 
 def supports(x: torch.Tensor) -> bool:
-    """Whether the kernels can take ``x`` as it is (CPU, float32/64, one of the two layouts, non-empty)."""
+    """Whether the kernels can read ``x [T, B, ...]`` as it is (CPU, float32/64, contiguous neuron block)."""
     return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and x.dim() >= 2
-            and x.numel() > 0 and _layout(x) is not None)
+            and x.numel() > 0 and _input_strides(x) is not None)
 
 
 def surrogate_code(surrogate) -> "tuple[int, float, float]":
@@ -314,20 +331,21 @@ def forward(x: torch.Tensor, beta: torch.Tensor, th: torch.Tensor, vr: torch.Ten
 
     ``beta``, ``th``, ``vr``: all 0-dim, or all contiguous ``[N]`` (one value per neuron), of x's dtype.
     ``surrogate``: None (no gradient wanted), or the surrogate whose derivative to evaluate at ``u = h - th``.
-    Returns ``(s, h, sg)`` with x's shape and strides: spikes (0/1 in x's dtype), pre-reset potentials (None
+    Returns ``(s, h, sg)`` with x's shape (stored ``[B, T, ...]`` unless x is ``[T, B, ...]`` contiguous): spikes (0/1 in x's dtype), pre-reset potentials (None
     unless ``with_h``) and the surrogate derivative per step (None when ``surrogate`` is None; ``h - th`` for
     a surrogate the kernels do not know, code -1 of :func:`surrogate_code`).
     """
     lib = lib or _lib
-    O, T, N, so, st = _layout(x)
-    s = torch.empty_like(x)
-    h = torch.empty_like(x) if with_h else None
-    sg = torch.empty_like(x) if surrogate is not None else None
+    xso, xst = _input_strides(x)
+    s = _empty_out(x)
+    O, T, N, so, st = _out_layout(s)
+    h = torch.empty_like(s) if with_h else None
+    sg = torch.empty_like(s) if surrogate is not None else None
     v = torch.empty(N, dtype=x.dtype)
     code, p1, p2 = surrogate_code(surrogate) if surrogate is not None else (-1, 0.0, 0.0)
     getattr(lib, f"lif_forward_{_suffix(x.dtype)}")(
-        x.data_ptr(), s.data_ptr(), None if h is None else h.data_ptr(), None if sg is None else sg.data_ptr(),
-        v.data_ptr(), O, T, N, so, st, beta.data_ptr(), th.data_ptr(), vr.data_ptr(), int(beta.dim() > 0),
+        x.data_ptr(), xso, xst, s.data_ptr(), None if h is None else h.data_ptr(),
+        None if sg is None else sg.data_ptr(), v.data_ptr(), O, T, N, so, st, beta.data_ptr(), th.data_ptr(), vr.data_ptr(), int(beta.dim() > 0),
         int(subtract), code, p1, p2)
     return s, h, sg
 
@@ -340,7 +358,7 @@ def backward(grad_s: "torch.Tensor | None", grad_h: "torch.Tensor | None", sg: t
     reset is detached). ``s`` is the forward's spike tensor (its layout is the one the kernels read; the other
     tensors are copied to it only if they differ); ``beta`` is 0-dim or contiguous ``[N]``.
     """
-    O, T, N, so, st = _layout(s)
+    O, T, N, so, st = _out_layout(s)
     dh = torch.empty_like(s)
     carry = torch.empty(N, dtype=s.dtype)
     gs, gh, sg = (_like(g, s) for g in (grad_s, grad_h, sg))

@@ -75,10 +75,15 @@ class LIF(SpikingLayer):
         return self.beta.clamp(0.0, 1.0) if self.beta.requires_grad else self.beta
 
     def drive(self, x: torch.Tensor) -> torch.Tensor:
-        """The scaled input ``(1-beta) v_leak + g I`` added to the decayed potential each step."""
-        if not bool((self.input_scale == 1).all()):
+        """The scaled input ``(1-beta) v_leak + g I`` added to the decayed potential each step.
+
+        Eagerly, the identity cases (``g = 1``, ``v_leak = 0``) are skipped; under ``torch.compile`` the terms
+        are always written (no data-dependent branch) and fused into the scan.
+        """
+        compiling = torch.compiler.is_compiling()
+        if compiling or not bool((self.input_scale == 1).all()):
             x = x * self.input_scale
-        if bool((self.v_leak != 0).any()):
+        if compiling or bool((self.v_leak != 0).any()):
             x = x + (1 - self.decay()) * self.v_leak
         return x
 

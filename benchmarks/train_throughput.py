@@ -1,0 +1,617 @@
+"""Training throughput of the same spiking networks in snnkit, snnTorch, Norse and SpikingJelly, side by side.
+
+Measures full training steps (forward, cross-entropy, backward, Adam step) in samples per second on the real
+digits data (``snnkit.data.load("digits")``, 1,437 training images, 8x8), for two networks built the same way
+in every framework:
+
+- MLP: flatten, Linear 64-512, LIF, Linear 512-10, LIF;
+- ConvNet: conv3x3 32 + BN + LIF + avgpool2, conv3x3 64 + BN + LIF + avgpool2, fc 256 + BN + LIF, fc 10 + LIF
+  (BatchNorm statistics over batch and time; conv layers without bias, as snnkit builds them with BN).
+
+Common settings: T = 8 steps of direct (analog) input, LIF with beta = 0.9, threshold 1, reset to zero, atan
+surrogate (alpha = 2) where the framework has it, logits = 10 x mean output spike count, Adam (lr 2e-3),
+batch 64 (the 22 full batches of an epoch; the last partial batch is dropped for every framework). Every
+framework runs its multi-step (layer-at-a-time) form; snnTorch's ``Leaky`` and Norse's cells are stepped over
+time per layer, stateless layers see time merged into the batch.
+
+Protocol: all configurations are built in one process; warm-up epochs (longer for ``torch.compile``) are not
+timed; then each round runs one epoch of every configuration, in a rotated order, on the same shuffled order
+of the data; the reported throughput is the median over rounds. The machine load (``os.getloadavg``) is
+recorded per round. The machine's matmul rate is measured with ``torch.mm`` on the models' own GEMM shapes,
+and the achieved fraction counts a training step as 3 x the forward matmul/conv FLOPs.
+
+Usage::
+
+    python benchmarks/train_throughput.py                 # full run: JSON, table, README section
+    python benchmarks/train_throughput.py --quick --out /tmp/tt.json   # smoke run (seconds, no compile)
+
+Writes ``benchmarks/results/train_throughput.json`` (atomically) and the markdown table between the
+``<!-- train-throughput:begin -->`` / ``end`` markers of README.md (else
+``benchmarks/results/train_throughput.md``).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as _dt
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+MARK_BEGIN, MARK_END = "<!-- train-throughput:begin -->", "<!-- train-throughput:end -->"
+
+T = 8
+BETA = 0.9
+THRESHOLD = 1.0
+ATAN_ALPHA = 2.0
+LOGIT_SCALE = 10.0
+LR = 2e-3
+N_CLASSES = 10
+MODELS = ("mlp", "convnet")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Networks. Each builder returns a module mapping images [B, 1, 8, 8] to logits [B, 10].
+
+
+class _MergeTime(nn.Module):
+    """Apply a stateless module to ``[T, B, ...]`` with time merged into the batch (BatchNorm over B*T)."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.module(x.reshape(x.shape[0] * x.shape[1], *x.shape[2:]))
+        return y.reshape(x.shape[0], x.shape[1], *y.shape[1:])
+
+
+class _TimeMajorNet(nn.Module):
+    """Direct encoding (the image repeated over T, time first), a layer stack, logits from the spike counts."""
+
+    def __init__(self, layers: list[nn.Module]):
+        super().__init__()
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.layers(x.unsqueeze(0).expand(T, *x.shape))
+        return out.mean(0) * LOGIT_SCALE
+
+
+def _stateless(arch: str, neuron: Callable[[], nn.Module], wrap: Callable[[nn.Module], nn.Module]) -> list:
+    """The layer list of ``arch`` with ``neuron()`` after every weighted layer; ``wrap`` adapts stateless ones."""
+    if arch == "mlp":
+        return [wrap(nn.Flatten()), wrap(nn.Linear(64, 512)), neuron(), wrap(nn.Linear(512, 10)), neuron()]
+    return [
+        wrap(nn.Conv2d(1, 32, 3, padding=1, bias=False)), wrap(nn.BatchNorm2d(32)), neuron(), wrap(nn.AvgPool2d(2)),
+        wrap(nn.Conv2d(32, 64, 3, padding=1, bias=False)), wrap(nn.BatchNorm2d(64)), neuron(), wrap(nn.AvgPool2d(2)),
+        wrap(nn.Flatten()), wrap(nn.Linear(64 * 2 * 2, 256)), wrap(nn.BatchNorm1d(256)), neuron(),
+        wrap(nn.Linear(256, 10)), neuron(),
+    ]
+
+
+def build_snnkit(arch: str) -> nn.Module:
+    from snnkit.models import build
+
+    return build({"arch": arch, "input_shape": [1, 8, 8], "num_classes": N_CLASSES, "timesteps": T,
+                  "beta": BETA, "threshold": THRESHOLD, "reset": "zero", "surrogate": f"atan:alpha={ATAN_ALPHA:g}",
+                  "logit_scale": LOGIT_SCALE})
+
+
+class _SnnTorchLeaky(nn.Module):
+    """snnTorch ``Leaky`` stepped over the time axis of ``[T, B, ...]``."""
+
+    def __init__(self):
+        super().__init__()
+        import snntorch
+        from snntorch import surrogate
+
+        self.lif = snntorch.Leaky(beta=BETA, threshold=THRESHOLD, spike_grad=surrogate.atan(alpha=ATAN_ALPHA),
+                                  reset_mechanism="zero")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mem = torch.zeros_like(x[0])
+        spikes = []
+        for t in range(x.shape[0]):
+            spk, mem = self.lif(x[t], mem)
+            spikes.append(spk)
+        return torch.stack(spikes)
+
+
+def build_snntorch(arch: str) -> nn.Module:
+    return _TimeMajorNet(_stateless(arch, _SnnTorchLeaky, _MergeTime))
+
+
+class _NorseLayer(nn.Module):
+    """A Norse multi-step neuron module (``[T, B, ...]`` in, spikes out; the state is dropped)."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)[0]
+
+
+def _norse_lifbox() -> nn.Module:
+    """Norse's current-free LIF (``lif_box_feed_forward_step``) in Norse's own time loop (``SNN``)."""
+    from norse.torch.functional.lif_box import LIFBoxFeedForwardState, LIFBoxParameters, lif_box_feed_forward_step
+    from norse.torch.module.snn import SNN
+
+    p = LIFBoxParameters(tau_mem_inv=torch.as_tensor((1 - BETA) / 1e-3), v_th=torch.as_tensor(THRESHOLD),
+                         v_reset=torch.as_tensor(0.0), method="super", alpha=torch.as_tensor(100.0))
+    return _NorseLayer(SNN(lif_box_feed_forward_step, lambda x: LIFBoxFeedForwardState(v=torch.zeros_like(x[0])),
+                           p, dt=1e-3))
+
+
+def _norse_lif() -> nn.Module:
+    """Norse's ``LIF`` (current-based; tau_syn = dt, so the current is the previous step's input)."""
+    import norse.torch as norse
+
+    p = norse.LIFParameters(tau_syn_inv=torch.as_tensor(1 / 1e-3), tau_mem_inv=torch.as_tensor((1 - BETA) / 1e-3),
+                            v_th=torch.as_tensor(THRESHOLD), v_reset=torch.as_tensor(0.0), method="super",
+                            alpha=torch.as_tensor(100.0))
+    return _NorseLayer(norse.LIF(p, dt=1e-3))
+
+
+def build_norse_lifbox(arch: str) -> nn.Module:
+    return _TimeMajorNet(_stateless(arch, _norse_lifbox, _MergeTime))
+
+
+def build_norse_lif(arch: str) -> nn.Module:
+    return _TimeMajorNet(_stateless(arch, _norse_lif, _MergeTime))
+
+
+def build_spikingjelly(arch: str) -> nn.Module:
+    """SpikingJelly 2.0 multi-step: ``layer.*`` with ``step_mode='m'`` and ``neuron.LIFNode`` (tau = 1/(1-beta))."""
+    from spikingjelly.activation_based import layer, neuron, surrogate
+
+    def lif():
+        return neuron.LIFNode(tau=1 / (1 - BETA), decay_input=False, v_threshold=THRESHOLD, v_reset=0.0,
+                              surrogate_function=surrogate.ATan(alpha=ATAN_ALPHA), detach_reset=True,
+                              step_mode="m")
+
+    if arch == "mlp":
+        layers = [layer.Flatten(step_mode="m"), layer.Linear(64, 512, step_mode="m"), lif(),
+                  layer.Linear(512, 10, step_mode="m"), lif()]
+    else:
+        layers = [
+            layer.Conv2d(1, 32, 3, padding=1, bias=False, step_mode="m"), layer.BatchNorm2d(32, step_mode="m"), lif(),
+            layer.AvgPool2d(2, step_mode="m"),
+            layer.Conv2d(32, 64, 3, padding=1, bias=False, step_mode="m"), layer.BatchNorm2d(64, step_mode="m"),
+            lif(), layer.AvgPool2d(2, step_mode="m"),
+            layer.Flatten(step_mode="m"), layer.Linear(256, 256, step_mode="m"), layer.BatchNorm1d(256, step_mode="m"),
+            lif(), layer.Linear(256, 10, step_mode="m"), lif(),
+        ]
+    return _TimeMajorNet(layers)
+
+
+def _reset_spikingjelly(model: nn.Module) -> None:
+    from spikingjelly.activation_based import functional
+
+    functional.reset_net(model)
+
+
+@dataclass
+class Framework:
+    key: str            # row label
+    package: str        # distribution name (version, and whether it is installed)
+    build: Callable[[str], nn.Module]
+    after_step: Callable[[nn.Module], None] | None = None
+    note: str = ""
+
+
+FRAMEWORKS = [
+    Framework("snnkit", "snnkit", build_snnkit, note="fused LIF scan (compiled C kernels when a C compiler exists)"),
+    Framework("snntorch", "snntorch", build_snntorch, note="Leaky stepped per layer, atan surrogate"),
+    Framework("norse-lifbox", "norse", build_norse_lifbox,
+              note="LIFBox (current-free LIF = the same neuron) in Norse's SNN loop; SuperSpike surrogate "
+                   "(Norse has no atan)"),
+    Framework("norse-lif", "norse", build_norse_lif,
+              note="Norse LIF (current-based, tau_syn = dt); SuperSpike surrogate"),
+    Framework("spikingjelly", "spikingjelly", build_spikingjelly, after_step=_reset_spikingjelly,
+              note="LIFNode step_mode='m' (its CPU multi-step op), atan surrogate, reset_net after each step"),
+]
+# Which frameworks get a torch.compile setting (the issue asks for snnkit's best setting and SpikingJelly's).
+COMPILED = ("snnkit", "spikingjelly")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Measurement
+
+
+@dataclass
+class Config:
+    framework: Framework
+    setting: str                      # "eager" or "compile"
+    arch: str
+    model: nn.Module = None
+    step_fn: Callable = None
+    opt: torch.optim.Optimizer = None
+    epoch_s: list = field(default_factory=list)
+    warmup_s: list = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.framework.key}/{self.setting}/{self.arch}"
+
+
+def make_config(fw: Framework, setting: str, arch: str, seed: int) -> Config:
+    torch.manual_seed(seed)
+    model = fw.build(arch)
+    model.train()
+    fwd = torch.compile(model) if setting == "compile" else model
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    after = fw.after_step
+
+    def step(xb: torch.Tensor, yb: torch.Tensor) -> None:
+        loss = F.cross_entropy(fwd(xb), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if after is not None:
+            after(model)
+
+    return Config(fw, setting, arch, model, step, opt)
+
+
+def run_epoch(cfg: Config, x: torch.Tensor, y: torch.Tensor, order: torch.Tensor, batch: int) -> float:
+    """One epoch of full batches in ``order``; returns its wall time in seconds."""
+    n_batches = len(order) // batch
+    t0 = time.perf_counter()
+    for b in range(n_batches):
+        idx = order[b * batch:(b + 1) * batch]
+        cfg.step_fn(x[idx], y[idx])
+    return time.perf_counter() - t0
+
+
+def forward_flops_per_sample(model: nn.Module, x: torch.Tensor) -> float:
+    """Multiply-accumulate FLOPs (2 per MAC) of every Linear and Conv2d in one forward, per sample."""
+    total = [0]
+
+    def hook(module, inputs, output):
+        if isinstance(module, nn.Linear):
+            total[0] += 2 * output.numel() * module.in_features
+        elif isinstance(module, nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1]
+            total[0] += 2 * output.numel() * (module.in_channels // module.groups) * k
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0] / len(x)
+
+
+def matmul_rate(shapes: list[tuple[int, int, int]], min_time: float = 0.2) -> list[dict]:
+    """``torch.mm`` GFLOP/s for each ``(m, k, n)``: the best of 5 timed runs of at least ``min_time`` s."""
+    out = []
+    for m, k, n in shapes:
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        for _ in range(3):
+            torch.mm(a, b)
+        reps = 1
+        while True:
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                torch.mm(a, b)
+            if time.perf_counter() - t0 > min_time / 5:
+                break
+            reps *= 2
+        best = math.inf
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                torch.mm(a, b)
+            best = min(best, (time.perf_counter() - t0) / reps)
+        out.append({"m": m, "k": k, "n": n, "gflops": 2 * m * k * n / best / 1e9})
+    return out
+
+
+def gemm_shapes(batch: int) -> list[tuple[int, int, int]]:
+    """The forward GEMMs of the two networks (convs as im2col GEMMs) and one large square product."""
+    bt = batch * T
+    return [(bt, 64, 512), (bt, 512, 10),                        # MLP
+            (bt * 64, 9, 32), (bt * 16, 288, 64), (bt, 256, 256),  # ConvNet conv1, conv2, fc
+            (1024, 1024, 1024)]
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version(), "torch": torch.__version__}
+    for pkg in ("snnkit", "snntorch", "norse", "spikingjelly"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Report
+
+
+def summarise(configs: list[Config], n_samples: int, flops: dict, peak: float) -> list[dict]:
+    rows = []
+    for cfg in configs:
+        row = {"framework": cfg.framework.key, "setting": cfg.setting, "model": cfg.arch,
+               "note": cfg.framework.note}
+        if cfg.error:
+            row["error"] = cfg.error
+            rows.append(row)
+            continue
+        rates = [n_samples / s for s in cfg.epoch_s]
+        med = statistics.median(rates)
+        train_flops = 3 * flops[(cfg.framework.key, cfg.arch)]
+        row.update({
+            "samples_per_s": med,
+            "samples_per_s_per_epoch": rates,
+            "epoch_s": cfg.epoch_s,
+            "warmup_s": cfg.warmup_s,
+            "forward_gflop_per_sample": flops[(cfg.framework.key, cfg.arch)] / 1e9,
+            "train_gflop_per_sample": train_flops / 1e9,
+            "achieved_gflops": med * train_flops / 1e9,
+            "fraction_of_matmul_peak": med * train_flops / 1e9 / peak,
+        })
+        rows.append(row)
+    for row in rows:
+        base = next((r for r in rows if r["framework"] == "snnkit" and r["setting"] == "eager"
+                     and r["model"] == row["model"] and "samples_per_s" in r), None)
+        if base and "samples_per_s" in row:
+            row["ratio_to_snnkit_eager"] = row["samples_per_s"] / base["samples_per_s"]
+    return rows
+
+
+def targets(rows: list[dict]) -> dict:
+    """The issue's targets, per model: eager >= 2x snnTorch and SpikingJelly eager; best > SpikingJelly compiled."""
+    out = {}
+    for arch in MODELS:
+        def rate(fw, setting):
+            r = next((r for r in rows if r["framework"] == fw and r["setting"] == setting and r["model"] == arch
+                      and "samples_per_s" in r), None)
+            return r["samples_per_s"] if r else None
+
+        ours = rate("snnkit", "eager")
+        best = max((v for v in (ours, rate("snnkit", "compile")) if v is not None), default=None)
+        checks = {}
+        for name, other, factor, mine in (("eager_ge_2x_snntorch", rate("snntorch", "eager"), 2.0, ours),
+                                          ("eager_ge_2x_spikingjelly_eager", rate("spikingjelly", "eager"), 2.0, ours),
+                                          ("best_gt_spikingjelly_compile", rate("spikingjelly", "compile"), 1.0, best)):
+            if other is not None and mine is not None:
+                checks[name] = {"met": mine >= factor * other if factor > 1 else mine > other,
+                                "ratio": mine / other}
+        if checks:
+            out[arch] = checks
+    return out
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| framework | setting | model | samples/s (median) | x snnkit eager | GFLOP/s achieved | "
+            "% of matmul peak |\n|---|---|---|---:|---:|---:|---:|\n")
+    lines = []
+    for r in rows:
+        if "samples_per_s" not in r:
+            lines.append(f"| {r['framework']} | {r['setting']} | {r['model']} | failed: {r.get('error', '')} | | | |")
+            continue
+        lines.append(f"| {r['framework']} | {r['setting']} | {r['model']} | {r['samples_per_s']:,.0f} | "
+                     f"{r.get('ratio_to_snnkit_eager', float('nan')):.2f} | {r['achieved_gflops']:.1f} | "
+                     f"{100 * r['fraction_of_matmul_peak']:.1f} |")
+    return head + "\n".join(lines) + "\n"
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    c = report["config"]
+    loads = [round(x, 2) for x in m["load_per_round"]]
+    lines = [
+        f"Measured {report['created'][:10]} by `benchmarks/train_throughput.py` on {m['cpu']} "
+        f"({m['torch_threads']} torch threads, torch {report['versions']['torch']}); 1-min load during the "
+        f"rounds {min(loads):.2f}-{max(loads):.2f}. Batch {c['batch']}, T = {c['timesteps']}, "
+        f"{c['samples_per_epoch']} samples per epoch, median of {c['rounds']} interleaved epochs after warm-up.",
+        "",
+        table(report["results"]).rstrip(),
+        "",
+        f"Matmul peak (best `torch.mm` over the models' GEMM shapes): {m['matmul_peak_gflops']:.1f} GFLOP/s. "
+        "Training FLOPs counted as 3 x forward matmul/conv FLOPs.",
+    ]
+    t = report["targets"]
+    if t:
+        lines.append("")
+        for arch, checks in t.items():
+            parts = [f"{name.replace('_', ' ')}: {'met' if v['met'] else 'NOT met'} ({v['ratio']:.2f}x)"
+                     for name, v in checks.items()]
+            lines.append(f"- {arch}: " + "; ".join(parts))
+    return "\n".join(lines) + "\n"
+
+
+def write_readme(text: str, readme: Path, fallback: Path) -> Path:
+    if readme.is_file():
+        content = readme.read_text()
+        if MARK_BEGIN in content and MARK_END in content:
+            head, rest = content.split(MARK_BEGIN, 1)
+            _, tail = rest.split(MARK_END, 1)
+            atomic_write_text(readme, f"{head}{MARK_BEGIN}\n{text}{MARK_END}{tail}")
+            return readme
+    atomic_write_text(fallback, text)
+    return fallback
+
+
+# --------------------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: 4 batches per epoch, 1 warm-up and 2 timed epochs, no torch.compile, no README")
+    ap.add_argument("--rounds", type=int, default=7, help="timed epochs per configuration (default 7)")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed epochs per eager configuration (default 1)")
+    ap.add_argument("--compile-warmup", type=int, default=2, help="untimed epochs per compiled configuration")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--frameworks", default=",".join(f.key for f in FRAMEWORKS))
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile settings")
+    ap.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/train_throughput.json)")
+    ap.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    ap.add_argument("--no-readme", action="store_true")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    wanted = [f.strip() for f in args.frameworks.split(",") if f.strip()]
+    for name, allowed in (("model", MODELS), ("framework", [f.key for f in FRAMEWORKS])):
+        for item in (models if name == "model" else wanted):
+            if item not in allowed:
+                print(f"train_throughput: unknown {name} {item!r} (choose from {', '.join(allowed)})", file=sys.stderr)
+                return 2
+    if args.batch < 1 or args.rounds < 1 or args.threads < 1:
+        print("train_throughput: --batch, --rounds and --threads must be >= 1", file=sys.stderr)
+        return 2
+    quick = args.quick
+    rounds = 2 if quick else args.rounds
+    out_path = args.out or RESULTS / ("train_throughput_quick.json" if quick else "train_throughput.json")
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+
+    from snnkit import data
+    x, y = data.load("digits", "train")
+    n_used = (len(x) // args.batch) * args.batch
+    if quick:
+        n_used = min(n_used, 4 * args.batch)
+
+    frameworks = []
+    skipped = []
+    for fw in FRAMEWORKS:
+        if fw.key not in wanted:
+            continue
+        try:
+            importlib.metadata.version(fw.package)
+            __import__(fw.package)
+        except Exception as exc:  # a missing or broken peer is reported, not fatal
+            skipped.append({"framework": fw.key, "reason": f"{type(exc).__name__}: {exc}"})
+            continue
+        frameworks.append(fw)
+
+    configs: list[Config] = []
+    for arch in models:
+        for fw in frameworks:
+            settings = ["eager"] + (["compile"] if fw.key in COMPILED and not (quick or args.no_compile) else [])
+            for setting in settings:
+                try:
+                    configs.append(make_config(fw, setting, arch, args.seed))
+                except Exception as exc:
+                    configs.append(Config(fw, setting, arch, error=f"{type(exc).__name__}: {exc}"))
+
+    flops = {}
+    probe = x[: args.batch]
+    for cfg in configs:
+        key = (cfg.framework.key, cfg.arch)
+        if cfg.error is None and key not in flops:
+            flops[key] = forward_flops_per_sample(cfg.model, probe)
+            if cfg.framework.after_step is not None:
+                cfg.framework.after_step(cfg.model)
+
+    gen = torch.Generator().manual_seed(args.seed)
+    load_start = os.getloadavg()[0]
+    print(f"train_throughput: {len(configs)} configurations, {n_used} samples per epoch, "
+          f"load {load_start:.2f}", flush=True)
+    for cfg in configs:  # warm-up (compile happens here)
+        if cfg.error:
+            continue
+        n_warm = (1 if quick else args.compile_warmup if cfg.setting == "compile" else args.warmup)
+        try:
+            for _ in range(n_warm):
+                order = torch.randperm(len(x), generator=gen)[:n_used]
+                cfg.warmup_s.append(run_epoch(cfg, x, y, order, args.batch))
+        except Exception as exc:
+            cfg.error = f"{type(exc).__name__}: {exc}"
+        print(f"  warm-up {cfg.label}: {', '.join(f'{s:.1f}s' for s in cfg.warmup_s) or cfg.error}", flush=True)
+
+    load_per_round = []
+    live = [c for c in configs if not c.error]
+    for r in range(rounds):
+        order = torch.randperm(len(x), generator=gen)[:n_used]
+        k = r % max(len(live), 1)
+        for cfg in live[k:] + live[:k]:  # rotate the order so no configuration always runs first
+            cfg.epoch_s.append(run_epoch(cfg, x, y, order, args.batch))
+        load_per_round.append(os.getloadavg()[0])
+        print(f"  round {r + 1}/{rounds} done, load {load_per_round[-1]:.2f}", flush=True)
+
+    peak_rows = matmul_rate(gemm_shapes(args.batch), min_time=0.05 if quick else 0.3)
+    peak = max(r["gflops"] for r in peak_rows)
+    rows = summarise(configs, n_used, flops, peak)
+    report = {
+        "schema": 1,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "quick": quick,
+        "machine": {
+            "cpu": cpu_name(), "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(), "load_at_start": load_start, "load_per_round": load_per_round,
+            "load_at_end": os.getloadavg()[0], "matmul": peak_rows, "matmul_peak_gflops": peak,
+        },
+        "config": {"timesteps": T, "batch": args.batch, "samples_per_epoch": n_used, "rounds": rounds,
+                   "warmup_epochs": args.warmup, "compile_warmup_epochs": args.compile_warmup,
+                   "beta": BETA, "threshold": THRESHOLD, "reset": "zero", "surrogate": f"atan(alpha={ATAN_ALPHA:g})",
+                   "optimizer": f"Adam(lr={LR:g})", "loss": "cross_entropy(10 x mean output spikes)",
+                   "data": "snnkit.data.load('digits', 'train')", "training_flops": "3 x forward"},
+        "versions": versions(),
+        "skipped": skipped,
+        "results": rows,
+        "targets": targets(rows),
+    }
+    atomic_write_text(out_path, json.dumps(report, indent=2) + "\n")
+    print()
+    print(table(rows))
+    print(f"matmul peak {peak:.1f} GFLOP/s; JSON: {out_path}")
+    for s in skipped:
+        print(f"skipped {s['framework']}: {s['reason']}")
+    if not quick and not args.no_readme:
+        where = write_readme(markdown(report), args.readme, RESULTS / "train_throughput.md")
+        print(f"table written to {where}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
