@@ -147,28 +147,32 @@ def test_masking_checks_stay_silent_on_a_smooth_model():
         assert report.gradient_sparsity is not None and report.gradient_sparsity < 0.1
 
 
-def _result(name, kind, family, correct, eps=EPS):
+def _result(name, kind, family, correct, eps=EPS, loss=None):
     return AttackResult(name=name, kind=kind, family=family, norm="Linf", eps=eps,
-                        correct=torch.tensor(correct, dtype=torch.bool), seconds=0.0)
+                        correct=torch.tensor(correct, dtype=torch.bool), seconds=0.0, loss=loss)
 
 
 def test_masking_check_rules():
-    pgd = _result("PGD-20", "white-box", "pgd", [0, 0, 1, 1, 1, 1])
-    apgd_ok = _result("APGD-CE", "white-box", "apgd", [0, 0, 0, 1, 1, 1])
-    apgd_weak = _result("APGD-CE", "white-box", "apgd", [0, 1, 1, 1, 1, 1])
+    pgd = _result("PGD-20", "white-box", "pgd", [0, 0, 1, 1, 1, 1], loss="ce")
+    apgd_ok = _result("APGD-CE", "white-box", "apgd", [0, 0, 0, 1, 1, 1], loss="ce")
+    apgd_weak = _result("APGD-CE", "white-box", "apgd", [0, 1, 1, 1, 1, 1], loss="ce")
+    dlr_weak = _result("APGD-DLR", "white-box", "apgd", [1, 1, 1, 1, 1, 1], loss="dlr")
     square_weak = _result("Square", "black-box", "square", [0, 1, 1, 1, 1, 1])
     square_strong = _result("Square", "black-box", "square", [0, 0, 0, 0, 1, 1])
     noise_unbounded = _result("Noise", "noise", "noise", [0, 0, 0, 0, 0, 0], eps=float("inf"))
-    assert masking_warnings({"p": pgd, "a": apgd_ok, "s": square_weak, "n": noise_unbounded}) == []
+    # APGD-DLR is compared with DLR attacks only; unbounded noise with nothing
+    assert masking_warnings({"p": pgd, "a": apgd_ok, "d": dlr_weak, "s": square_weak, "n": noise_unbounded}) == []
     w = masking_warnings({"p": pgd, "a": apgd_weak})
-    assert len(w) == 1 and w[0].startswith("APGD weaker than PGD-20") and "1 samples fooled only by PGD-20" in w[0]
+    assert len(w) == 1 and w[0].startswith("APGD-CE weaker than PGD-20") and "1 samples fooled only by PGD-20" in w[0]
+    assert masking_warnings({"p": pgd, "a": apgd_weak}, tolerance=0.2) == []
+    assert masking_warnings({"p": _result("PGD-20", "white-box", "pgd", pgd.correct.tolist(), eps=2 * EPS, loss="ce"),
+                             "a": apgd_weak}) == []  # APGD's ball is smaller: not comparable
     w = masking_warnings({"p": pgd, "a": apgd_ok, "s": square_strong})
     assert len(w) == 1 and "Square beats white-box" in w[0] and "1 samples survive every white-box" in w[0]
     # a black-box attack with a larger ball than every white-box one is not compared
     assert masking_warnings({"p": pgd, "s": _result("Square", "black-box", "square", [0] * 6, eps=2 * EPS)}) == []
     assert masking_warnings({"p": pgd}, gradient_sparsity=0.4) == []
     assert "zero input gradients" in masking_warnings({"p": pgd}, gradient_sparsity=0.9)[0]
-    assert masking_warnings({"p": pgd, "t": apgd_weak}, tolerance=0.2) == []
     with pytest.raises(ValueError, match="different numbers of samples"):
         masking_warnings({"p": pgd, "x": _result("X", "white-box", "pgd", [0, 1])})
 

@@ -2,8 +2,9 @@
 
 Compared per sample over the attacks of one evaluation:
 
-1. **APGD weaker than PGD**: for a norm, the samples fooled by a PGD-family attack (FGSM, BIM, PGD) but by no
-   APGD run outnumber those fooled by APGD but not by it (by more than ``tolerance`` of the samples). APGD should dominate PGD at the same eps; when it
+1. **APGD weaker than PGD**: the samples fooled by a PGD-family attack (FGSM, BIM, PGD) but not by an APGD run
+   with the same norm and loss (and an eps at least as large) outnumber those fooled by APGD but not by it, by
+   more than ``tolerance`` of the samples. APGD should dominate PGD at the same eps; when it
    does not, its adaptive step size is being misled (masked or noisy gradients) or it ran too few steps.
 2. **Black-box beating white-box**: a black-box, transfer or noise attack reaches a lower robust accuracy (by
    more than ``tolerance``) than every white-box attack of the same norm whose ball contains its own. Gradients are then not pointing where
@@ -50,20 +51,17 @@ def masking_warnings(results: "EvaluationReport | Mapping[str, AttackResult]", g
     out: list[str] = []
 
     for norm in sorted({r.norm for r in res}):
-        apgd = [r for r in res if r.family == "apgd" and r.norm == norm]
-        if apgd:
-            apgd_ok = _robust_everywhere(apgd)
-            apgd_eps = min(r.eps for r in apgd)
+        for a in (r for r in res if r.family == "apgd" and r.norm == norm):
             for r in res:
-                if r.family in PGD_FAMILY and r.norm == norm and r.eps <= apgd_eps + 1e-12:
-                    only_pgd = int((~r.correct & apgd_ok).sum())
-                    only_apgd = int((r.correct & ~apgd_ok).sum())
+                if r.family in PGD_FAMILY and r.norm == norm and r.loss == a.loss and r.eps <= a.eps + 1e-12:
+                    only_pgd = int((~r.correct & a.correct).sum())
+                    only_apgd = int((r.correct & ~a.correct).sum())
                     if only_pgd - only_apgd > slack:
                         out.append(
-                            f"APGD weaker than {r.name} ({norm}, eps={r.eps:.4g}): robust accuracy "
-                            f"{float(apgd_ok.float().mean()):.1%} vs {r.robust_accuracy:.1%}; {only_pgd} samples "
-                            f"fooled only by {r.name}, {only_apgd} only by APGD (masked or noisy gradients, or too "
-                            "few APGD steps)")
+                            f"{a.name} weaker than {r.name} ({norm}, eps={r.eps:.4g}): robust accuracy "
+                            f"{a.robust_accuracy:.1%} vs {r.robust_accuracy:.1%}; {only_pgd} samples fooled only by "
+                            f"{r.name}, {only_apgd} only by {a.name} (masked or noisy gradients, or too few APGD "
+                            "steps)")
 
         white = [r for r in res if r.kind == WHITE_BOX and r.norm == norm]
         for r in res:

@@ -15,6 +15,7 @@ class AttackResult:
     queries: ``[N]`` model queries per sample (score-based attacks; 0 for samples not attacked).
     max_distance: the largest perturbation norm seen (in the attack's norm), a check of the threat model.
     seconds: wall-clock time of the attack proper (the evaluation queries excluded).
+    loss: the loss a gradient attack maximised (``"ce"``, ``"dlr"``, ...), None for the others.
     """
 
     name: str
@@ -26,6 +27,7 @@ class AttackResult:
     seconds: float
     max_distance: float = 0.0
     queries: torch.Tensor | None = None
+    loss: str | None = None
 
     @property
     def robust_accuracy(self) -> float:
@@ -33,7 +35,7 @@ class AttackResult:
 
     def summary(self) -> dict:
         out = {"name": self.name, "kind": self.kind, "family": self.family, "norm": self.norm,
-               "eps": self.eps if math.isfinite(self.eps) else None, "robust_accuracy": self.robust_accuracy,
+               "eps": self.eps if math.isfinite(self.eps) else None, "loss": self.loss, "robust_accuracy": self.robust_accuracy,
                "n_robust": int(self.correct.sum()), "seconds": self.seconds, "max_distance": self.max_distance}
         if self.queries is not None:
             attacked = self.queries[self.queries > 0]

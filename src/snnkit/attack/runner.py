@@ -87,7 +87,7 @@ def evaluate(model: ScoreFn, x: torch.Tensor, y: torch.Tensor, attacks: "Mapping
 
     results = {name: AttackResult(name=name, kind=a.kind, family=a.family, norm=a.norm, eps=a.eps,
                                   correct=correct[name], seconds=seconds[name], max_distance=dist[name],
-                                  queries=queries.get(name))
+                                  queries=queries.get(name), loss=getattr(a, "loss_name", None))
                for name, a in named.items()}
     sparsity = None
     if check_gradients and bool(clean.any()):
