@@ -37,6 +37,15 @@ pytestmark = [pytest.mark.lava, pytest.mark.skipif(not _lava_available(),
                                                    reason="no Lava environment (.venv-lava); run `make lava-env`")]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Thousands of tiny emulator ops: one thread avoids OpenMP spin-waits on a busy 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 # --- random integer networks ----------------------------------------------------------------------------
 
 def _weights(rng, shape, mode=None, density=1.0):

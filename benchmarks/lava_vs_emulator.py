@@ -1,0 +1,142 @@
+"""Samples per second of the Lava target and the torch Loihi emulator on the same network and inputs.
+
+Both run the same quantised graph on the same samples; the script checks that every layer's spike raster is
+identical, then prints the throughput of each side by side (and writes it as JSON with ``--out``).
+
+    .venv/bin/python benchmarks/lava_vs_emulator.py                    # digits MLP, 64 test samples
+    .venv/bin/python benchmarks/lava_vs_emulator.py --net convnet --samples 32
+    .venv/bin/python benchmarks/lava_vs_emulator.py --net cnn_sinabs --samples 8 --timesteps 8
+    .venv/bin/python benchmarks/lava_vs_emulator.py --model runs/x/model.pt --device cuda
+
+Networks: ``mlp`` / ``convnet`` are snnkit models (digits input, weights from a fixed seed scaled so that every
+layer fires; or ``--model MODEL.pt``), ``cnn_sinabs`` is the NIR paper's N-MNIST CNN (Poisson event counts).
+Lava's throughput is given for its run proper (``lava run``) and including the worker's start, Lava's
+compilation and the file exchange (``lava total``); the emulator's is the median of ``--repeats`` warm runs.
+Exit code 1 when the outputs differ.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _snnkit_model(arch: str, seed: int, timesteps: int):
+    from snnkit.models.build import build
+
+    cfg = {"arch": arch, "input_shape": [1, 8, 8], "num_classes": 10, "timesteps": timesteps,
+           "hidden": [128], "channels": [8, 16], "fc": [64]}
+    torch.manual_seed(seed)
+    model = build(cfg).eval()
+    with torch.no_grad():  # untrained weights, scaled up so that every layer spikes
+        for m in model.modules():
+            if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
+                m.weight.mul_(3.0)
+    return model
+
+
+def network(args) -> tuple[object, np.ndarray, str]:
+    """(float NIR graph, inputs [B, T, ...], description)."""
+    import nir
+
+    from snnkit.deploy.inputs import dataset_input
+    from snnkit.export.exporter import to_nir
+
+    if args.net == "cnn_sinabs":
+        g = nir.read(REPO.parent / "shared" / "nir-zoo" / "cnn_sinabs.nir")
+        rng = np.random.default_rng(args.seed)
+        x = rng.poisson(0.5, (args.samples, args.timesteps, 2, 34, 34)).astype(np.float32)
+        return g, x, "cnn_sinabs.nir (NIR paper, N-MNIST CNN), Poisson event counts"
+    if args.model:
+        import snnkit
+
+        model = snnkit.load(args.model)
+        desc = f"{args.model}"
+    else:
+        model = _snnkit_model(args.net, args.seed, args.timesteps)
+        desc = f"snnkit {args.net} (digits shape, seed {args.seed}, untrained weights x3)"
+    g = to_nir(model)
+    data = dataset_input("digits", g.metadata, tuple(int(s) for s in model.config["input_shape"]),
+                         limit=args.samples)
+    return g, data.x, desc
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--net", choices=["mlp", "convnet", "cnn_sinabs"], default="mlp")
+    p.add_argument("--model", help="an snnkit model file instead of --net")
+    p.add_argument("--samples", type=int, default=64)
+    p.add_argument("--timesteps", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="emulator device: cpu | cuda")
+    p.add_argument("--threads", type=int, default=1, help="torch threads for the emulator (default 1)")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--tile", type=int, default=16,
+                   help="also time the emulator on the inputs repeated this many times (a larger batch)")
+    p.add_argument("--out", help="write the results as JSON here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    from snnkit.deploy.lava.target import LavaTarget
+    from snnkit.deploy.loihi.emulator import LoihiEmulatorTarget
+    from snnkit.deploy.loihi.prepare import prepare_graph
+
+    g, x, desc = network(args)
+    lg = prepare_graph(g, x)
+    n = x.shape[0]
+    steps = lg.steps_out(x.shape[1])
+
+    t0 = time.perf_counter()
+    lava = LavaTarget().run_quantised(lg, g, x, record=True)
+    lava_total = time.perf_counter() - t0
+
+    emu_target = LoihiEmulatorTarget(device=args.device, batch_size=max(n, 1))
+    emu = emu_target.run_quantised(lg, g, x, record=True)  # warm-up (and the run that is compared)
+    walls = [emu_target.run_quantised(lg, g, x).wall_s for _ in range(args.repeats)]
+    emu_wall = statistics.median(walls)
+
+    tiled = np.concatenate([x] * max(args.tile, 1))
+    big = LoihiEmulatorTarget(device=args.device, batch_size=tiled.shape[0])
+    big.run_quantised(lg, g, tiled)
+    tiled_wall = statistics.median(big.run_quantised(lg, g, tiled).wall_s for _ in range(args.repeats))
+
+    identical = all(np.array_equal(lava.records[k], emu.records[k]) for k in lava.records)
+    identical = identical and np.array_equal(lava.outputs, emu.outputs)
+    res = {
+        "network": desc, "layers": [f"{layer.name}:{layer.kind}{list(layer.shape)}" for layer in lg.layers],
+        "samples": n, "timesteps": int(x.shape[1]), "steps_per_sample": steps, "lava_processes": lava.info["processes"],
+        "identical_rasters": bool(identical), "spikes": lava.total_spikes,
+        "lava_run_s": lava.wall_s, "lava_total_s": lava_total, "emulator_s": emu_wall,
+        "lava_samples_per_s": n / lava.wall_s, "lava_total_samples_per_s": n / lava_total,
+        "emulator_samples_per_s": n / emu_wall, "speedup_vs_lava_run": lava.wall_s / emu_wall,
+        "speedup_vs_lava_total": lava_total / emu_wall, "emulator_device": args.device,
+        "emulator_tiled_samples": int(tiled.shape[0]), "emulator_tiled_samples_per_s": tiled.shape[0] / tiled_wall,
+        "emulator_threads": args.threads, "torch": torch.__version__,
+    }
+    print(f"network: {desc}")
+    print(f"  {n} samples x {x.shape[1]} steps (+{lg.delay} pipeline) = {n * steps} Lava steps, "
+          f"{lava.info['processes']} Lava processes, {lava.total_spikes} spikes")
+    print(f"  rasters of all {len(lg.layers)} layers identical: {identical}")
+    print(f"  {'':22s}{'seconds':>10s}{'samples/s':>12s}")
+    print(f"  {'lava (run)':22s}{lava.wall_s:10.3f}{res['lava_samples_per_s']:12.1f}")
+    print(f"  {'lava (total)':22s}{lava_total:10.3f}{res['lava_total_samples_per_s']:12.1f}")
+    print(f"  {'loihi-emu (' + args.device + ')':22s}{emu_wall:10.4f}{res['emulator_samples_per_s']:12.1f}")
+    print(f"  {'loihi-emu, batch ' + str(tiled.shape[0]):22s}{tiled_wall:10.4f}"
+          f"{res['emulator_tiled_samples_per_s']:12.1f}")
+    print(f"  speed-up: {res['speedup_vs_lava_run']:.0f}x over Lava's run, "
+          f"{res['speedup_vs_lava_total']:.0f}x over its total")
+    if args.out:
+        Path(args.out).write_text(json.dumps(res, indent=2))
+    return 0 if identical else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
