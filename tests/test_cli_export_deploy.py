@@ -106,6 +106,7 @@ def test_export_onnx(model_file, tmp_path, capsys):
     onnx_check = report["checks"]["onnx"]
     assert (out / "model.onnx").is_file() and (out / "model.nir").is_file()
     assert onnx_check["checker"] == "passed" and onnx_check["max_abs_diff_onnx_vs_torch"] < 1e-4
+    assert 0 <= onnx_check["predictions_equal_to_snn"] <= 1 and 0 <= onnx_check["twin_accuracy"] <= 1
     import onnx
 
     model = onnx.load(str(out / "model.onnx"))

@@ -49,12 +49,27 @@ def _probe_samples(model, meta: dict, n: int, data_dir: str | None):
     name = meta.get("dataset")
     if name:
         try:
-            x, _ = data.load(name, "test", limit=n, data_dir=data_dir)
-            return x, f"{name} test split, first {len(x)}"
+            x, y = data.load(name, "test", limit=n, data_dir=data_dir)
+            return x, y, f"{name} test split, first {len(x)}"
         except data.DataError:
             pass
     g = torch.Generator().manual_seed(0)
-    return torch.rand((n, *model.config["input_shape"]), generator=g), f"{n} uniform random samples"
+    return torch.rand((n, *model.config["input_shape"]), generator=g), None, f"{n} uniform random samples"
+
+
+def _twin_check(model, graph, x, y) -> dict:
+    """How the twin's class decisions compare with the spiking model's on the probe samples."""
+    import torch
+
+    from snnkit.export.onnx_twin import ann_twin
+
+    with torch.no_grad():
+        snn = model(x).argmax(1)
+        twin = ann_twin(graph)(x).argmax(1)
+    out = {"predictions_equal_to_snn": float((snn == twin).float().mean())}
+    if y is not None:
+        out.update(snn_accuracy=float((snn == y).float().mean()), twin_accuracy=float((twin == y).float().mean()))
+    return out
 
 
 def _round_trip(model, path: Path, x) -> dict:
@@ -111,9 +126,9 @@ def _main(args: argparse.Namespace) -> int:
     report.files["nir"] = str(write_nir(graph, out / "model.nir"))
     status = 0
     message = None
-    x = x_enc = None
+    x = y = x_enc = None
     if args.probe > 0:
-        x, what = _probe_samples(model, meta, args.probe, args.data_dir)
+        x, y, what = _probe_samples(model, meta, args.probe, args.data_dir)
         report.checks["probe"] = what
         report.checks["round_trip"] = _round_trip(model, out / "model.nir", x)
         x_enc = encode(x.numpy(), graph_metadata(graph))
@@ -142,6 +157,8 @@ def _main(args: argparse.Namespace) -> int:
             report.checks["onnx"] = export_onnx(graph, out / "model.onnx",
                                                 probe=None if x is None else x.numpy())
             report.files["onnx"] = str(out / "model.onnx")
+            if x is not None:
+                report.checks["onnx"].update(_twin_check(model, graph, x, y))
         except TwinUndefined as exc:
             report.checks["onnx"] = {"exported": False, "reason": str(exc)}
             message = f"snn-export: no ONNX file written: {exc}"
@@ -176,6 +193,12 @@ def _human(s: dict) -> str:
     if isinstance(tc, dict) and "output_spikes_equal" in tc:
         lines.append(f"  {s['target']} vs torch: {tc['output_spikes_equal']}/{tc['outputs']} output values equal, "
                      f"predictions equal on {100 * tc['predictions_equal']:.1f}%")
+    twin = s["checks"].get("onnx", {})
+    if "predictions_equal_to_snn" in twin:
+        lines.append(f"  ONNX twin: checker {twin['checker']}, same class as the SNN on "
+                     f"{100 * twin['predictions_equal_to_snn']:.1f}% of the probe"
+                     + (f" (accuracy SNN {twin['snn_accuracy']:.3f}, twin {twin['twin_accuracy']:.3f})"
+                        if "twin_accuracy" in twin else ""))
     lines += [f"  warning: {w}" for w in s["warnings"]]
     return "\n".join(lines)
 
