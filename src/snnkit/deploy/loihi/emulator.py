@@ -251,15 +251,15 @@ class LoihiEmulator:
             for i, p in rec:
                 a = a + self._project(i, p, s)
             a = _wrap(a, 32, b_a)
-            du = _decay(u, keep_u)
-            cur = _wrap(du + _wrap(a * shift, 32, b_act), 32, b_cur)
+            act = _wrap(a * shift, 32, b_act)
+            cur = act if keep_u == 0 else _wrap(_decay(u, keep_u) + act, 32, b_cur)  # LIF/IF: u emptied
             if b_cur > _TWO23:
                 over, under = cur > _TWO23, cur <= -_TWO23
                 u = torch.where(over, cur - 2 * _TWO23, torch.where(under, cur + 2 * _TWO23, cur))
                 wraps += (over | under).sum()
             else:
                 u = cur
-            h = _wrap(_decay(v, keep_v) + u + bias, 32, b_h)
+            h = _wrap((v if keep_v == DECAY_UNITY else _decay(v, keep_v)) + u + bias, 32, b_h)
             if b_h > vmax:
                 sats += (h.abs() > vmax).sum()
                 h = _ste(h, torch.clamp(h, -vmax, vmax))
