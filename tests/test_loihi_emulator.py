@@ -11,7 +11,7 @@ import torch
 
 from snnkit.deploy.base import DeployError, get_target
 from snnkit.deploy.loihi import nirops, quantize
-from snnkit.deploy.loihi.emulator import LoihiEmulator, LoihiEmulatorTarget, LoihiModule
+from snnkit.deploy.loihi.emulator import LoihiEmulator, LoihiEmulatorTarget, LoihiModule, conv2d_im2col
 from snnkit.deploy.loihi.prepare import infer_input, prepare_graph
 from snnkit.energy.counting import fanout
 
@@ -151,6 +151,25 @@ def test_differentiable_mode_has_identical_forward_and_useful_gradients():
         up = LoihiEmulator(lg).run(torch.clamp(xt + step, 0, 1))[lg.output].sum(1)[:, 0]
         down = LoihiEmulator(lg).run(torch.clamp(xt - step, 0, 1))[lg.output].sum(1)[:, 0]
     assert up.sum() > down.sum()
+
+
+@pytest.mark.parametrize("geom", [((1, 1), (0, 0), (1, 1), 1), ((2, 1), (1, 2), (1, 1), 2), ((1, 2), (2, 0), (2, 1), 3)])
+def test_gpu_convolution_path_is_exact(geom):
+    """The im2col convolution used on GPUs (cuDNN may pick inexact algorithms), checked on the CPU."""
+    stride, padding, dilation, groups = geom
+    rng = np.random.default_rng(8)
+    x = torch.from_numpy(rng.integers(0, 4, (5, 6, 11, 9)).astype(np.float32))
+    w = torch.from_numpy(rng.integers(-256, 256, (12, 6 // groups, 3, 2)).astype(np.float32))
+    ref = torch.nn.functional.conv2d(x.double(), w.double(), stride=stride, padding=padding, dilation=dilation,
+                                     groups=groups)
+    got = conv2d_im2col(x, w, stride, padding, dilation, groups)
+    assert torch.equal(got.double(), ref)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available")
+def test_cuda_request_without_cuda_is_one_line():
+    with pytest.raises(DeployError, match="loihi-emu: device 'cuda' requested but CUDA is not available"):
+        LoihiEmulatorTarget(device="cuda")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

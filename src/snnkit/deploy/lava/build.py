@@ -13,6 +13,7 @@ previous slot's last spikes at that moment, so the run pauses just before each s
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -167,9 +168,14 @@ class LavaNetwork:
                     proc.a_buff.set(zero)
 
     def stop(self) -> None:
+        """Stop Lava's runtime if it was started (an error while stopping is printed, not raised, so that it
+        does not hide the error that led here; a runtime that does not stop is killed by the host's timeout)."""
         if self._started:
-            self.source.stop()
             self._started = False
+            try:
+                self.source.stop()
+            except Exception as e:  # noqa: BLE001
+                print(f"lava: stopping the runtime failed: {type(e).__name__}: {e}", file=sys.stderr)
 
     def rasters(self) -> dict[str, np.ndarray]:
         """Layer name -> spikes ``[B, T + delay, n]`` (uint8), zero before each layer's depth."""

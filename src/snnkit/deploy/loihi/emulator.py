@@ -69,6 +69,11 @@ def _conv2d_exact(x: torch.Tensor, w: torch.Tensor, stride, padding, dilation, g
     """
     if x.device.type == "cpu":
         return F.conv2d(x, w, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    return conv2d_im2col(x, w, stride, padding, dilation, groups)
+
+
+def conv2d_im2col(x: torch.Tensor, w: torch.Tensor, stride, padding, dilation, groups: int) -> torch.Tensor:
+    """``conv2d`` as unfold + batched matrix product (exact for integers on any device)."""
     n, c, h, wd = x.shape
     o, cg, kh, kw = w.shape
     cols = F.unfold(x, (kh, kw), dilation=dilation, padding=padding, stride=stride)  # [N, C*kh*kw, L]
@@ -288,6 +293,8 @@ class LoihiEmulatorTarget(Target):
                  headroom_bits: int | None = None, sparse_below: float | None = None):
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        if str(device).startswith("cuda") and not torch.cuda.is_available():
+            raise DeployError(f"loihi-emu: device {device!r} requested but CUDA is not available")
         self.device = device
         self.batch_size = int(batch_size)
         self.quant_options = quant_options(input_mode=input_mode, input_range=input_range, input_bits=input_bits,
