@@ -211,7 +211,16 @@ def lif_scan(x: torch.Tensor, beta, threshold, v_reset, surrogate: Surrogate, su
     ``beta``, ``threshold`` and ``v_reset`` are floats or tensors broadcastable to ``[B, ...]`` (per neuron or
     scalar); gradients flow to ``x`` and, when they require it, to ``beta`` and ``threshold``. With
     ``with_h=False`` the pre-reset potentials are not kept and ``h`` is None (saves memory and time).
+
+    Under ``torch.compile`` on the CPU the scan stays outside the compiled graph and runs eagerly (with the
+    compiled C kernels when available): traced and unrolled over time it is slower than the kernels.
     """
+    if torch.compiler.is_compiling() and x.device.type == "cpu":
+        return _lif_scan_eager(x, beta, threshold, v_reset, surrogate, subtract, with_h)
+    return _lif_scan(x, beta, threshold, v_reset, surrogate, subtract, with_h)
+
+
+def _lif_scan(x, beta, threshold, v_reset, surrogate, subtract, with_h):
     needs_grad = torch.is_grad_enabled() and any(
         torch.is_tensor(a) and a.requires_grad for a in (x, beta, threshold))
     if not needs_grad:  # inference: no surrogate derivative, no autograd node
@@ -219,3 +228,6 @@ def lif_scan(x: torch.Tensor, beta, threshold, v_reset, surrogate: Surrogate, su
         return s, (h if with_h else None)
     out = _LIFScan.apply(x, beta, threshold, v_reset, surrogate, subtract, with_h)
     return out if with_h else (out, None)
+
+
+_lif_scan_eager = torch.compiler.disable(_lif_scan, reason="the LIF scan runs eagerly (compiled C kernels)")
