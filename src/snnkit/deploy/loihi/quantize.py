@@ -35,14 +35,14 @@ class QuantizeError(ValueError):
 
 @dataclass
 class _Incoming:
-    """One projection before quantisation: float weights in threshold units per integer input unit."""
+    """One projection before quantisation: float weights in threshold units per input unit."""
 
     src: str
     nodes: list[str]
     w: np.ndarray  # dense [n_dst, n_src] or conv [O, Cg, kh, kw]
     conv: nirops.ConvChain | None
-    q: float  # input integers per input unit (1 for spikes)
-    x_max: float  # largest input integer magnitude / q ... expressed in input units
+    q: float  # input integers per input unit (1 for spikes and layer outputs)
+    x_max: float  # largest input magnitude, in input units
     recurrent: bool
 
 
