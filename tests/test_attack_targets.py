@@ -57,3 +57,15 @@ def test_square_and_transfer_against_a_target():
                       progress=False, check_gradients=False)
     assert report.results["transfer"].robust_accuracy < report.clean_accuracy - 0.4
     assert report.results["square"].robust_accuracy <= report.clean_accuracy
+
+
+def test_square_moves_along_spike_count_plateaus():
+    """snnkit logits are spike counts: strict-improvement Square stalls on their plateaus, accepting ties does
+    not (the default)."""
+    x, y = _data()
+    net = model()
+    strict = round(accuracy(net, Square(net, EPS, n_queries=300, accept_ties=False)(x, y), y) * len(y))
+    ties = round(accuracy(net, Square(net, EPS, n_queries=300)(x, y), y) * len(y))
+    pgd = round(accuracy(net, PGD(net, EPS)(x, y), y) * len(y))
+    print(f"Square-300 on spike-count logits: strict {strict}, ties accepted {ties}, PGD-20 {pgd} / {len(y)} robust")
+    assert ties <= strict - 6

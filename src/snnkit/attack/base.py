@@ -23,7 +23,6 @@ from torch import nn
 
 ScoreFn = Callable[[torch.Tensor], "torch.Tensor"]
 Seed = Union[int, torch.Generator, None]
-KINDS = ("white-box", "black-box", "transfer", "noise")
 
 
 @contextlib.contextmanager

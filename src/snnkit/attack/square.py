@@ -7,7 +7,11 @@ Written from the paper. The input is viewed as ``[B, C, H, W]`` (``[B, D]`` as `
 2. Start from vertical stripes: ``x + eps * s`` with ``s in {-1, +1}`` drawn per sample, channel and column.
 3. Each iteration, per sample still correctly classified: pick a window of side ``s_h x s_w`` at a uniform
    position, set the perturbation inside it to ``+eps`` or ``-eps`` per channel (redrawn while that leaves the
-   input unchanged), query, and keep the change if the margin ``z_y - max_{j!=y} z_j`` decreased.
+   input unchanged), query, and keep the change if the margin ``z_y - max_{j!=y} z_j`` did not increase.
+   The paper keeps strict decreases only (``accept_ties=False``); accepting ties lets the search move along
+   the plateaus of quantised scores (spike counts of an SNN or a chip), where strict decreases are rare and
+   strict acceptance leaves Square stuck (``tests/test_attack_targets.py`` measures the gap). On continuous
+   scores the two rules coincide.
    The window covers a fraction ``p`` of the pixels (square side ``round(sqrt(p H W))``; for 1-D inputs a
    segment of ``round(p W)``); ``p`` starts at ``p_init`` and halves after iterations 10, 50, 200, 500, 1000,
    2000, 4000, 6000 and 8000 of a 10 000-query run (rescaled to the budget).
@@ -54,7 +58,8 @@ def _as_image(x: torch.Tensor) -> torch.Tensor:
 class Square(Attack):
     """Square attack (Linf, untargeted, margin loss) against any score function ``scores(x) -> [B, C]``.
 
-    n_queries: query budget per sample (the clean query included); p_init: initial window fraction.
+    n_queries: query budget per sample (the clean query included); p_init: initial window fraction;
+    accept_ties: keep candidates with an equal margin (see the module docstring).
     After a call, ``queries`` ``[B]`` holds the queries each sample used.
     """
 
@@ -63,7 +68,7 @@ class Square(Attack):
     norms = ("Linf",)
 
     def __init__(self, model: ScoreFn, eps: float = 8 / 255, *, n_queries: int = 5000, p_init: float = 0.05,
-                 seed: Seed = 0):
+                 accept_ties: bool = True, seed: Seed = 0):
         super().__init__(model, eps, norm="Linf", seed=seed)
         if n_queries < 2:
             raise ValueError(f"Square: n_queries must be >= 2 (clean query and initialisation), not {n_queries}")
@@ -71,6 +76,7 @@ class Square(Attack):
             raise ValueError(f"Square: p_init must be in (0, 1], not {p_init}")
         self.n_queries = int(n_queries)
         self.p_init = float(p_init)
+        self.accept_ties = accept_ties
         self.queries: torch.Tensor | None = None
 
     @property
@@ -122,7 +128,7 @@ class Square(Attack):
             s = self._scores(cand, (n, *shape[1:]))
             queries[todo] += 1
             m_new = margin(s, y[todo])
-            better = m_new < m_best[todo]
+            better = (m_new <= m_best[todo]) if self.accept_ties else (m_new < m_best[todo])
             keep = todo[better]
             best[keep], m_best[keep] = cand[better], m_new[better]
             fooled[keep] = misclassified(s, y[todo])[better]
