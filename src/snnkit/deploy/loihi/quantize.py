@@ -189,6 +189,13 @@ def quantize(graph: nir.NIRGraph, *, input_mode: str = "auto", input_range: floa
                 incoming.append(_Incoming(src, _region_nodes_from(region, src, nodes), w, None,
                                           *_in_scale(src, in_name, spec, x_max_in), recurrent=(src == n)))
         bias_f = (nparams["bias_v"] + nparams["bias_in"] * const) / nparams["theta"]
+        if n in region.sources:
+            ff_nodes = {m for s_ in region.sources if s_ != n for m in _region_nodes_from(region, s_, nodes)}
+            rec_only = [m for m in _region_nodes_from(region, n, nodes) if m not in ff_nodes]
+            if any(np.any(np.asarray(getattr(nodes[m], "bias", 0.0) if getattr(nodes[m], "bias", None) is not None
+                                     else 0.0) != 0) for m in rec_only):
+                notes.append(f"{n}: the recurrent connection's bias is a constant of the neuron on Loihi, so it "
+                             f"also acts at t = 0 (the reference adds it from t = 1)")
         if nparams["kind"] == "CubaLIF" and np.any(const != 0):
             notes.append(f"{n}: CubaLIF with a connection bias: Loihi adds it to v as a constant (the steady "
                          f"state of the synaptic current); the first ~tau_syn/dt steps differ")
