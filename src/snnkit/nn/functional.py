@@ -133,14 +133,18 @@ def _native_params(x: torch.Tensor, beta, threshold, v_reset) -> "list[torch.Ten
     if not torch.is_tensor(beta) or not native_scan.supports(x) or native_scan.load() is None:
         return None
     neuron_shape = x.shape[2:]
-    params = [torch.as_tensor(p, dtype=x.dtype if not torch.is_tensor(p) else None).detach()
-              for p in (beta, threshold, v_reset)]
-    for p in params:
+    params = []
+    for p in (beta, threshold, v_reset):
+        if not torch.is_tensor(p):
+            p = torch.tensor(p, dtype=x.dtype)
+        elif p.requires_grad:
+            p = p.detach()
         if p.device != x.device or p.dim() > len(neuron_shape) or (p.dim() > 0 and p.dtype != x.dtype):
             return None
+        params.append(p if p.dtype == x.dtype else p.to(x.dtype))
     if all(p.dim() == 0 for p in params):
-        return [p.to(x.dtype) for p in params]
-    return [p.to(x.dtype).expand(neuron_shape).reshape(-1).contiguous() for p in params]
+        return params
+    return [p.expand(neuron_shape).reshape(-1).contiguous() for p in params]
 
 
 def _scan_forward(x, beta, threshold, v_reset, subtract: bool, surrogate: "Surrogate | None" = None,

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from snnkit.nn import surrogate as S
+
 _HEADER = r"""
 #include <math.h>
 #include <string.h>
@@ -305,8 +307,6 @@ def surrogate_code(surrogate) -> "tuple[int, float, float]":
 
     Only the exact built-in classes are recognised (a subclass may redefine ``derivative``).
     """
-    from snnkit.nn import surrogate as S
-
     kind = type(surrogate)
     if kind is S.ATan:
         return 0, math.pi / 2 * surrogate.alpha, surrogate.alpha / 2

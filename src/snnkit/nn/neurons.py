@@ -24,6 +24,11 @@ def _param(module: nn.Module, name: str, value, learn: bool) -> None:
         module.register_buffer(name, t)
 
 
+def _all_equal(t: torch.Tensor, value: float) -> bool:
+    """Whether every element of ``t`` equals ``value`` (a scalar read for the usual 0-dim buffer)."""
+    return t.item() == value if t.numel() == 1 else bool((t == value).all())
+
+
 class SpikingLayer(nn.Module):
     """What all spiking layers share: threshold, reset, surrogate, recording and the step interface."""
 
@@ -81,9 +86,9 @@ class LIF(SpikingLayer):
         are always written (no data-dependent branch) and fused into the scan.
         """
         compiling = torch.compiler.is_compiling()
-        if compiling or not bool((self.input_scale == 1).all()):
+        if compiling or not _all_equal(self.input_scale, 1.0):
             x = x * self.input_scale
-        if compiling or bool((self.v_leak != 0).any()):
+        if compiling or not _all_equal(self.v_leak, 0.0):
             x = x + (1 - self.decay()) * self.v_leak
         return x
 
