@@ -126,12 +126,20 @@ def test_export_onnx_says_when_no_twin_exists(tmp_path, capsys):
 
 
 def test_export_lava(model_file, tmp_path, capsys):
-    pytest.importorskip("snnkit.deploy.loihi", reason="the Loihi quantiser is not available")
+    import h5py
+
     out = tmp_path / "lava"
-    _json(capsys, fn=export_cli.main, argv=[str(model_file), "--target", "lava", "-o", str(out), "--json"])
-    assert (out / "loihi").is_dir() and any((out / "loihi").iterdir())
+    summary = _json(capsys, fn=export_cli.main, argv=[str(model_file), "--target", "lava", "-o", str(out), "--json"])
+    assert {"loihi_graph.json", "loihi_params.npz", "export_report.json"} <= {p.name for p in (out / "loihi").iterdir()}
     report = json.loads((out / "export_report.json").read_text())
     assert report["checks"]["lava"]["delay_steps"] >= 1
+    # A feed-forward MLP fits lava-dl's netx format: the HDF5 is written, one layer per netx layer.
+    assert summary["files"]["netx"] == str(out / "loihi" / "model_netx.h5")
+    with h5py.File(out / "loihi" / "model_netx.h5") as f:
+        layers = [f["layer"][k] for k in sorted(f["layer"], key=int)]
+        dense = [layer for layer in layers if layer["type"][()][0].decode() == "dense"]
+        assert len(dense) >= 2
+        assert all(abs(layer["weight"][()]).max() <= 255 for layer in dense)
 
 
 def test_export_reports_subtract_reset(tmp_path, capsys):

@@ -172,6 +172,7 @@ def _main(args: argparse.Namespace) -> int:
                                  "delay_steps": int(loihi.delay)}
         for lossy in loihi.report.get("lossy", []):
             report.warn(f"lava: {lossy}")
+        _export_netx(graph, loihi, model_path, out / "loihi" / "model_netx.h5", report)
     report.files["report"] = str(out / "export_report.json")
     report.write(out / "export_report.json")
     summary = {"model": str(model_path), "target": args.target, "out": str(out), "files": report.files,
@@ -180,6 +181,27 @@ def _main(args: argparse.Namespace) -> int:
     if message:
         print(message, file=sys.stderr)
     return status
+
+
+def _export_netx(graph, loihi, model_path, path, report) -> None:
+    """Write lava-dl's netx HDF5 where the graph fits it (for Loihi 2 hardware users).
+
+    netx stores 8-bit effective weights with no per-layer weight exponent, so when the Lava quantisation chose
+    exponents other than 0, the netx file is quantised again with exponent 0 (said in the report).
+    """
+    from snnkit.deploy.loihi import netx_fit, quantize, write_netx
+
+    if netx_fit(loihi):
+        alt = quantize(graph, source=str(model_path), weight_exp_range=(0, 0))
+        if netx_fit(alt):
+            report.note(f"netx: not written: {netx_fit(alt)[0]}")
+            return
+        report.note("netx: quantised separately with weight exponent 0 (netx has no per-layer weight exponent); "
+                    "the loihi/ parameters keep the finer exponents the lava target runs")
+        loihi = alt
+    for note in write_netx(loihi, path):
+        report.note(f"netx: {note}")
+    report.files["netx"] = str(path)
 
 
 def _human(s: dict) -> str:
