@@ -244,7 +244,8 @@ class Config:
     model: nn.Module = None
     step_fn: Callable = None
     opt: torch.optim.Optimizer = None
-    epoch_s: list = field(default_factory=list)
+    epoch_s: list = field(default_factory=list)       # wall-clock seconds per timed epoch
+    epoch_cpu_s: list = field(default_factory=list)   # process CPU seconds per timed epoch
     warmup_s: list = field(default_factory=list)
     error: str | None = None
 
@@ -272,14 +273,14 @@ def make_config(fw: Framework, setting: str, arch: str, seed: int) -> Config:
     return Config(fw, setting, arch, model, step, opt)
 
 
-def run_epoch(cfg: Config, x: torch.Tensor, y: torch.Tensor, order: torch.Tensor, batch: int) -> float:
-    """One epoch of full batches in ``order``; returns its wall time in seconds."""
+def run_epoch(cfg: Config, x: torch.Tensor, y: torch.Tensor, order: torch.Tensor, batch: int) -> tuple[float, float]:
+    """One epoch of full batches in ``order``; returns its wall time and the process CPU time, in seconds."""
     n_batches = len(order) // batch
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     for b in range(n_batches):
         idx = order[b * batch:(b + 1) * batch]
         cfg.step_fn(x[idx], y[idx])
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def forward_flops_per_sample(model: nn.Module, x: torch.Tensor) -> float:
@@ -373,24 +374,28 @@ def atomic_write_text(path: Path, text: str) -> None:
 # Report
 
 
-def summarise(configs: list[Config], n_samples: int, flops: dict, peak: float) -> list[dict]:
+def summarise(configs: list[Config], n_samples: int, flops: dict, peak: float, threads: int) -> list[dict]:
     rows = []
     for cfg in configs:
-        row = {"framework": cfg.framework.key, "setting": cfg.setting, "model": cfg.arch,
+        row = {"framework": cfg.framework.key, "setting": cfg.setting, "model": cfg.arch, "threads": threads,
                "note": cfg.framework.note}
-        if cfg.error:
-            row["error"] = cfg.error
+        if cfg.error or not cfg.epoch_s:
+            row["error"] = cfg.error or "not measured"
             rows.append(row)
             continue
         rates = [n_samples / s for s in cfg.epoch_s]
+        cpu_rates = [n_samples / s for s in cfg.epoch_cpu_s]
         med = statistics.median(rates)
-        train_flops = 3 * flops[(cfg.framework.key, cfg.arch)]
+        fwd_flops = flops[(cfg.framework.key, cfg.arch)]
+        train_flops = 3 * fwd_flops
         row.update({
             "samples_per_s": med,
+            "samples_per_cpu_s": statistics.median(cpu_rates),
             "samples_per_s_per_epoch": rates,
             "epoch_s": cfg.epoch_s,
-            "warmup_s": cfg.warmup_s,
-            "forward_gflop_per_sample": flops[(cfg.framework.key, cfg.arch)] / 1e9,
+            "epoch_cpu_s": cfg.epoch_cpu_s,
+            "warmup_s": [w for w, _ in cfg.warmup_s],
+            "forward_gflop_per_sample": fwd_flops / 1e9,
             "train_gflop_per_sample": train_flops / 1e9,
             "achieved_gflops": med * train_flops / 1e9,
             "fraction_of_matmul_peak": med * train_flops / 1e9 / peak,
@@ -401,17 +406,19 @@ def summarise(configs: list[Config], n_samples: int, flops: dict, peak: float) -
                      and r["model"] == row["model"] and "samples_per_s" in r), None)
         if base and "samples_per_s" in row:
             row["ratio_to_snnkit_eager"] = row["samples_per_s"] / base["samples_per_s"]
+            row["cpu_ratio_to_snnkit_eager"] = row["samples_per_cpu_s"] / base["samples_per_cpu_s"]
     return rows
 
 
-def targets(rows: list[dict]) -> dict:
-    """The issue's targets, per model: eager >= 2x snnTorch and SpikingJelly eager; best > SpikingJelly compiled."""
+def targets(rows: list[dict], key: str = "samples_per_s") -> dict:
+    """The issue's targets per model: snnkit eager >= 2x snnTorch and >= 2x SpikingJelly eager; snnkit at its
+    best setting ahead of SpikingJelly with torch.compile. ``key`` picks the throughput (wall or CPU time)."""
     out = {}
     for arch in MODELS:
         def rate(fw, setting):
             r = next((r for r in rows if r["framework"] == fw and r["setting"] == setting and r["model"] == arch
-                      and "samples_per_s" in r), None)
-            return r["samples_per_s"] if r else None
+                      and key in r), None)
+            return r[key] if r else None
 
         ours = rate("snnkit", "eager")
         best = max((v for v in (ours, rate("snnkit", "compile")) if v is not None), default=None)
@@ -427,42 +434,57 @@ def targets(rows: list[dict]) -> dict:
     return out
 
 
-def table(rows: list[dict]) -> str:
-    head = ("| framework | setting | model | samples/s (median) | x snnkit eager | GFLOP/s achieved | "
-            "% of matmul peak |\n|---|---|---|---:|---:|---:|---:|\n")
+def table(rows: list[dict], cpu: bool = False) -> str:
+    """Markdown table of one pass; ``cpu`` reports samples per CPU-second instead of wall-clock throughput."""
+    key, ratio = ("samples_per_cpu_s", "cpu_ratio_to_snnkit_eager") if cpu else ("samples_per_s",
+                                                                                  "ratio_to_snnkit_eager")
+    unit = "samples per CPU-s (median)" if cpu else "samples/s (median)"
+    head = (f"| framework | setting | model | {unit} | x snnkit eager | GFLOP/s achieved | % of matmul peak |\n"
+            "|---|---|---|---:|---:|---:|---:|\n")
     lines = []
     for r in rows:
-        if "samples_per_s" not in r:
+        if key not in r:
             lines.append(f"| {r['framework']} | {r['setting']} | {r['model']} | failed: {r.get('error', '')} | | | |")
             continue
-        lines.append(f"| {r['framework']} | {r['setting']} | {r['model']} | {r['samples_per_s']:,.0f} | "
-                     f"{r.get('ratio_to_snnkit_eager', float('nan')):.2f} | {r['achieved_gflops']:.1f} | "
-                     f"{100 * r['fraction_of_matmul_peak']:.1f} |")
+        gflops = r[key] * r["train_gflop_per_sample"]
+        frac = gflops / (r["achieved_gflops"] / r["fraction_of_matmul_peak"])
+        lines.append(f"| {r['framework']} | {r['setting']} | {r['model']} | {r[key]:,.0f} | "
+                     f"{r.get(ratio, float('nan')):.2f} | {gflops:.1f} | {100 * frac:.1f} |")
     return head + "\n".join(lines) + "\n"
 
 
+def _target_lines(t: dict) -> list[str]:
+    out = []
+    for arch, checks in t.items():
+        parts = [f"{name.replace('_', ' ')}: {'met' if v['met'] else 'NOT met'} ({v['ratio']:.2f}x)"
+                 for name, v in checks.items()]
+        out.append(f"- {arch}: " + "; ".join(parts))
+    return out
+
+
 def markdown(report: dict) -> str:
-    m = report["machine"]
     c = report["config"]
-    loads = [round(x, 2) for x in m["load_per_round"]]
-    lines = [
-        f"Measured {report['created'][:10]} by `benchmarks/train_throughput.py` on {m['cpu']} "
-        f"({m['torch_threads']} torch threads, torch {report['versions']['torch']}); 1-min load during the "
-        f"rounds {min(loads):.2f}-{max(loads):.2f}. Batch {c['batch']}, T = {c['timesteps']}, "
-        f"{c['samples_per_epoch']} samples per epoch, median of {c['rounds']} interleaved epochs after warm-up.",
-        "",
-        table(report["results"]).rstrip(),
-        "",
-        f"Matmul peak (best `torch.mm` over the models' GEMM shapes): {m['matmul_peak_gflops']:.1f} GFLOP/s. "
-        "Training FLOPs counted as 3 x forward matmul/conv FLOPs.",
-    ]
-    t = report["targets"]
-    if t:
-        lines.append("")
-        for arch, checks in t.items():
-            parts = [f"{name.replace('_', ' ')}: {'met' if v['met'] else 'NOT met'} ({v['ratio']:.2f}x)"
-                     for name, v in checks.items()]
-            lines.append(f"- {arch}: " + "; ".join(parts))
+    lines = []
+    for i, run in enumerate(report["runs"]):
+        m = run["machine"]
+        loads = m["load_per_round"]
+        cpu = run["clock"] == "cpu"
+        lines += [
+            f"**{'Load-robust check: 1 thread, throughput per CPU-second' if cpu else 'Wall clock'}** - "
+            f"{m['torch_threads']} torch thread(s) on {m['cpu']}, torch {report['versions']['torch']}; 1-min load "
+            f"during the rounds {min(loads):.2f}-{max(loads):.2f} (other jobs share this machine). Batch "
+            f"{c['batch']}, T = {c['timesteps']}, {c['samples_per_epoch']} samples per epoch, median of "
+            f"{c['rounds']} interleaved epochs after warm-up.",
+            "",
+            table(run["results"], cpu=cpu).rstrip(),
+            "",
+            f"`torch.mm` peak over the models' GEMM shapes: {m['matmul_peak_gflops']:.1f} GFLOP/s "
+            f"({m['torch_threads']} thread(s)); training FLOPs counted as 3 x forward matmul/conv FLOPs.",
+            "",
+            *(_target_lines(run["targets"])),
+            "",
+        ]
+    lines.append("Rows: " + "; ".join(f"{fw['key']}: {fw['note']}" for fw in report["frameworks"]) + ".")
     return "\n".join(lines) + "\n"
 
 
@@ -478,21 +500,71 @@ def write_readme(text: str, readme: Path, fallback: Path) -> Path:
     return fallback
 
 
+def wait_for_load(limit: float, max_wait: float) -> dict:
+    """Sleep until the 1-minute load average drops below ``limit`` (at most ``max_wait`` seconds)."""
+    t0 = time.monotonic()
+    while os.getloadavg()[0] >= limit and time.monotonic() - t0 < max_wait:
+        time.sleep(15)
+    return {"limit": limit, "waited_s": time.monotonic() - t0, "reached": os.getloadavg()[0] < limit}
+
+
+def measure(configs: list[Config], x, y, n_used: int, batch: int, rounds: int, warmups: Callable[[Config], int],
+            gen: torch.Generator) -> list[float]:
+    """Warm every configuration up, then time ``rounds`` interleaved epochs; returns the load after each round."""
+    for cfg in configs:  # warm-up (compile happens here)
+        if cfg.error:
+            continue
+        try:
+            for _ in range(warmups(cfg)):
+                order = torch.randperm(len(x), generator=gen)[:n_used]
+                cfg.warmup_s.append(run_epoch(cfg, x, y, order, batch))
+        except Exception as exc:  # a framework failing here is reported in its row
+            cfg.error = f"{type(exc).__name__}: {exc}"
+        done = ", ".join(f"{w:.1f}s" for w, _ in cfg.warmup_s)
+        print(f"  warm-up {cfg.label}: {done or cfg.error}", flush=True)
+    load_per_round = []
+    live = [c for c in configs if not c.error]
+    for r in range(rounds):
+        order = torch.randperm(len(x), generator=gen)[:n_used]
+        k = r % max(len(live), 1)
+        for cfg in live[k:] + live[:k]:  # rotate the order so no configuration always runs first
+            wall, cpu = run_epoch(cfg, x, y, order, batch)
+            cfg.epoch_s.append(wall)
+            cfg.epoch_cpu_s.append(cpu)
+        load_per_round.append(os.getloadavg()[0])
+        print(f"  round {r + 1}/{rounds} done, load {load_per_round[-1]:.2f}", flush=True)
+    return load_per_round
+
+
+def machine(threads: int, load_per_round: list[float], quick: bool, batch: int) -> dict:
+    torch.set_num_threads(threads)
+    peak_rows = matmul_rate(gemm_shapes(batch), min_time=0.05 if quick else 0.3)
+    return {"cpu": cpu_name(), "logical_cpus": os.cpu_count(), "torch_threads": threads,
+            "platform": platform.platform(), "load_per_round": load_per_round, "load_at_end": os.getloadavg()[0],
+            "matmul": peak_rows, "matmul_peak_gflops": max(r["gflops"] for r in peak_rows)}
+
+
 # --------------------------------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true",
-                    help="smoke run: 4 batches per epoch, 1 warm-up and 2 timed epochs, no torch.compile, no README")
+                    help="smoke run: 2 batches per epoch, 1 warm-up and 2 timed epochs, no torch.compile, "
+                         "no single-thread pass, no README")
     ap.add_argument("--rounds", type=int, default=7, help="timed epochs per configuration (default 7)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed epochs per eager configuration (default 1)")
     ap.add_argument("--compile-warmup", type=int, default=2, help="untimed epochs per compiled configuration")
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads of the main pass (default 2)")
+    ap.add_argument("--single-thread-pass", action=argparse.BooleanOptionalAction, default=True,
+                    help="also time the eager settings with 1 thread by process CPU time (robust to other load)")
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--frameworks", default=",".join(f.key for f in FRAMEWORKS))
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile settings")
+    ap.add_argument("--wait-load", type=float, default=None, metavar="L",
+                    help="before measuring, wait until the 1-min load average is below L (see --max-wait)")
+    ap.add_argument("--max-wait", type=float, default=3600.0, help="seconds to wait for --wait-load at most")
     ap.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/train_throughput.json)")
     ap.add_argument("--readme", type=Path, default=ROOT / "README.md")
     ap.add_argument("--no-readme", action="store_true")
@@ -501,8 +573,8 @@ def main(argv: list[str] | None = None) -> int:
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     wanted = [f.strip() for f in args.frameworks.split(",") if f.strip()]
-    for name, allowed in (("model", MODELS), ("framework", [f.key for f in FRAMEWORKS])):
-        for item in (models if name == "model" else wanted):
+    for name, items, allowed in (("model", models, MODELS), ("framework", wanted, [f.key for f in FRAMEWORKS])):
+        for item in items:
             if item not in allowed:
                 print(f"train_throughput: unknown {name} {item!r} (choose from {', '.join(allowed)})", file=sys.stderr)
                 return 2
@@ -519,10 +591,9 @@ def main(argv: list[str] | None = None) -> int:
     x, y = data.load("digits", "train")
     n_used = (len(x) // args.batch) * args.batch
     if quick:
-        n_used = min(n_used, 4 * args.batch)
+        n_used = min(n_used, 2 * args.batch)
 
-    frameworks = []
-    skipped = []
+    frameworks, skipped = [], []
     for fw in FRAMEWORKS:
         if fw.key not in wanted:
             continue
@@ -534,77 +605,70 @@ def main(argv: list[str] | None = None) -> int:
             continue
         frameworks.append(fw)
 
-    configs: list[Config] = []
-    for arch in models:
-        for fw in frameworks:
-            settings = ["eager"] + (["compile"] if fw.key in COMPILED and not (quick or args.no_compile) else [])
-            for setting in settings:
-                try:
-                    configs.append(make_config(fw, setting, arch, args.seed))
-                except Exception as exc:
-                    configs.append(Config(fw, setting, arch, error=f"{type(exc).__name__}: {exc}"))
+    def build_configs(with_compile: bool) -> list[Config]:
+        configs = []
+        for arch in models:
+            for fw in frameworks:
+                for setting in ["eager"] + (["compile"] if with_compile and fw.key in COMPILED else []):
+                    try:
+                        configs.append(make_config(fw, setting, arch, args.seed))
+                    except Exception as exc:  # reported in its row
+                        configs.append(Config(fw, setting, arch, error=f"{type(exc).__name__}: {exc}"))
+        return configs
 
+    configs = build_configs(not (quick or args.no_compile))
     flops = {}
-    probe = x[: args.batch]
     for cfg in configs:
         key = (cfg.framework.key, cfg.arch)
         if cfg.error is None and key not in flops:
-            flops[key] = forward_flops_per_sample(cfg.model, probe)
+            flops[key] = forward_flops_per_sample(cfg.model, x[: args.batch])
             if cfg.framework.after_step is not None:
                 cfg.framework.after_step(cfg.model)
 
+    waited = wait_for_load(args.wait_load, args.max_wait) if args.wait_load is not None else None
     gen = torch.Generator().manual_seed(args.seed)
-    load_start = os.getloadavg()[0]
-    print(f"train_throughput: {len(configs)} configurations, {n_used} samples per epoch, "
-          f"load {load_start:.2f}", flush=True)
-    for cfg in configs:  # warm-up (compile happens here)
-        if cfg.error:
-            continue
-        n_warm = (1 if quick else args.compile_warmup if cfg.setting == "compile" else args.warmup)
-        try:
-            for _ in range(n_warm):
-                order = torch.randperm(len(x), generator=gen)[:n_used]
-                cfg.warmup_s.append(run_epoch(cfg, x, y, order, args.batch))
-        except Exception as exc:
-            cfg.error = f"{type(exc).__name__}: {exc}"
-        print(f"  warm-up {cfg.label}: {', '.join(f'{s:.1f}s' for s in cfg.warmup_s) or cfg.error}", flush=True)
+    passes = [(args.threads, "wall", configs)]
+    if args.single_thread_pass and not quick:
+        passes.append((1, "cpu", [c for c in build_configs(False)]))
+    runs = []
+    for threads, clock, cfgs in passes:
+        torch.set_num_threads(threads)
+        print(f"train_throughput: {len(cfgs)} configurations, {threads} thread(s), {n_used} samples per epoch, "
+              f"load {os.getloadavg()[0]:.2f}", flush=True)
 
-    load_per_round = []
-    live = [c for c in configs if not c.error]
-    for r in range(rounds):
-        order = torch.randperm(len(x), generator=gen)[:n_used]
-        k = r % max(len(live), 1)
-        for cfg in live[k:] + live[:k]:  # rotate the order so no configuration always runs first
-            cfg.epoch_s.append(run_epoch(cfg, x, y, order, args.batch))
-        load_per_round.append(os.getloadavg()[0])
-        print(f"  round {r + 1}/{rounds} done, load {load_per_round[-1]:.2f}", flush=True)
+        def warmups(cfg: Config) -> int:
+            return 1 if quick else args.compile_warmup if cfg.setting == "compile" else args.warmup
 
-    peak_rows = matmul_rate(gemm_shapes(args.batch), min_time=0.05 if quick else 0.3)
-    peak = max(r["gflops"] for r in peak_rows)
-    rows = summarise(configs, n_used, flops, peak)
+        loads = measure(cfgs, x, y, n_used, args.batch, rounds, warmups, gen)
+        mach = machine(threads, loads, quick, args.batch)
+        rows = summarise(cfgs, n_used, flops, mach["matmul_peak_gflops"], threads)
+        key = "samples_per_cpu_s" if clock == "cpu" else "samples_per_s"
+        runs.append({"threads": threads, "clock": clock, "machine": mach, "results": rows,
+                     "targets": targets(rows, key)})
+        print()
+        print(table(rows, cpu=clock == "cpu"))
+    torch.set_num_threads(args.threads)
+
     report = {
         "schema": 1,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "quick": quick,
-        "machine": {
-            "cpu": cpu_name(), "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(), "load_at_start": load_start, "load_per_round": load_per_round,
-            "load_at_end": os.getloadavg()[0], "matmul": peak_rows, "matmul_peak_gflops": peak,
-        },
+        "waited_for_load": waited,
         "config": {"timesteps": T, "batch": args.batch, "samples_per_epoch": n_used, "rounds": rounds,
                    "warmup_epochs": args.warmup, "compile_warmup_epochs": args.compile_warmup,
                    "beta": BETA, "threshold": THRESHOLD, "reset": "zero", "surrogate": f"atan(alpha={ATAN_ALPHA:g})",
                    "optimizer": f"Adam(lr={LR:g})", "loss": "cross_entropy(10 x mean output spikes)",
                    "data": "snnkit.data.load('digits', 'train')", "training_flops": "3 x forward"},
         "versions": versions(),
+        "frameworks": [{"key": fw.key, "note": fw.note} for fw in frameworks],
         "skipped": skipped,
-        "results": rows,
-        "targets": targets(rows),
+        "machine": runs[0]["machine"],
+        "results": runs[0]["results"],
+        "targets": runs[0]["targets"],
+        "runs": runs,
     }
     atomic_write_text(out_path, json.dumps(report, indent=2) + "\n")
-    print()
-    print(table(rows))
-    print(f"matmul peak {peak:.1f} GFLOP/s; JSON: {out_path}")
+    print(f"JSON: {out_path}")
     for s in skipped:
         print(f"skipped {s['framework']}: {s['reason']}")
     if not quick and not args.no_readme:
