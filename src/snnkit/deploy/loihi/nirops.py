@@ -191,43 +191,6 @@ def _channel_bias(node: nir.NIRNode, ndim: int) -> np.ndarray:
 
 # --- graph analysis --------------------------------------------------------------------------------------
 
-def flatten_graph(graph: nir.NIRGraph, prefix: str = "") -> tuple[dict[str, nir.NIRNode], list[tuple[str, str]]]:
-    """Nodes and edges with nested subgraphs expanded (inner names become ``outer.inner``).
-
-    A subgraph's own Input/Output nodes are kept as pass-through nodes (:func:`is_passthrough`).
-    """
-    nodes: dict[str, nir.NIRNode] = {}
-    edges: list[tuple[str, str]] = []
-    entry: dict[str, str] = {}
-    exit_: dict[str, str] = {}
-    for name, node in graph.nodes.items():
-        full = prefix + name
-        if isinstance(node, nir.NIRGraph):
-            sub_nodes, sub_edges = flatten_graph(node, full + ".")
-            nodes.update(sub_nodes)
-            edges.extend(sub_edges)
-            ins = [full + "." + k for k, v in node.nodes.items() if isinstance(v, nir.Input)]
-            outs = [full + "." + k for k, v in node.nodes.items() if isinstance(v, nir.Output)]
-            if len(ins) != 1 or len(outs) != 1:
-                raise ValueError(f"subgraph {full!r} needs exactly one Input and one Output node")
-            entry[full], exit_[full] = ins[0], outs[0]
-        else:
-            nodes[full] = node
-    for src, dst in graph.edges:
-        s, d = prefix + src, prefix + dst
-        edges.append((exit_.get(s, s), entry.get(d, d)))
-    for s, d in edges:
-        for end in (s, d):
-            if end not in nodes:
-                raise ValueError(f"edge ({s!r}, {d!r}) names a node that does not exist")
-    return nodes, edges
-
-
-def is_passthrough(name: str, node: nir.NIRNode, top_level: set[str]) -> bool:
-    """Input/Output nodes of nested subgraphs just forward their input."""
-    return isinstance(node, (nir.Input, nir.Output)) and name not in top_level
-
-
 @dataclass
 class Region:
     """The connection nodes feeding one neuron node, and the sources (spiking layers / the input) feeding them.

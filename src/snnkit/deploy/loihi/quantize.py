@@ -20,7 +20,9 @@ from dataclasses import dataclass
 import nir
 import numpy as np
 
+from snnkit.deploy.base import DeployError
 from snnkit.deploy.loihi import nirops
+from snnkit.export.graph import flatten_graph
 from snnkit.deploy.loihi.graph import (ACT_SHIFT, BIAS_EXP_MAX, BIAS_MANT_MAX, DECAY_UNITY, STATE_MAX, VTH_MAX,
                                        InputSpec, LoihiGraph, NeuronLayer, Projection)
 
@@ -77,9 +79,10 @@ def quantize(graph: nir.NIRGraph, *, input_mode: str = "auto", input_range: floa
         raise QuantizeError(f"weight_exp_range must lie in {EXP_RANGE} and include a value >= 0, got "
                             f"{weight_exp_range}")
     try:
-        nodes, edges = nirops.flatten_graph(graph)
-    except ValueError as e:
+        flat = flatten_graph(graph)
+    except (ValueError, DeployError) as e:
         raise QuantizeError(f"{source}: {e}") from None
+    nodes, edges = dict(flat.nodes), list(flat.edges)
     top = set(graph.nodes)
     preds: dict[str, list[str]] = {n: [] for n in nodes}
     succs: dict[str, list[str]] = {n: [] for n in nodes}
@@ -110,8 +113,8 @@ def quantize(graph: nir.NIRGraph, *, input_mode: str = "auto", input_range: floa
     def is_source(n: str) -> bool:
         return n == in_name or n in spiking
 
-    # the Output node must be fed (through pass-through nodes only) by one spiking layer
-    out_src = _passthrough_source(out_name, nodes, preds, top, is_source)
+    # the Output node must be fed directly by one spiking layer
+    out_src = preds[out_name][0] if len(preds[out_name]) == 1 else None
     if out_src is None or out_src not in spiking:
         raise QuantizeError(f"{source}: the Output node must be fed by a spiking layer (a non-spiking readout "
                             f"cannot leave Loihi as spikes)")
@@ -227,21 +230,6 @@ def quantize(graph: nir.NIRGraph, *, input_mode: str = "auto", input_range: floa
 
 
 # --- structure ------------------------------------------------------------------------------------------
-
-def _passthrough_source(name, nodes, preds, top, is_source):
-    cur = name
-    for _ in range(len(nodes) + 1):
-        ps = preds[cur]
-        if len(ps) != 1:
-            return None
-        p = ps[0]
-        if is_source(p):
-            return p
-        if not nirops.is_passthrough(p, nodes[p], top):
-            return None
-        cur = p
-    return None
-
 
 def _region_nodes_from(region: nirops.Region, src: str, nodes) -> list[str]:
     """Region nodes on some path from ``src`` to the target (for reporting and counting)."""
