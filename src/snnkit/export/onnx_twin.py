@@ -25,105 +25,32 @@ from pathlib import Path
 import nir
 import numpy as np
 import torch
-from torch import nn
 
-from snnkit.export.executor import _decay, _f64
 from snnkit.export.graph import flatten_graph, plan
-from snnkit.export.nirfile import graph_dt, graph_metadata
+from snnkit.export.nirfile import graph_metadata
+from snnkit.models.spiking import RateTwin, TwinUndefined, check_twin_encoder, rate_twin
+
+__all__ = ["TwinUndefined", "ann_twin", "export_onnx"]
 
 
-class TwinUndefined(ValueError):
-    """The model has no non-spiking twin; the message says why."""
+def ann_twin(graph: nir.NIRGraph, dt: float | None = None) -> RateTwin:
+    """The twin of a feed-forward chain graph: ``x [B, *input_shape]`` -> logits ``[B, C]``.
 
+    The graph's layers are built by the reference executor (``from_nir``) and turned into the twin by
+    :func:`snnkit.models.spiking.rate_twin`, the same code as ``SpikingModel.twin()``.
+    """
+    from snnkit.export.executor import NIRNetwork
 
-class RateFunction(nn.Module):
-    """``clamp((g x + leak) / threshold, 0, 1)`` elementwise (per-neuron parameters)."""
-
-    def __init__(self, gain: np.ndarray, leak: np.ndarray, threshold: np.ndarray):
-        super().__init__()
-        for name, value in (("gain", gain), ("leak", leak), ("threshold", threshold)):
-            self.register_buffer(name, torch.as_tensor(np.asarray(value), dtype=torch.float32).clone())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.clamp((x * self.gain + self.leak) / self.threshold, 0.0, 1.0)
-
-
-class SumPool(nn.AvgPool2d):
-    """Sum pooling on ``[B, C, H, W]`` (``kH*kW`` x the average, zero padding counted)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k = self.kernel_size
-        return super().forward(x) * (k[0] * k[1])
-
-
-class Scaled(nn.Module):
-    def __init__(self, body: nn.Module, scale: float):
-        super().__init__()
-        self.body, self.scale = body, float(scale)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x) * self.scale
-
-
-def _pair(v) -> tuple[int, int]:
-    a = np.atleast_1d(np.asarray(v)).astype(int).tolist()
-    return (a[0], a[0]) if len(a) == 1 else (a[0], a[1])
-
-
-def _module(name: str, node: nir.NIRNode, dt: float) -> nn.Module | None:
-    if isinstance(node, (nir.Input, nir.Output)):
-        return None
-    if isinstance(node, (nir.Affine, nir.Linear)):
-        w = np.asarray(node.weight)
-        bias = getattr(node, "bias", None)
-        m = nn.Linear(w.shape[1], w.shape[0], bias=bias is not None)
-        with torch.no_grad():
-            m.weight.copy_(torch.as_tensor(w, dtype=torch.float32))
-            if bias is not None:
-                m.bias.copy_(torch.as_tensor(np.asarray(bias), dtype=torch.float32))
-        return m
-    if isinstance(node, nir.Conv2d):
-        w = np.asarray(node.weight)
-        groups = int(np.asarray(node.groups).item())
-        padding = node.padding if isinstance(node.padding, str) else _pair(node.padding)
-        m = nn.Conv2d(w.shape[1] * groups, w.shape[0], w.shape[2:], stride=_pair(node.stride), padding=padding,
-                      dilation=_pair(node.dilation), groups=groups, bias=True)
-        with torch.no_grad():
-            m.weight.copy_(torch.as_tensor(w, dtype=torch.float32))
-            m.bias.copy_(torch.as_tensor(np.asarray(node.bias), dtype=torch.float32))
-        return m
-    if isinstance(node, nir.AvgPool2d):
-        return nn.AvgPool2d(_pair(node.kernel_size), _pair(node.stride), _pair(node.padding))
-    if isinstance(node, nir.SumPool2d):
-        return SumPool(_pair(node.kernel_size), _pair(node.stride), _pair(node.padding))
-    if isinstance(node, nir.Flatten):
-        start, end = int(node.start_dim), int(node.end_dim)
-        return nn.Flatten(start + 1 if start >= 0 else start, end + 1 if end >= 0 else end)
-    if isinstance(node, nir.LIF):
-        beta = _decay(name, "beta", dt, node.tau)
-        return RateFunction((1 - beta) * _f64(node.r), (1 - beta) * _f64(node.v_leak), _f64(node.v_threshold))
-    if isinstance(node, nir.IF):
-        return RateFunction(_f64(node.r), np.zeros(1), _f64(node.v_threshold))
-    raise TwinUndefined(f"node {name!r}: no rate function for {type(node).__name__} neurons, so the model has no "
-                        "non-spiking twin")
-
-
-def ann_twin(graph: nir.NIRGraph, dt: float | None = None) -> nn.Module:
-    """The twin of a feed-forward chain graph: ``x [B, *input_shape]`` -> logits ``[B, C]``."""
     graph = flatten_graph(graph)
     meta = graph_metadata(graph)
-    encoder = (meta.get("encoder") or {"name": "direct"})
-    if isinstance(encoder, dict) and encoder.get("name") == "latency":
-        raise TwinUndefined("the model uses the latency (time-to-first-spike) code, whose input has no rate: "
-                            "no non-spiking twin is defined")
+    check_twin_encoder(meta.get("encoder") or {"name": "direct"})
     p = plan(graph)
     if p.has_cycles:
         raise TwinUndefined("the graph is recurrent (it has cycles): no feed-forward non-spiking twin is defined")
     if any(len(srcs) > 1 for srcs in p.inputs.values()) or len(graph.edges) != len(p.order) - 1:
         raise TwinUndefined("the graph branches or merges: the twin is defined for layer chains only")
-    dt = graph_dt(graph, dt)
-    modules = [m for n in p.order if (m := _module(n, graph.nodes[n], dt)) is not None]
-    return Scaled(nn.Sequential(*modules), float(meta.get("logit_scale", 1.0))).eval()
+    net = NIRNetwork(graph, dt=dt)
+    return rate_twin(net.modules_by_name().items(), float(meta.get("logit_scale", 1.0))).eval()
 
 
 def export_onnx(graph: nir.NIRGraph, path: "str | Path", *, probe: np.ndarray | None = None,

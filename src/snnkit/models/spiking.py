@@ -4,16 +4,111 @@
 averaged over time, times the fixed temperature ``config["logit_scale"]`` (so torchattacks and AutoAttack can
 use it directly; the argmax is the spike-count argmax). ``model.run(x)`` returns the
 per-step outputs with every spiking layer's spikes and pre-reset membrane potentials.
+
+Two differentiable stand-ins of a model, the sources that attacks use besides its own surrogate gradient:
+
+- ``model.twin()``: the non-spiking (ANN) twin, one step, every spiking layer replaced by its rate function
+  ``rate(I) = clamp(drive(I) / threshold, 0, 1)`` with ``drive(I) = g I + (1 - beta) v_leak`` (the spike rate of
+  an integrate-and-fire neuron with reset by subtraction under a constant drive, at most one spike per step;
+  for a leaky neuron the leak-free upper bound). Its output is ``logit_scale x rate``. :func:`rate_twin` is the
+  one definition: the ONNX export (``snnkit.export.onnx_twin``) builds its twin with it too.
+- ``model.bptr()``: backpropagation through rates (BPTR). The forward pass *is* the spiking model (bit-identical
+  logits); the backward pass replaces each spiking layer by the derivative of its rate function at the
+  layer's input averaged over time, ``d mean_t s / d mean_t I ~ rate'(mean_t I)``.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Iterable
 
 import torch
 from torch import nn
 
 from snnkit.nn.encoders import Encoder
-from snnkit.nn.neurons import SpikingLayer
+from snnkit.nn.neurons import LIF, SpikingLayer
+
+
+class TwinUndefined(ValueError):
+    """The model has no non-spiking twin; the message says why."""
+
+
+class Rate(nn.Module):
+    """The rate function of a LIF/IF layer (shared, not copied): ``clamp(layer.drive(I) / threshold, 0, 1)``.
+
+    Elementwise on any shape; per-neuron parameters broadcast as in the spiking layer.
+    """
+
+    def __init__(self, layer: LIF):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(self.layer.drive(x) / self.layer.threshold, 0.0, 1.0)
+
+
+def rate_of(name: str, layer: nn.Module) -> Rate:
+    """:class:`Rate` of a spiking layer; :class:`TwinUndefined` for neurons without one (CubaLIF)."""
+    if not isinstance(layer, LIF):
+        raise TwinUndefined(f"node {name!r}: no rate function for {type(layer).__name__} neurons, so the model has "
+                            "no non-spiking twin")
+    return Rate(layer)
+
+
+class RateTwin(nn.Module):
+    """The non-spiking twin (see the module docstring): ``forward(x [B, *input_shape]) -> [B, C]`` logits.
+
+    Its connection layers are the spiking model's own modules (multi-step layers run on one step), so the twin
+    follows the model's weights.
+    """
+
+    def __init__(self, layers: nn.Sequential, logit_scale: float):
+        super().__init__()
+        self.layers = layers
+        self.logit_scale = float(logit_scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x.unsqueeze(1)).squeeze(1) * self.logit_scale
+
+
+def rate_twin(layers: Iterable[tuple[str, nn.Module]], logit_scale: float) -> RateTwin:
+    """The twin of a layer chain ``[(name, module), ...]``: spiking layers become their :class:`Rate`."""
+    chain = [(name.replace(".", "_"), rate_of(name, m) if isinstance(m, SpikingLayer) else m) for name, m in layers]
+    return RateTwin(nn.Sequential(OrderedDict(chain)), logit_scale)
+
+
+def check_twin_encoder(spec: "dict | str | None") -> None:
+    """:class:`TwinUndefined` for the latency code (a time-to-first-spike input has no rate to carry over)."""
+    name = spec.get("name") if isinstance(spec, dict) else spec
+    if name == "latency":
+        raise TwinUndefined("the model uses the latency (time-to-first-spike) code, whose input has no rate: "
+                            "no non-spiking twin is defined")
+
+
+class RateBackprop(nn.Module):
+    """BPTR view of a :class:`SpikingModel` (see the module docstring); shares the model's modules.
+
+    ``forward(x [B, *input_shape]) -> [B, C]``: the model's logits exactly; gradients flow through the rate
+    functions of its spiking layers (``0`` where a layer is silent or saturated on average).
+    """
+
+    def __init__(self, model: "SpikingModel"):
+        super().__init__()
+        for name, m in model.spiking_layers().items():
+            rate_of(name, m)
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.model.encoder(x)
+        for m in self.model.layers:
+            if isinstance(m, SpikingLayer):
+                r = Rate(m)(h.mean(1, keepdim=True))
+                with torch.no_grad():
+                    s = m(h)
+                h = s + (r - r.detach())
+            else:
+                h = m(h)
+        return h.mean(1) * self.model.logit_scale
 
 
 @dataclass
@@ -57,6 +152,15 @@ class SpikingModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(self.encoder(x)).mean(1) * self.logit_scale
+
+    def twin(self) -> RateTwin:
+        """The non-spiking twin (module docstring); :class:`TwinUndefined` for the latency code or CubaLIF."""
+        check_twin_encoder(self.config.get("encoder"))
+        return rate_twin(self.layers.named_children(), self.logit_scale)
+
+    def bptr(self) -> RateBackprop:
+        """The rate-backprop (BPTR) view: this model's forward, gradients through rates (module docstring)."""
+        return RateBackprop(self)
 
     def run(self, x: torch.Tensor) -> RunResult:
         """Forward with recordings (autograd graph kept, so regularisers can use them)."""
