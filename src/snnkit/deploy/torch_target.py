@@ -5,11 +5,16 @@ and returning the output of every node it can see, by NIR node name, as ``[B, T,
 :class:`TorchBasedTarget` validates the input, runs it in batches, reduces each node's output to its activity
 (``snnkit.energy.counting.Activity``) and builds the :class:`~snnkit.deploy.base.TargetResult` with the shared
 ``layer_stats``. Counts always refer to the original (flattened) graph, whatever a target rewrote.
+
+Built runners are cached per graph object (``snnkit.deploy.cache``): an attack querying a target batch after
+batch pays the import/build once. :meth:`TorchBasedTarget.network` hands out the cached :class:`Network`; its
+runner is differentiable when called with gradients enabled (white-box attacks on the target itself).
 """
 from __future__ import annotations
 
 import abc
 import time
+from dataclasses import dataclass, field
 from typing import Callable
 
 import nir
@@ -17,6 +22,7 @@ import numpy as np
 import torch
 
 from snnkit.deploy.base import DeployError, Target, TargetResult, layer_stats
+from snnkit.deploy.cache import BuildCache
 from snnkit.energy.counting import WEIGHTED, Activity
 from snnkit.export.graph import flatten_graph, plan
 
@@ -91,6 +97,19 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+@dataclass
+class Network:
+    """A graph built for a torch-based target: the flat graph, its plan, the input shape (no batch, no time),
+    the runner, what the build recorded (``info``) and how long it took (s)."""
+
+    flat: nir.NIRGraph
+    plan: object
+    input_shape: tuple[int, ...]
+    runner: Runner
+    info: dict = field(default_factory=dict)
+    build_s: float = 0.0
+
+
 class TorchBasedTarget(Target):
     """A target whose runner is a torch module stepping the graph (see the module docstring).
 
@@ -105,20 +124,32 @@ class TorchBasedTarget(Target):
         self.dt = dt
         self.batch_size = int(batch_size)
         self.info: dict = {}
+        self._networks = BuildCache()
 
     @abc.abstractmethod
     def build(self, graph: nir.NIRGraph) -> Runner:
         """The runner for a flat graph; may record what it changed in ``self.info``."""
 
-    def run(self, graph: nir.NIRGraph, x: np.ndarray, *, record: bool = False) -> TargetResult:
+    def network(self, graph: nir.NIRGraph) -> Network:
+        """The built network of ``graph`` (built on first use, then cached for this graph object)."""
+        return self._networks.get(graph, None, lambda: self._build_network(graph))
+
+    def _build_network(self, graph: nir.NIRGraph) -> Network:
+        t0 = time.perf_counter()
         flat = flatten_graph(graph)
         p = plan(flat)
-        shape = flat.nodes[p.input_name].input_type.get("input")
-        x = check_input(x, tuple(int(s) for s in np.asarray(shape).tolist()))
+        shape = tuple(int(s) for s in np.asarray(flat.nodes[p.input_name].input_type.get("input")).tolist())
         self.info = {"device": str(self.device)}
-        t0 = time.perf_counter()
         runner = self.build(flat)
+        return Network(flat, p, shape, runner, dict(self.info), time.perf_counter() - t0)
+
+    def run(self, graph: nir.NIRGraph, x: np.ndarray, *, record: bool = False) -> TargetResult:
+        t0 = time.perf_counter()
+        net = self.network(graph)
         build_s = time.perf_counter() - t0
+        flat, p, runner = net.flat, net.plan, net.runner
+        x = check_input(x, net.input_shape)
+        self.info = dict(net.info)
         acc = ActivityAccumulator()
         outputs, records = [], {}
         wall = 0.0
@@ -189,7 +220,7 @@ class StepRecorder:
     def _keep(self, node: str):
         def hook(mod, inputs, output):
             y = output[0] if isinstance(output, tuple) else output
-            self.steps.setdefault(node, []).append(y.detach())
+            self.steps.setdefault(node, []).append(y)  # with its autograd graph when gradients are on
         return hook
 
     def take(self) -> dict[str, torch.Tensor]:

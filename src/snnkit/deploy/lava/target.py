@@ -25,8 +25,9 @@ import numpy as np
 
 import snnkit
 from snnkit.deploy.base import DeployError, Target, TargetResult
+from snnkit.deploy.cache import BuildCache, quantised_graph
 from snnkit.deploy.loihi.graph import LoihiGraph
-from snnkit.deploy.loihi.prepare import prepare_graph, quant_options
+from snnkit.deploy.loihi.prepare import quant_options
 from snnkit.deploy.loihi.results import build_result
 
 ENV_VAR = "SNNKIT_LAVA_PYTHON_ENV"
@@ -142,7 +143,7 @@ class LavaTarget(Target):
     timeout_s: wall-clock limit for the worker (default: :func:`default_timeout`).
     python: the Lava interpreter (default: :func:`find_lava_python`).
     The other options are the quantisation options of :func:`snnkit.deploy.loihi.quantize` (None: its
-    default).
+    default). Quantised graphs are cached per graph object (``snnkit.deploy.cache``).
     """
 
     name = "lava"
@@ -157,10 +158,15 @@ class LavaTarget(Target):
         self.python = python
         self.quant_options = quant_options(input_mode=input_mode, input_range=input_range, input_bits=input_bits,
                                            dt=dt, headroom_bits=headroom_bits, sparse_below=sparse_below)
+        self._graphs = BuildCache()
+
+    def quantised(self, graph: nir.NIRGraph, x: np.ndarray) -> LoihiGraph:
+        """The :class:`LoihiGraph` this target runs for ``graph`` on inputs ``x [B, T, ...]`` (cached)."""
+        return quantised_graph(self._graphs, graph, x, self.quant_options)
 
     def run(self, graph: nir.NIRGraph, x: np.ndarray, *, record: bool = False) -> TargetResult:
         t0 = time.perf_counter()
-        lg = prepare_graph(graph, x, **self.quant_options)
+        lg = self.quantised(graph, x)
         return self.run_quantised(lg, graph, x, record=record, build_s=time.perf_counter() - t0)
 
     def run_quantised(self, lg: LoihiGraph, graph: nir.NIRGraph, x: np.ndarray, *, record: bool = False,
