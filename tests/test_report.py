@@ -166,6 +166,9 @@ def test_raw_input_matches_dataset_and_attack_results_are_plotted(model_file, tm
     (rob,) = rep["robustness"]
     assert rob["clean_accuracy"] == pytest.approx(ev.clean_accuracy)
     assert [a["robust_accuracy"] for a in rob["attacks"]] == [r.robust_accuracy for r in ev.results.values()]
+    # one evaluation with several eps: one point per eps
+    assert rep["robustness_curves"]["torch"] == [[0.0, pytest.approx(ev.clean_accuracy)]] + [
+        [pytest.approx(r.eps), pytest.approx(r.robust_accuracy)] for r in ev.results.values()]
     assert (out / "plots" / "robustness.png").read_bytes().startswith(PNG)
     assert "FGSM" in (out / "report.md").read_text()
 
@@ -173,6 +176,33 @@ def test_raw_input_matches_dataset_and_attack_results_are_plotted(model_file, tm
     rep2 = json.loads((out2 / "report.json").read_text())
     assert rep["targets"][0]["accuracy"] == rep2["targets"][0]["accuracy"]
     assert rep["targets"][0]["counts"] == rep2["targets"][0]["counts"]
+
+
+def test_snn_attack_files_merge_into_one_curve_per_target(model_file, tmp_path):
+    from snnkit.cli.attack import main as attack_main
+
+    files = []
+    for eps in (0.05, 0.2):
+        f = tmp_path / f"attack_{eps}.json"
+        assert attack_main([str(model_file), "--target", "torch", "--attack", "fgsm,pgd", "--steps", "5", "--eps",
+                            str(eps), "--dataset", "digits", "--limit", "12", "--quiet", "-o", str(f)]) == 0
+        files.append(json.loads(f.read_text()))
+    rc, out = _report(tmp_path, model_file, "--dataset", "digits", "--limit", "12", "--targets", "torch", "--no-raster",
+                      "--attack-json", str(tmp_path / "attack_0.05.json"), str(tmp_path / "attack_0.2.json"))
+    assert rc == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert len(rep["robustness"]) == 4  # reference and target, per file
+    curves = rep["robustness_curves"]
+    assert set(curves) == {"reference", "torch"}
+    for side, key in (("reference", "reference"), ("torch", None)):
+        evals = [f[key] if key else f for f in files]
+        assert curves[side] == [[0.0, pytest.approx(evals[0]["clean_accuracy"])],
+                                [0.05, pytest.approx(evals[0]["worst_case_accuracy"])],
+                                [0.2, pytest.approx(evals[1]["worst_case_accuracy"])]]
+    # the report's own clean accuracy on the torch target is the attack's clean accuracy on the same samples
+    assert rep["targets"][0]["accuracy"] == pytest.approx(files[0]["clean_accuracy"])
+    md = (out / "report.md").read_text()
+    assert "| target | clean | eps 0.05 | eps 0.2 |" in md and "robustness.png" in md
 
 
 @pytest.mark.parametrize("make_args, fragment", [

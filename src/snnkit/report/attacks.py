@@ -1,9 +1,13 @@
 """Robustness results read from ``snn-attack --json`` output files.
 
-A file holds one evaluation (``snnkit.attack.EvaluationReport.summary()``, with the target it attacked), or a
-list of them: ``{"target": ..., "n_samples": N, "clean_accuracy": a, "worst_case_accuracy": w,
-"attacks": [{"name", "eps", "norm", "robust_accuracy", ...}, ...], "warnings": [...]}``. Files without
-``target`` are taken as attacks on the torch reference.
+``snn-attack`` writes, under ``evaluations``, one evaluation per side it attacked: the reference (the model
+itself, ``target: "reference"``) and the target. An evaluation is ``EvaluationReport.summary()`` plus its
+target: ``{"target": ..., "n_samples": N, "clean_accuracy": a, "worst_case_accuracy": w, "attacks": [{"name",
+"eps", "norm", "robust_accuracy", ...}, ...], "warnings": [...]}``. A file may also hold one evaluation or a
+list of them; one without ``target`` is taken as an attack on the torch reference.
+
+:func:`robustness_curves` merges the evaluations of several files (typically one file per eps) into one
+robust-accuracy-vs-eps curve per target.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ class RobustnessResult:
 
     file: str
     target: str
+    model: str | None
     clean_accuracy: float
     worst_case_accuracy: float | None
     n_samples: int | None
@@ -36,15 +41,32 @@ class RobustnessResult:
     def __post_init__(self):
         self.attacks = [a if isinstance(a, AttackPoint) else AttackPoint(**a) for a in self.attacks]
 
-    def curve(self, norm: str | None = None) -> list[tuple[float, float]]:
-        """``(eps, accuracy)`` points: clean at eps 0, then at each eps the lowest robust accuracy over the
-        attacks with that eps (and ``norm``, when given): the strongest attack per budget."""
+    def points(self) -> list[tuple[float, float]]:
+        """``(eps, robust accuracy)`` of this evaluation: when every attack has the same eps, the per-sample
+        worst case over them (``worst_case_accuracy``); otherwise, per eps, the lowest accuracy of one attack."""
+        eps = {a.eps for a in self.attacks if a.eps is not None}
+        if len(eps) == 1 and self.worst_case_accuracy is not None and all(a.eps is not None for a in self.attacks):
+            return [(eps.pop(), self.worst_case_accuracy)]
         best: dict[float, float] = {}
         for a in self.attacks:
-            if a.eps is None or (norm is not None and a.norm != norm):
-                continue
-            best[a.eps] = min(best.get(a.eps, math.inf), a.robust_accuracy)
-        return [(0.0, self.clean_accuracy)] + sorted(best.items())
+            if a.eps is not None:
+                best[a.eps] = min(best.get(a.eps, math.inf), a.robust_accuracy)
+        return sorted(best.items())
+
+
+def robustness_curves(records: list[RobustnessResult]) -> tuple[dict[str, list[tuple[float, float]]], list[str]]:
+    """One curve per target over every file: clean accuracy at eps 0, then at each eps the lowest robust
+    accuracy any evaluation of that target measured. Returns the curves and notes on inconsistencies."""
+    clean: dict[str, set[float]] = {}
+    best: dict[str, dict[float, float]] = {}
+    for r in records:
+        clean.setdefault(r.target, set()).add(round(r.clean_accuracy, 9))
+        for eps, acc in r.points():
+            best.setdefault(r.target, {})[eps] = min(best.get(r.target, {}).get(eps, math.inf), acc)
+    notes = [f"robustness: the clean accuracy of {t} differs between attack files ({sorted(c)}); the curve starts "
+             f"at the lowest" for t, c in clean.items() if len(c) > 1]
+    curves = {t: [(0.0, min(c))] + sorted(best.get(t, {}).items()) for t, c in clean.items()}
+    return curves, notes
 
 
 def _number(v, where: str, path: str, optional: bool = False) -> float | None:
@@ -55,7 +77,7 @@ def _number(v, where: str, path: str, optional: bool = False) -> float | None:
     return float(v)
 
 
-def _parse_one(d, path: str) -> RobustnessResult:
+def _parse_one(d, path: str, model: str | None) -> RobustnessResult:
     if not isinstance(d, dict) or not isinstance(d.get("attacks"), list):
         raise ValueError(f"{path}: not an snn-attack --json result (no 'attacks' list)")
     attacks = []
@@ -71,7 +93,7 @@ def _parse_one(d, path: str) -> RobustnessResult:
         target = target.get("name", "torch")
     warnings = d.get("warnings", [])
     return RobustnessResult(
-        file=path, target=str(target), clean_accuracy=_number(d.get("clean_accuracy"), "clean_accuracy", path),
+        file=path, target=str(target), model=model, clean_accuracy=_number(d.get("clean_accuracy"), "clean_accuracy", path),
         worst_case_accuracy=_number(d.get("worst_case_accuracy"), "worst_case_accuracy", path, True),
         n_samples=int(d["n_samples"]) if isinstance(d.get("n_samples"), int) else None, attacks=attacks,
         warnings=[str(w) for w in warnings] if isinstance(warnings, list) else [])
@@ -87,9 +109,10 @@ def read_attack_file(path: "str | Path") -> list[RobustnessResult]:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{p}: not valid JSON ({str(exc).splitlines()[0]})") from None
     items = data if isinstance(data, list) else data.get("evaluations", [data]) if isinstance(data, dict) else [data]
-    if not items:
+    if not isinstance(items, list) or not items:
         raise ValueError(f"{p}: holds no evaluation")
-    return [_parse_one(d, str(p)) for d in items]
+    model = data.get("model") if isinstance(data, dict) and isinstance(data.get("model"), str) else None
+    return [_parse_one(d, str(p), model) for d in items]
 
 
 def read_attack_files(paths: list[str]) -> list[RobustnessResult]:

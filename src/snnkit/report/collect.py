@@ -6,7 +6,7 @@ reference (predictions and output spike trains), counts (spikes, synaptic ops, M
 layer), wall time and throughput, NeuroBench-style metrics, the energy under every requested model, and a
 spike raster of one sample. A target that cannot run (not installed, no Lava environment, a graph it cannot
 take) stays in the report with its status and the one-line reason. Robustness results from
-``snn-attack --json`` files are attached as given.
+``snn-attack --json`` files are attached as given, with one robust-accuracy-vs-eps curve per attacked target.
 
 The result is a :class:`Report`: ``data`` is the JSON-ready content of ``report.json``; ``rasters`` holds the
 arrays the raster plot needs.
@@ -24,7 +24,7 @@ import numpy as np
 from snnkit.deploy.base import DeployError, TargetResult, get_target, topological_order
 from snnkit.energy import EnergyModel, energy_of, resolve_models
 from snnkit.energy.counting import NEURONS
-from snnkit.report.attacks import RobustnessResult, read_attack_files
+from snnkit.report.attacks import read_attack_files, robustness_curves
 from snnkit.report.compare import accuracy, agreement, ratio
 from snnkit.report.metrics import static_metrics, workload_metrics
 
@@ -239,6 +239,11 @@ def build_report(model, graph, inputs: Inputs, targets: list[str], *, model_path
     if any(r.status == "ok" and r.result.delay for r in runs.values()):
         notes.append("Targets with a delay (Loihi: one step per connection layer) run T + delay steps; their "
                      "outputs are compared on the reference time axis, and their counts cover all their steps.")
+    curves, curve_notes = robustness_curves(robustness)
+    notes += curve_notes
+    for r in robustness:
+        if r.model and model_path and Path(r.model).resolve() != Path(model_path).resolve():
+            notes.append(f"robustness: {r.file} attacked model {r.model}, not {model_path}")
     cfg = model.config
     data = {
         "schema": SCHEMA,
@@ -255,11 +260,8 @@ def build_report(model, graph, inputs: Inputs, targets: list[str], *, model_path
         "targets": [_target_entry(runs[n], ref, inputs, graph, static, models) for n in names],
         "energy_models": {m.name: m.summary() for m in models},
         "robustness": [asdict(r) for r in robustness],
+        "robustness_curves": {t: [list(p) for p in pts] for t, pts in curves.items()},
         "notes": notes,
     }
     return Report(data=data, rasters={n: r.raster for n, r in runs.items() if r.raster})
 
-
-def robustness_records(data: dict) -> list[RobustnessResult]:
-    """The robustness section of a report's data as records."""
-    return [RobustnessResult(**r) for r in data.get("robustness", [])]

@@ -6,8 +6,6 @@ nothing to draw (e.g. no attack results).
 from __future__ import annotations
 
 import io
-from collections import Counter
-from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -125,23 +123,20 @@ def raster_plot(data: dict, rasters: dict[str, dict[str, np.ndarray]]) -> bytes 
 
 
 def robustness_plot(data: dict) -> bytes | None:
-    """Robust accuracy against eps per attacked target: the strongest attack at each eps (clean at 0)."""
-    from snnkit.report.collect import robustness_records
-
-    records = robustness_records(data)
-    if not records:
+    """Robust accuracy against eps per attacked target (clean accuracy at eps 0; at each eps the strongest
+    evaluation: the per-sample worst case over that file's attacks)."""
+    curves = data.get("robustness_curves") or {}
+    if not curves:
         return None
     fig = Figure(figsize=(5.5, 3.6))
     ax = fig.add_subplot()
-    per_target = Counter(r.target for r in records)
-    for r in records:
-        pts = r.curve()
-        label = r.target if per_target[r.target] == 1 else f"{r.target} ({Path(r.file).name})"
+    for target, pts in curves.items():
+        label = "reference (the model itself)" if target == "reference" else target
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
     ax.set_xlabel("eps")
     ax.set_ylabel("robust accuracy")
     ax.set_ylim(0, 1.05)
-    ax.set_title("Robust accuracy vs eps (strongest attack per eps)")
+    ax.set_title("Robust accuracy vs eps (worst case over attacks)")
     ax.legend(fontsize=8)
     return _png(fig)
 

@@ -23,7 +23,7 @@ PLOT_CAPTIONS = {
     "spikes_per_layer": "Spikes per sample in every spiking layer, per target",
     "energy": "Energy per sample per target and energy model (log scale; whiskers: lower bound)",
     "raster": "Spike raster of sample 0, per target",
-    "robustness": "Robust accuracy vs eps (strongest attack per eps), per attacked target",
+    "robustness": "Robust accuracy vs eps (worst case over the attacks of each file), per attacked target",
 }
 
 
@@ -151,6 +151,14 @@ def document(data: dict, plots: list[str]) -> list[Block]:
 
     if data["robustness"]:
         blocks.append(Block("h2", "Robustness (from snn-attack results)"))
+        curves = data.get("robustness_curves", {})
+        all_eps = sorted({p[0] for pts in curves.values() for p in pts if p[0] > 0})
+        rows = [[t, _num(pts[0][1])] + [_num(dict((e, a) for e, a in pts).get(e)) for e in all_eps]
+                for t, pts in curves.items()]
+        blocks += [Block("p", "Robust accuracy per attacked target: clean, then at each eps the worst case over "
+                              "the attacks of an evaluation (the lowest over files giving the same eps). "
+                              "`reference` is the model itself, attacked white-box."),
+                   Block("table", (["target", "clean"] + [f"eps {e:g}" for e in all_eps], rows))]
         for r in data["robustness"]:
             rows = [[a["name"], _num(a["eps"]), a["norm"], _num(a["robust_accuracy"])] for a in r["attacks"]]
             blocks += [Block("p", f"`{r['file']}`: target `{r['target']}`, clean accuracy {_num(r['clean_accuracy'])}, "
