@@ -18,8 +18,9 @@ $(VENV)/.snnkit-complete: pyproject.toml
 	@$(PY) -c 'import torch' 2>/dev/null || $(PIP) "$(TORCH_SPEC)" 2>&1 | grep -v '^WARNING: Location' || true
 	@$(PIP) -e ".[dev]" 2>&1 | grep -v '^WARNING: Location' || true
 	@# norse/torchattacks/spikingjelly declare torchvision/torchaudio, which snnkit never calls: skip them.
-	@$(PIP) --no-deps "norse==1.1.0" "torchattacks==3.5.1" "spikingjelly==2.0.0" 2>&1 | grep -v '^WARNING: Location' || true
-	@$(PY) -c 'import torch, nir, norse.torch, snntorch, torchattacks, snnkit' && touch $@
+	@# neurobench (the independent oracle for operation counts) would pull torchaudio and snnTorch's pins.
+	@$(PIP) --no-deps "norse==1.1.0" "torchattacks==3.5.1" "spikingjelly==2.0.0" "neurobench==2.3.0" 2>&1 | grep -v '^WARNING: Location' || true
+	@$(PY) -c 'import torch, nir, norse.torch, snntorch, torchattacks, neurobench.metrics, snnkit' && touch $@
 	@echo "snnkit: environment ready in $(VENV)"
 
 lava-env:

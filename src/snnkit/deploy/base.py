@@ -123,7 +123,7 @@ def layer_stats(graph: nir.NIRGraph, activity: dict[str, Activity], batch: int, 
         if isinstance(node, NEURONS):
             st.neurons = neuron_count(node)
             st.neuron_updates = st.neurons * batch * steps
-            if name in activity:
+            if name in activity and not isinstance(node, (nir.LI, nir.CubaLI, nir.I)):  # those emit potentials
                 st.spikes = int(activity[name].events.sum())
         elif isinstance(node, WEIGHTED):
             fo = fanout(node, input_shapes[name])
