@@ -140,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
     same_path = len(advs) < 2 or torch.equal(advs["loihi-emu"], advs["lava"])
 
-    print(f"reference: {desc}; eps {args.eps} (Linf); torch {torch.__version__}, {args.threads} thread(s)")
+    load = os.getloadavg()
+    print(f"reference: {desc}; eps {args.eps} (Linf); torch {torch.__version__}, {args.threads} thread(s); "
+          f"{os.cpu_count()} CPU cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min)")
     print(f"PGD-20 on the reference ({args.device}): {pgd['samples']} samples in {pgd['seconds']:.2f} s = "
           f"{pgd['samples_per_s']:.1f} samples/s (robust accuracy {pgd['robust_accuracy']:.1%})")
     print(f"Square-{args.queries} on {x_sq.shape[0]} samples through the exported graph:")
@@ -154,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
               f"same Square path on both: {same_path}")
     if args.out:
         write_json(args.out, {"reference": desc, "eps": args.eps, "threads": args.threads, "torch": torch.__version__,
+                              "cpu_count": os.cpu_count(), "load_average": list(load),
                               "pgd20": {**pgd, "device": args.device}, "square": rows,
                               "square_queries_budget": args.queries, "same_square_path": same_path})
     return 0 if same_path else 1
