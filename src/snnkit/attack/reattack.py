@@ -124,7 +124,8 @@ def reference_sources(model: nn.Module, surrogates: tuple[str, ...]) -> tuple[di
     """``(transfer sources, ensemble members, notes)`` derived from the reference model.
 
     Transfer sources: the reference (its own surrogate), its non-spiking twin and its BPTR view (each where
-    defined; a note says why one is missing). Ensemble members: those plus the reference under each surrogate.
+    defined; a note says why one is missing). Ensemble members: those plus the reference under each surrogate
+    (but its own).
     """
     from snnkit.models.spiking import TwinUndefined
 
@@ -138,8 +139,13 @@ def reference_sources(model: nn.Module, surrogates: tuple[str, ...]) -> tuple[di
             sources[name] = make().to(next(model.parameters()).device)
         except TwinUndefined as exc:
             notes.append(f"no {name} source: {exc}")
+    from snnkit.nn.surrogate import Surrogate, parse
+
+    own = {repr(m.surrogate) for m in model.modules() if isinstance(getattr(m, "surrogate", None), Surrogate)}
     members = dict(sources)
     for spec in surrogates:
+        if own == {repr(parse(spec))}:
+            continue  # the reference's own surrogate: already the "reference" member
         members[f"surrogate:{spec}"] = WithSurrogate(model, spec)
     return sources, members, notes
 
@@ -416,7 +422,7 @@ def reattack(model: nn.Module, graph: nir.NIRGraph, target: str, attacks: list[s
     say = log or (lambda message: None)
     num_classes = int(dict(graph.metadata or {}).get("num_classes") or 0) or int(y.max()) + 1
     t_start = time.perf_counter()
-    model = model.to(settings.device).eval()
+    model = model.to(settings.device)  # attacks and verdicts run it in eval mode (``eval_mode``)
     sources, members, notes = reference_sources(model, tuple(settings.surrogates))
     ref_side = Side("reference", model, True, adaptive=model, adaptive_via="reference")
     tgt_side, lava, emulator = target_side(target, graph, x, settings, make_target)
