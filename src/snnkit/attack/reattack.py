@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import nir
@@ -248,7 +248,11 @@ def build_attacks(names: list[str], side: Side, sources: dict, members: dict, se
 
 
 class _Recorded:
-    """An attack that keeps what it returns (batches in call order); everything else is the attack's."""
+    """An attack that keeps what it returns (batches in call order); everything else is the attack's.
+
+    ``evaluate`` calls each attack on the clean-correct samples of each batch, batches in order, so the
+    concatenated outputs are the adversarial examples of the clean-correct samples in order (checked by count).
+    """
 
     def __init__(self, attack: Attack):
         self.attack = attack
@@ -272,8 +276,6 @@ class SideResult:
     report: EvaluationReport
     adversarial: dict[str, torch.Tensor]
     seconds: float
-    side: Side
-    extra: dict = field(default_factory=dict)
 
 
 def run_side(side: Side, attacks: dict[str, Attack], x: torch.Tensor, y: torch.Tensor,
@@ -295,7 +297,7 @@ def run_side(side: Side, attacks: dict[str, Attack], x: torch.Tensor, y: torch.T
                 raise RuntimeError(f"{name}: {crafted.shape[0]} adversarial examples for {idx.numel()} attacked samples")
             x_adv[idx] = crafted.to(x_adv.dtype)
         adversarial[name] = x_adv
-    return SideResult(side.label, report, adversarial, seconds, side)
+    return SideResult(side.label, report, adversarial, seconds)
 
 
 def recheck_on_lava(graph: nir.NIRGraph, x: torch.Tensor, y: torch.Tensor, emulated: SideResult, lava,
