@@ -20,15 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import nir
 import numpy as np
 
 import snnkit
-from snnkit.deploy.base import DeployError, Target, TargetResult
-from snnkit.deploy.cache import BuildCache, quantised_graph
+from snnkit.deploy.base import DeployError
 from snnkit.deploy.loihi.graph import LoihiGraph
-from snnkit.deploy.loihi.prepare import quant_options
-from snnkit.deploy.loihi.results import build_result
+from snnkit.deploy.loihi.prepare import QuantisedTarget
 
 ENV_VAR = "SNNKIT_LAVA_PYTHON_ENV"
 NO_ENV = "lava: no Lava environment (run `make lava-env`)"
@@ -136,7 +133,7 @@ def run_lava(jobs: list[tuple[LoihiGraph, np.ndarray]], *, tag: str = "fixed_pt"
         shutil.rmtree(root, ignore_errors=True)
 
 
-class LavaTarget(Target):
+class LavaTarget(QuantisedTarget):
     """Lava's ``Loihi2SimCfg`` in a worker process.
 
     tag: ``"fixed_pt"`` (bit-accurate Loihi 2 models, the default) or ``"floating_pt"``.
@@ -148,40 +145,20 @@ class LavaTarget(Target):
 
     name = "lava"
 
-    def __init__(self, tag: str = "fixed_pt", timeout_s: float | None = None, python: str | None = None, *,
-                 input_mode: str | None = None, input_range: float | None = None, input_bits: int | None = None,
-                 dt: float | None = None, headroom_bits: int | None = None, sparse_below: float | None = None):
+    def __init__(self, tag: str = "fixed_pt", timeout_s: float | None = None, python: str | None = None,
+                 **quantisation):
         if tag not in ("fixed_pt", "floating_pt"):
             raise DeployError(f"lava: unknown tag {tag!r} (fixed_pt, floating_pt)")
+        super().__init__(**quantisation)
         self.tag = tag
         self.timeout_s = timeout_s
         self.python = python
-        self.quant_options = quant_options(input_mode=input_mode, input_range=input_range, input_bits=input_bits,
-                                           dt=dt, headroom_bits=headroom_bits, sparse_below=sparse_below)
-        self._graphs = BuildCache()
 
-    def quantised(self, graph: nir.NIRGraph, x: np.ndarray) -> LoihiGraph:
-        """The :class:`LoihiGraph` this target runs for ``graph`` on inputs ``x [B, T, ...]`` (cached)."""
-        return quantised_graph(self._graphs, graph, x, self.quant_options)
-
-    def run(self, graph: nir.NIRGraph, x: np.ndarray, *, record: bool = False) -> TargetResult:
-        t0 = time.perf_counter()
-        lg = self.quantised(graph, x)
-        return self.run_quantised(lg, graph, x, record=record, build_s=time.perf_counter() - t0)
-
-    def run_quantised(self, lg: LoihiGraph, graph: nir.NIRGraph, x: np.ndarray, *, record: bool = False,
-                      build_s: float = 0.0) -> TargetResult:
-        """Run an already quantised graph (``graph`` is its float source, used for counting)."""
-        x = np.asarray(x)
-        try:
-            xi, clip_info = lg.input.encode(x)
-        except ValueError as e:
-            raise DeployError(f"lava: {e}") from None
+    def execute(self, lg: LoihiGraph, x: np.ndarray, xi: np.ndarray):
         t0 = time.perf_counter()
         feed = xi if self.tag == "fixed_pt" else x
         [(rasters, result)] = run_lava([(lg, feed)], tag=self.tag, timeout_s=self.timeout_s, python=self.python)
         total = time.perf_counter() - t0
         info = {"tag": self.tag, "processes": result["processes"], "lava_steps": result["steps"],
-                "pauses": result["pauses"], "worker_total_s": total, **clip_info}
-        return build_result(self.name, graph, lg, rasters, x, wall_s=result["run_s"],
-                            build_s=build_s + total - result["run_s"], record=record, info=info)
+                "pauses": result["pauses"], "worker_total_s": total}
+        return rasters, result["run_s"], total - result["run_s"], info

@@ -22,16 +22,14 @@ from __future__ import annotations
 import math
 import time
 
-import nir
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from snnkit.deploy.base import DeployError, Target, TargetResult
-from snnkit.deploy.cache import BuildCache, quantised_graph
+from snnkit.deploy.base import DeployError
+from snnkit.deploy.cache import BuildCache
 from snnkit.deploy.loihi.graph import ACT_SHIFT, DECAY_UNITY, STATE_MAX, LoihiGraph, Projection
-from snnkit.deploy.loihi.prepare import quant_options
-from snnkit.deploy.loihi.results import build_result
+from snnkit.deploy.loihi.prepare import QuantisedTarget
 
 _TWO31 = 2.0 ** 31
 _TWO23 = float(STATE_MAX)
@@ -279,7 +277,7 @@ class LoihiEmulator:
         return torch.stack(out, dim=1)
 
 
-class LoihiEmulatorTarget(Target):
+class LoihiEmulatorTarget(QuantisedTarget):
     """``--target loihi-emu``: the emulator behind the Target interface.
 
     Options: device (``"cpu"``, ``"cuda"``, ``"auto"``), batch_size (samples per emulator call), and the
@@ -290,38 +288,17 @@ class LoihiEmulatorTarget(Target):
 
     name = "loihi-emu"
 
-    def __init__(self, device: str = "cpu", batch_size: int = 512, *, input_mode: str | None = None,
-                 input_range: float | None = None, input_bits: int | None = None, dt: float | None = None,
-                 headroom_bits: int | None = None, sparse_below: float | None = None):
+    def __init__(self, device: str = "cpu", batch_size: int = 512, **quantisation):
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if str(device).startswith("cuda") and not torch.cuda.is_available():
             raise DeployError(f"loihi-emu: device {device!r} requested but CUDA is not available")
+        super().__init__(**quantisation)
         self.device = device
         self.batch_size = int(batch_size)
-        self.quant_options = quant_options(input_mode=input_mode, input_range=input_range, input_bits=input_bits,
-                                           dt=dt, headroom_bits=headroom_bits, sparse_below=sparse_below)
-        self._graphs = BuildCache()
         self._emulators = BuildCache()
 
-    def quantised(self, graph: nir.NIRGraph, x: np.ndarray) -> LoihiGraph:
-        """The :class:`LoihiGraph` this target runs for ``graph`` on inputs ``x [B, T, ...]`` (cached)."""
-        return quantised_graph(self._graphs, graph, x, self.quant_options)
-
-    def run(self, graph: nir.NIRGraph, x: np.ndarray, *, record: bool = False) -> TargetResult:
-        t0 = time.perf_counter()
-        lg = self.quantised(graph, x)
-        build_s = time.perf_counter() - t0
-        return self.run_quantised(lg, graph, x, record=record, build_s=build_s)
-
-    def run_quantised(self, lg: LoihiGraph, graph: nir.NIRGraph, x: np.ndarray, *, record: bool = False,
-                      build_s: float = 0.0) -> TargetResult:
-        """Run an already quantised graph (``graph`` is its float source, used for counting)."""
-        x = np.asarray(x)
-        try:
-            xi, clip_info = lg.input.encode(x)
-        except ValueError as e:
-            raise DeployError(f"loihi-emu: {e}") from None
+    def execute(self, lg: LoihiGraph, x: np.ndarray, xi: np.ndarray):
         t0 = time.perf_counter()
         emu = self._emulators.get(lg, None, lambda: LoihiEmulator(lg, device=self.device))
         chunks: dict[str, list[np.ndarray]] = {}
@@ -338,10 +315,9 @@ class LoihiEmulatorTarget(Target):
                         acc[key] += val
         if self.device != "cpu" and torch.cuda.is_available():
             torch.cuda.synchronize()
-        wall = time.perf_counter() - t0
         rasters = {name: np.concatenate(c, axis=0) for name, c in chunks.items()}
-        return build_result(self.name, graph, lg, rasters, x, wall_s=wall, build_s=build_s, record=record,
-                            info={"device": str(self.device), "overflow_events": overflow, **clip_info})
+        info = {"device": str(self.device), "overflow_events": overflow}
+        return rasters, time.perf_counter() - t0, 0.0, info
 
 
 class LoihiModule(torch.nn.Module):
