@@ -274,3 +274,51 @@ def test_torch_compile_of_a_spiking_model_matches_eager():
     torch.testing.assert_close(out_c, out_e)
     for gc, ge in zip(grads_c, grads_e):
         torch.testing.assert_close(gc, ge, rtol=1e-4, atol=1e-5)
+
+
+def test_buffer_pool_reuses_only_released_buffers():
+    pool = native_scan.BufferPool(max_bytes=10 * 2**20)
+    if pool._free_count is None:
+        pytest.skip("this torch has no storage use-count introspection: the pool is off")
+    a = pool.empty((4, 5), torch.float32)
+    ptr = a.data_ptr()
+    a_t = a.t()  # any view keeps the storage busy
+    del a
+    b = pool.empty((4, 5), torch.float32)
+    assert b.data_ptr() != ptr, "a buffer still viewed elsewhere must not be handed out"
+    del a_t
+    c = pool.empty((4, 5), torch.float32)
+    assert c.data_ptr() == ptr, "a released buffer is reused"
+
+    class Keep(torch.autograd.Function):  # autograd's saved tensors count as holders too
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return g * x
+
+    c.requires_grad_(True)
+    y = Keep.apply(c)
+    c = None
+    assert pool.empty((4, 5), torch.float32).data_ptr() != ptr, "held by the autograd graph"
+    y = None  # the graph and its saved tensor go
+    assert pool.empty((4, 5), torch.float32).data_ptr() == ptr
+    assert pool.nbytes <= pool.max_bytes
+
+
+def test_buffer_pool_cap_and_off_switch():
+    pool = native_scan.BufferPool(max_bytes=1000)
+    big = pool.empty((1000,), torch.float32)  # 4000 bytes: over the cap, never pooled
+    assert big.shape == (1000,) and pool.nbytes == 0
+    small = [pool.empty((50,), torch.float32) for _ in range(6)]  # 200 bytes each, all in use: 5 fit
+    assert pool.nbytes == 1000
+    del small
+    pool.empty((100,), torch.float32)  # 400 bytes: free buffers are dropped to make room
+    assert pool.nbytes <= 1000
+    off = native_scan.BufferPool(max_bytes=0)
+    t = off.empty((3,), torch.float32)
+    assert t.shape == (3,) and off.nbytes == 0

@@ -26,6 +26,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 import torch
@@ -283,11 +284,90 @@ def _input_strides(x: torch.Tensor) -> "tuple[int, int] | None":
     return x.stride(1), x.stride(0)
 
 
+class BufferPool:
+    """The kernels' output buffers, handed out again once nobody holds them.
+
+    Fresh multi-megabyte allocations are expensive where freed memory goes back to the operating system: every
+    page is faulted in (and zeroed) again on first touch, measured at about 10 us per 4 KiB page on the project's
+    2-core VM, which made allocation cost more than the scan itself. The pool keeps the storage of the scan's
+    outputs (spikes, surrogate derivatives, potentials, gradients) and reuses a buffer when its storage has no
+    holder left but the pool (every tensor handed out is a view, so each user, autograd's saved tensors
+    included, counts). The kernels overwrite every element of a buffer they get.
+
+    ``max_bytes`` caps the memory kept (free buffers are dropped to make room; beyond the cap, buffers are not
+    pooled); 0 turns pooling off (``$SNNKIT_SCAN_POOL_MB``, default 1024).
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._by_key: dict[tuple, list[torch.Tensor]] = {}  # (shape, dtype) -> contiguous buffers
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self._free_count = self._storage_count(torch.empty(1)) if max_bytes > 0 else None
+
+    @staticmethod
+    def _storage_count(t: torch.Tensor) -> "int | None":
+        try:
+            return torch._C._storage_Use_Count(t.untyped_storage()._cdata)
+        except (AttributeError, RuntimeError):  # a torch without this introspection: no pooling
+            return None
+
+    def empty(self, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
+        """An uninitialised contiguous CPU tensor of ``shape`` (a view of a pooled buffer when possible)."""
+        if self._free_count is None:
+            return torch.empty(shape, dtype=dtype)
+        key = (tuple(shape), dtype)
+        with self._lock:
+            bufs = self._by_key.setdefault(key, [])
+            for buf in bufs:
+                if self._storage_count(buf) == self._free_count:
+                    return buf.view(shape)
+            buf = torch.empty(shape, dtype=dtype)
+            size = buf.numel() * buf.element_size()
+            if self._bytes + size > self.max_bytes:
+                self._drop_free(self._bytes + size - self.max_bytes)
+            if self._bytes + size <= self.max_bytes:
+                bufs.append(buf)
+                self._bytes += size
+            return buf.view(shape)
+
+    def _drop_free(self, need: int) -> None:
+        for bufs in self._by_key.values():
+            for buf in [b for b in bufs if self._storage_count(b) == self._free_count]:
+                if need <= 0:
+                    return
+                bufs.remove(buf)
+                size = buf.numel() * buf.element_size()
+                self._bytes -= size
+                need -= size
+
+    def clear(self) -> None:
+        """Drop every pooled buffer (tensors still in use stay valid; they are only no longer reused)."""
+        with self._lock:
+            self._by_key.clear()
+            self._bytes = 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the pool (in use or free)."""
+        return self._bytes
+
+
+POOL = BufferPool(int(float(os.environ.get("SNNKIT_SCAN_POOL_MB", "1024")) * 2**20))
+
+
 def _empty_out(x: torch.Tensor) -> torch.Tensor:
     """An output like ``x [T, B, ...]``: stored ``[T, B, ...]`` if x is, else ``[B, T, ...]`` (what layers want)."""
     if x.is_contiguous():
-        return torch.empty_like(x)
-    return torch.empty((x.shape[1], x.shape[0], *x.shape[2:]), dtype=x.dtype, device=x.device).transpose(0, 1)
+        return POOL.empty(x.shape, x.dtype)
+    return POOL.empty((x.shape[1], x.shape[0], *x.shape[2:]), x.dtype).transpose(0, 1)
+
+
+def _empty_like_out(s: torch.Tensor) -> torch.Tensor:
+    """Another tensor stored like ``s`` (made by :func:`_empty_out`)."""
+    if s.is_contiguous():
+        return POOL.empty(s.shape, s.dtype)
+    return POOL.empty((s.shape[1], s.shape[0], *s.shape[2:]), s.dtype).transpose(0, 1)
 
 
 def _out_layout(s: torch.Tensor) -> "tuple[int, int, int, int, int]":
@@ -339,8 +419,8 @@ def forward(x: torch.Tensor, beta: torch.Tensor, th: torch.Tensor, vr: torch.Ten
     xso, xst = _input_strides(x)
     s = _empty_out(x)
     O, T, N, so, st = _out_layout(s)
-    h = torch.empty_like(s) if with_h else None
-    sg = torch.empty_like(s) if surrogate is not None else None
+    h = _empty_like_out(s) if with_h else None
+    sg = _empty_like_out(s) if surrogate is not None else None
     v = torch.empty(N, dtype=x.dtype)
     code, p1, p2 = surrogate_code(surrogate) if surrogate is not None else (-1, 0.0, 0.0)
     getattr(lib, f"lif_forward_{_suffix(x.dtype)}")(
@@ -359,7 +439,7 @@ def backward(grad_s: "torch.Tensor | None", grad_h: "torch.Tensor | None", sg: t
     tensors are copied to it only if they differ); ``beta`` is 0-dim or contiguous ``[N]``.
     """
     O, T, N, so, st = _out_layout(s)
-    dh = torch.empty_like(s)
+    dh = _empty_like_out(s)
     carry = torch.empty(N, dtype=s.dtype)
     gs, gh, sg = (_like(g, s) for g in (grad_s, grad_h, sg))
     getattr(_lib, f"lif_backward_{_suffix(s.dtype)}")(
