@@ -11,7 +11,7 @@ from snnkit.attack import (APGD, BIM, FGSM, PGD, GaussianNoise, Square, Surrogat
 from snnkit.attack.apgd import checkpoints
 from snnkit.attack.norms import distance
 from snnkit.attack.square import square_fraction, window_size
-from test_attack_models import RateTwin, accuracy, cnn, dataset, mlp, one_thread, snn, stochastic, swap  # noqa: F401
+from test_attack_models import RateTwin, accuracy, cnn, dataset, mlp, snn, stochastic, swap  # noqa: F401
 
 EPS = 0.065  # on these models: clean ~0.93, PGD ~0.35, noise ~0.9
 

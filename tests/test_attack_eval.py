@@ -9,7 +9,7 @@ import torch
 from snnkit.attack import (APGD, FGSM, PGD, AttackResult, EvaluationReport, GaussianNoise, Square,
                            SurrogateEnsemble, Transfer, evaluate, input_gradient_sparsity, masking_warnings,
                            standard_attacks, transfer_success_rate)
-from test_attack_models import (RateTwin, accuracy, dataset, masked, mlp, one_thread, snn,  # noqa: F401
+from test_attack_models import (RateTwin, accuracy, dataset, masked, mlp, snn,  # noqa: F401
                                 swap)
 
 EPS = 0.065

@@ -15,22 +15,12 @@ import contextlib
 import functools
 import math
 
-import pytest
 import torch
 from torch import nn
 import torch.nn.functional as F
 
 N_CLASSES = 5
 SHAPE = (1, 8, 8)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: intra-op threads only add overhead (and contend with other jobs on CI)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @functools.lru_cache(maxsize=None)

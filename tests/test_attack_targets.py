@@ -11,7 +11,7 @@ from snnkit.attack import PGD, Square, TargetScores, Transfer, evaluate, transfe
 from snnkit.deploy.base import get_target
 from snnkit.export import to_nir
 from snnkit.models.build import build
-from test_attack_models import accuracy, dataset, one_thread, train  # noqa: F401
+from test_attack_models import accuracy, dataset, train  # noqa: F401
 
 EPS = 0.065
 

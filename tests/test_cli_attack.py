@@ -14,41 +14,19 @@ import torch
 
 from snnkit.cli import attack as attack_cli
 from snnkit.cli import train as train_cli
-from snnkit.deploy.base import DeployError
 from snnkit.report.attacks import read_attack_file
 
+from conftest import NO_LAVA_REASON, lava_available
+
 BIN = Path(sys.executable).parent
-
-
-def _lava_available() -> bool:
-    from snnkit.deploy.lava.target import find_lava_python
-
-    try:
-        find_lava_python()
-        return True
-    except DeployError:
-        return False
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory) -> Path:
     """A digits MLP trained by ``snn-train`` (a few epochs)."""
     out = tmp_path_factory.mktemp("mlp")
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        rc = train_cli.main(["--dataset", "digits", "--model", "mlp", "--hidden", "64", "--timesteps", "6",
-                             "--epochs", "6", "--seed", "0", "--out", str(out), "--no-progress"])
-    finally:
-        torch.set_num_threads(n)
+    rc = train_cli.main(["--dataset", "digits", "--model", "mlp", "--hidden", "64", "--timesteps", "6",
+                         "--epochs", "6", "--seed", "0", "--out", str(out), "--no-progress"])
     assert rc == 0
     return out / "model.pt"
 
@@ -60,7 +38,7 @@ def _run(capsys, argv, rc_expected=0):
     return out, err
 
 
-@pytest.mark.skipif(not _lava_available(), reason="no Lava environment (.venv-lava); run `make lava-env`")
+@pytest.mark.skipif(not lava_available(), reason=NO_LAVA_REASON)
 def test_acceptance_lava_transfer_square_adaptive_from_the_cli(model_file, tmp_path):
     """The robust accuracy of the Lava-deployed model under transfer, Square and adaptive attacks, next to the
     reference's, from the command line alone; Square's queries answered by loihi-emu, re-checked on Lava."""

@@ -15,8 +15,8 @@ import torch
 from snnkit.cli import deploy as deploy_cli
 from snnkit.cli import export as export_cli
 from snnkit.models import build, save
+from conftest import ZOO
 
-ZOO = Path(os.environ.get("SNNKIT_NIR_ZOO", Path(__file__).resolve().parents[2] / "shared" / "nir-zoo"))
 BIN = Path(sys.executable).parent
 READABLE = ["lif_norse.nir", "lif_rockpool.nir", "two_lif_neurons.nir", "cnn_sinabs.nir",
             "braille_noDelay_bias_zero.nir", "braille_noDelay_noBias_subtract.nir"]

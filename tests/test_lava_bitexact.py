@@ -8,42 +8,18 @@ the NIR paper's input, whose spike times must also equal the paper's Lava trace.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import nir
 import numpy as np
 import pytest
 import torch
 
-from snnkit.deploy.base import DeployError
 from snnkit.deploy.loihi.emulator import LoihiEmulator
 from snnkit.deploy.loihi.graph import InputSpec, LoihiGraph, NeuronLayer, Projection
 from snnkit.deploy.loihi.prepare import prepare_graph
+from conftest import NO_LAVA_REASON, ZOO, lava_available
 
-ZOO = Path(__file__).resolve().parents[2] / "shared" / "nir-zoo"
-
-
-def _lava_available() -> bool:
-    from snnkit.deploy.lava.target import find_lava_python
-
-    try:
-        find_lava_python()
-    except DeployError:
-        return False
-    return True
-
-
-pytestmark = [pytest.mark.lava, pytest.mark.skipif(not _lava_available(),
-                                                   reason="no Lava environment (.venv-lava); run `make lava-env`")]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Thousands of tiny emulator ops: one thread avoids OpenMP spin-waits on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = [pytest.mark.lava, pytest.mark.skipif(not lava_available(), reason=NO_LAVA_REASON)]
 
 
 # --- random integer networks ----------------------------------------------------------------------------
@@ -62,7 +38,6 @@ def _weights(rng, shape, mode=None, density=1.0):
 
 
 def _layer(rng, name, shape, depth, stress=None):
-    n = int(np.prod(shape))
     du = 4095 if rng.random() < 0.4 else int(rng.integers(0, 4096))
     dv = 0 if rng.random() < 0.2 else int(rng.integers(0, 4096))
     if stress == "wrap":

@@ -12,7 +12,6 @@ from pathlib import Path
 import nir
 import numpy as np
 import pytest
-import torch
 
 import snnkit
 from snnkit.deploy.base import DeployError, get_target
@@ -20,28 +19,9 @@ from snnkit.deploy.lava import target as lava_target
 from snnkit.deploy.lava.target import LavaTarget, find_lava_python, run_lava
 from snnkit.deploy.loihi.emulator import LoihiEmulatorTarget
 from snnkit.deploy.loihi.prepare import prepare_graph
+from conftest import NO_LAVA_REASON, ZOO, lava_available
 
-ZOO = Path(__file__).resolve().parents[2] / "shared" / "nir-zoo"
-
-
-def _lava_available() -> bool:
-    try:
-        find_lava_python()
-    except DeployError:
-        return False
-    return True
-
-
-needs_lava = [pytest.mark.lava,
-              pytest.mark.skipif(not _lava_available(), reason="no Lava environment (.venv-lava); run `make lava-env`")]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+needs_lava = [pytest.mark.lava, pytest.mark.skipif(not lava_available(), reason=NO_LAVA_REASON)]
 
 
 def _fake_python(tmp_path: Path, body: str) -> Path:
@@ -161,7 +141,7 @@ def trained(tmp_path_factory):
 
 
 @pytest.mark.lava
-@pytest.mark.skipif(not _lava_available(), reason="no Lava environment (.venv-lava); run `make lava-env`")
+@pytest.mark.skipif(not lava_available(), reason="no Lava environment (.venv-lava); run `make lava-env`")
 def test_trained_models_run_identically_on_lava_and_the_emulator(trained):
     """Every layer's raster of two trained models, on 48 test digits, one worker process for both."""
     jobs, plain = [], []
@@ -182,7 +162,7 @@ def test_trained_models_run_identically_on_lava_and_the_emulator(trained):
 
 
 @pytest.mark.lava
-@pytest.mark.skipif(not _lava_available(), reason="no Lava environment (.venv-lava); run `make lava-env`")
+@pytest.mark.skipif(not lava_available(), reason="no Lava environment (.venv-lava); run `make lava-env`")
 def test_digits_accuracy_of_torch_lava_and_emulator_within_one_point(trained):
     g, data = trained["mlp"]
     ref = get_target("torch", device="cpu").run(g, data.x)
@@ -198,7 +178,7 @@ def test_digits_accuracy_of_torch_lava_and_emulator_within_one_point(trained):
 
 
 @pytest.mark.lava
-@pytest.mark.skipif(not _lava_available(), reason="no Lava environment (.venv-lava); run `make lava-env`")
+@pytest.mark.skipif(not lava_available(), reason="no Lava environment (.venv-lava); run `make lava-env`")
 def test_floating_point_models_and_lava_errors():
     trace = np.loadtxt(ZOO / "lif_lava_cpu_float.csv", delimiter=",")
     res = LavaTarget(tag="floating_pt").run(nir.read(ZOO / "lif_norse.nir"), trace[:, 0].reshape(1, -1, 1))

@@ -2,7 +2,6 @@
 semantics, batching, the target's result record, the differentiable mode, and CPU/GPU agreement."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import nir
 import numpy as np
@@ -14,8 +13,8 @@ from snnkit.deploy.loihi import nirops, quantize
 from snnkit.deploy.loihi.emulator import LoihiEmulator, LoihiEmulatorTarget, LoihiModule, conv2d_im2col
 from snnkit.deploy.loihi.prepare import infer_input, prepare_graph
 from snnkit.energy.counting import fanout
+from conftest import ZOO
 
-ZOO = Path(__file__).resolve().parents[2] / "shared" / "nir-zoo"
 
 
 @pytest.fixture(autouse=True)

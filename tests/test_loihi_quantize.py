@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import h5py
 import nir
@@ -13,8 +12,8 @@ import pytest
 from snnkit.deploy.loihi import LoihiGraph, QuantizeError, netx_fit, quantize, write_netx
 from snnkit.deploy.loihi import nirops
 from snnkit.deploy.loihi.quantize import canonical_mantissas, decays
+from conftest import ZOO
 
-ZOO = Path(__file__).resolve().parents[2] / "shared" / "nir-zoo"
 DT = 1e-3
 
 

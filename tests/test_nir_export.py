@@ -1,7 +1,6 @@
 """Export to NIR and back (issue 3): parameters per docs/semantics.md, metadata, lossy cases, exact round trips."""
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from snnkit.export.graph import flatten_graph, plan
 from snnkit.export.nirfile import graph_metadata
 from snnkit.models import SpikingModel, build
 from snnkit.nn import LIF, BatchNormTT, Conv2d, CubaLIF, DirectEncoder, Flatten, SumPool2d
+from conftest import ZOO
 
 SHAPE = [1, 8, 8]
 
@@ -24,7 +24,6 @@ SHAPE = [1, 8, 8]
 def F(v: float) -> np.float64:
     """A float32 parameter value, widened for float64 arithmetic."""
     return np.float64(np.float32(v))
-ZOO = Path(os.environ.get("SNNKIT_NIR_ZOO", Path(__file__).resolve().parents[2] / "shared" / "nir-zoo"))
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """Third-party NIR graphs (../shared/nir-zoo) in snnkit's executor, and the NIR paper's LIF traces."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nir
@@ -12,8 +11,8 @@ import torch
 from snnkit.deploy.base import DeployError
 from snnkit.export import from_nir, read_nir
 from snnkit.export.graph import input_shape
+from conftest import ZOO
 
-ZOO = Path(os.environ.get("SNNKIT_NIR_ZOO", Path(__file__).resolve().parents[2] / "shared" / "nir-zoo"))
 READABLE = ["lif_norse.nir", "lif_rockpool.nir", "two_lif_neurons.nir", "cnn_sinabs.nir",
             "braille_noDelay_bias_zero.nir", "braille_noDelay_noBias_subtract.nir"]
 

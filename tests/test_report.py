@@ -18,6 +18,7 @@ from snnkit.models import build, save
 from snnkit.report import collect as collect_mod
 from snnkit.report.compare import agreement
 from snnkit.report.metrics import static_metrics
+from conftest import NO_LAVA_REASON, lava_available
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -270,14 +271,8 @@ def test_static_metrics_count_dense_ops_and_sparsity():
 
 
 @pytest.mark.lava
+@pytest.mark.skipif(not lava_available(), reason=NO_LAVA_REASON)
 def test_lava_target_in_the_report(model_file, tmp_path):
-    from snnkit.deploy.base import DeployError
-    from snnkit.deploy.lava.target import find_lava_python
-
-    try:
-        find_lava_python()
-    except DeployError as exc:
-        pytest.skip(str(exc))
     rc, out = _report(tmp_path, model_file, "--dataset", "digits", "--limit", "8", "--targets", "lava,loihi-emu",
                       "--no-raster", "--energy-model", "loihi1-davies2018")
     assert rc == 0

@@ -8,7 +8,6 @@ the threshold; the documented tolerance is a fraction SPIKE_TOL of differing spi
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nir
@@ -22,12 +21,12 @@ from snnkit.export import read_nir, to_nir
 from snnkit.export.graph import input_shape
 from snnkit.export.nirfile import graph_metadata
 from snnkit.models import build
+from conftest import ZOO
 
 pytest.importorskip("norse", reason="the norse target needs Norse")
 pytest.importorskip("snntorch", reason="the snntorch target needs snnTorch")
 pytest.importorskip("nirtorch", reason="Norse's and snnTorch's NIR importers need nirtorch")
 
-ZOO = Path(os.environ.get("SNNKIT_NIR_ZOO", Path(__file__).resolve().parents[2] / "shared" / "nir-zoo"))
 SPIKE_TOL = 1e-3
 FRAMEWORKS = ("norse", "snntorch")
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import warnings
 from pathlib import Path
 
@@ -25,8 +24,8 @@ norse_torch = pytest.importorskip("norse.torch", reason="the norse target needs 
 snn = pytest.importorskip("snntorch", reason="the snntorch target needs snnTorch")
 pytest.importorskip("nirtorch", reason="the importers need nirtorch")
 from snntorch.import_nir import import_from_nir  # noqa: E402
+from conftest import ZOO
 
-ZOO = Path(os.environ.get("SNNKIT_NIR_ZOO", Path(__file__).resolve().parents[2] / "shared" / "nir-zoo"))
 
 
 @pytest.fixture
