@@ -62,6 +62,8 @@ def parser() -> argparse.ArgumentParser:
     conv.add_argument("--threshold-scale", type=float, default=0.3, help="threshold = scale x percentile (0.3)")
     p.add_argument("--limit", type=int, help="evaluate on the first N test samples only")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice; 1 is often fastest "
+                   "for small networks and on a machine shared with other jobs)")
     p.add_argument("--out", required=True, help="output folder for model.pt, metrics.json, checkpoint.pt")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -91,6 +93,8 @@ def _main(args: argparse.Namespace) -> int:
 
     from snnkit.train import TrainConfig, train
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     convert = args.pipeline == "convert"
     sparse = {} if convert else dict(sparsity=args.sparsity, prune=args.prune or "magnitude",
