@@ -184,6 +184,25 @@ def test_input_constant_over_time_is_read_without_copy(path, subtract):
                                torch.autograd.grad((s_ref * w).sum(), x0)[0], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["scalar", "per_channel_all"])
+def test_channels_last_input_is_read_as_it_is(path, kind):
+    """A conv layer's channels-last output ([B*T, C, H, W] stored as [B*T, H, W, C]) keeps its layout."""
+    B, T, C, H, W = 3, 6, 4, 5, 5
+    y = torch.randn(B * T, C, H, W).contiguous(memory_format=torch.channels_last) * 1.3
+    x = y.reshape(B, T, C, H, W).transpose(0, 1).requires_grad_(True)  # [T, B, C, H, W] view
+    beta, th, vr = params_for(kind, (C, H, W), torch.float32)
+    if path == "native":
+        assert native_scan.neuron_order(x) == [1, 2, 0] and F._native_params(x, beta, th, vr) is not None
+    s, h = F.lif_scan(x, beta, th, vr, parse("atan"))
+    s_ref, h_ref = steps(x, beta, th, vr, parse("atan"), False)
+    assert torch.equal(s, s_ref) and torch.equal(h, h_ref) and s.sum() > 0
+    if path == "native":
+        assert s.stride() == x.stride(), "the output keeps the input's layout"
+    w = torch.randn(s.shape)
+    torch.testing.assert_close(torch.autograd.grad((s * w).sum(), x)[0],
+                               torch.autograd.grad((s_ref * w).sum(), x)[0], rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("case", ["strided_input", "batch_axis_beta", "float_beta"])
 def test_inputs_the_kernels_do_not_take_fall_back_exactly(path, case):
     """Non-dense input, a per-sample beta and a float beta use the torch loop, still exact."""

@@ -144,7 +144,8 @@ def _native_params(x: torch.Tensor, beta, threshold, v_reset) -> "list[torch.Ten
         params.append(p if p.dtype == x.dtype else p.to(x.dtype))
     if all(p.dim() == 0 for p in params):
         return params
-    return [p.expand(neuron_shape).reshape(-1).contiguous() for p in params]
+    order = native_scan.neuron_order(x)  # per-neuron values laid out like x's neuron block (channels-last...)
+    return [p.expand(neuron_shape).permute(*order).reshape(-1).contiguous() for p in params]
 
 
 def _scan_forward(x, beta, threshold, v_reset, subtract: bool, surrogate: "Surrogate | None" = None,

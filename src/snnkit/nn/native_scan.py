@@ -271,17 +271,28 @@ def _suffix(dtype: torch.dtype) -> str:
     return "f32" if dtype == torch.float32 else "f64"
 
 
-def _input_strides(x: torch.Tensor) -> "tuple[int, int] | None":
-    """``(batch stride, time stride)`` of ``x [T, B, ...]`` whose per-step neuron block is contiguous, else None.
+def _input_strides(x: torch.Tensor) -> "tuple[int, int, list[int]] | None":
+    """``(batch stride, time stride, order)`` of ``x [T, B, ...]``, or None if the kernels cannot read it.
 
-    Any batch and time strides work, including 0 (an input expanded over time is read without copying it).
+    The per-step neuron block must be one contiguous span; ``order`` lists the neuron dimensions from the
+    outermost to the innermost in memory (e.g. channels-last ``[C, H, W]`` storage gives ``[1, 2, 0]``). Any
+    batch and time strides work, including 0 (an input expanded over time is read without copying it).
     """
+    dims = list(range(x.dim() - 2))
+    order = sorted(dims, key=lambda d: (-x.stride(2 + d), d))
     expected = 1
-    for size, stride in zip(reversed(x.shape[2:]), reversed(x.stride()[2:])):
+    for d in reversed(order):
+        size, stride = x.shape[2 + d], x.stride(2 + d)
         if size != 1 and stride != expected:
             return None
         expected *= size
-    return x.stride(1), x.stride(0)
+    return x.stride(1), x.stride(0), order
+
+
+def neuron_order(x: torch.Tensor) -> "list[int] | None":
+    """The memory order of ``x``'s neuron dimensions (see :func:`_input_strides`), or None."""
+    strides = _input_strides(x)
+    return None if strides is None else strides[2]
 
 
 class BufferPool:
@@ -356,18 +367,23 @@ class BufferPool:
 POOL = BufferPool(int(float(os.environ.get("SNNKIT_SCAN_POOL_MB", "1024")) * 2**20))
 
 
+def _pooled(shape: "tuple[int, ...]", order: "list[int]", dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised dense tensor of ``shape`` whose dimensions lie in memory in ``order`` (outer first)."""
+    buf = POOL.empty(tuple(shape[d] for d in order), dtype)
+    return buf.permute(*sorted(range(len(order)), key=order.__getitem__))
+
+
 def _empty_out(x: torch.Tensor) -> torch.Tensor:
-    """An output like ``x [T, B, ...]``: stored ``[T, B, ...]`` if x is, else ``[B, T, ...]`` (what layers want)."""
-    if x.is_contiguous():
-        return POOL.empty(x.shape, x.dtype)
-    return POOL.empty((x.shape[1], x.shape[0], *x.shape[2:]), x.dtype).transpose(0, 1)
+    """An output for ``x [T, B, ...]``: the neuron block in x's memory order; time outer if x stores it so,
+    else batch outer (what the layers pass; also for an input expanded over time)."""
+    order = [0, 1] if x.stride(0) > x.stride(1) else [1, 0]
+    return _pooled(tuple(x.shape), order + [2 + d for d in _input_strides(x)[2]], x.dtype)
 
 
 def _empty_like_out(s: torch.Tensor) -> torch.Tensor:
-    """Another tensor stored like ``s`` (made by :func:`_empty_out`)."""
-    if s.is_contiguous():
-        return POOL.empty(s.shape, s.dtype)
-    return POOL.empty((s.shape[1], s.shape[0], *s.shape[2:]), s.dtype).transpose(0, 1)
+    """Another tensor stored exactly like ``s`` (made by :func:`_empty_out`)."""
+    order = sorted(range(s.dim()), key=lambda d: (-s.stride(d), d))
+    return _pooled(tuple(s.shape), order, s.dtype)
 
 
 def _out_layout(s: torch.Tensor) -> "tuple[int, int, int, int, int]":
@@ -409,14 +425,15 @@ def forward(x: torch.Tensor, beta: torch.Tensor, th: torch.Tensor, vr: torch.Ten
             surrogate, with_h: bool, lib: "ctypes.CDLL | None" = None):
     """LIF over ``x [T, B, ...]`` (see :func:`supports`).
 
-    ``beta``, ``th``, ``vr``: all 0-dim, or all contiguous ``[N]`` (one value per neuron), of x's dtype.
+    ``beta``, ``th``, ``vr``: all 0-dim, or all contiguous ``[N]`` (one value per neuron, in the memory order of
+    x's neuron block, :func:`neuron_order`), of x's dtype.
     ``surrogate``: None (no gradient wanted), or the surrogate whose derivative to evaluate at ``u = h - th``.
     Returns ``(s, h, sg)`` with x's shape (stored ``[B, T, ...]`` unless x is ``[T, B, ...]`` contiguous): spikes (0/1 in x's dtype), pre-reset potentials (None
     unless ``with_h``) and the surrogate derivative per step (None when ``surrogate`` is None; ``h - th`` for
     a surrogate the kernels do not know, code -1 of :func:`surrogate_code`).
     """
     lib = lib or _lib
-    xso, xst = _input_strides(x)
+    xso, xst, _ = _input_strides(x)
     s = _empty_out(x)
     O, T, N, so, st = _out_layout(s)
     h = _empty_like_out(s) if with_h else None
