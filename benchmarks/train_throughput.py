@@ -215,10 +215,13 @@ class Framework:
     build: Callable[[str], nn.Module]
     after_step: Callable[[nn.Module], None] | None = None
     note: str = ""
+    settings: tuple[str, ...] = ("eager",)  # "compile" = torch.compile(model); see make_config for the others
 
 
 FRAMEWORKS = [
-    Framework("snnkit", "snnkit", build_snnkit, note="fused LIF scan (compiled C kernels when a C compiler exists)"),
+    Framework("snnkit", "snnkit", build_snnkit, settings=("eager", "eager-torch-scan", "compile"),
+              note="layer-at-a-time, fused LIF scan with its own backward (compiled C kernels; "
+                   "'eager-torch-scan' is the pure-torch fallback used without a C compiler)"),
     Framework("snntorch", "snntorch", build_snntorch, note="Leaky stepped per layer, atan surrogate"),
     Framework("norse-lifbox", "norse", build_norse_lifbox,
               note="LIFBox (current-free LIF = the same neuron) in Norse's SNN loop; SuperSpike surrogate "
@@ -226,10 +229,9 @@ FRAMEWORKS = [
     Framework("norse-lif", "norse", build_norse_lif,
               note="Norse LIF (current-based, tau_syn = dt); SuperSpike surrogate"),
     Framework("spikingjelly", "spikingjelly", build_spikingjelly, after_step=_reset_spikingjelly,
+              settings=("eager", "compile"),
               note="LIFNode step_mode='m' (its CPU multi-step op), atan surrogate, reset_net after each step"),
 ]
-# Which frameworks get a torch.compile setting (the issue asks for snnkit's best setting and SpikingJelly's).
-COMPILED = ("snnkit", "spikingjelly")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -262,8 +264,13 @@ def make_config(fw: Framework, setting: str, arch: str, seed: int) -> Config:
     fwd = torch.compile(model, dynamic=False) if setting == "compile" else model
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     after = fw.after_step
+    native = setting != "eager-torch-scan"  # snnkit only: the compiled scan kernels on or off for this step
 
     def step(xb: torch.Tensor, yb: torch.Tensor) -> None:
+        if fw.key == "snnkit":
+            from snnkit.nn import native_scan
+
+            native_scan.set_enabled(native)
         loss = F.cross_entropy(fwd(xb), yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -610,7 +617,7 @@ def main(argv: list[str] | None = None) -> int:
         configs = []
         for arch in models:
             for fw in frameworks:
-                for setting in ["eager"] + (["compile"] if with_compile and fw.key in COMPILED else []):
+                for setting in [st for st in fw.settings if with_compile or st != "compile"]:
                     try:
                         configs.append(make_config(fw, setting, arch, args.seed))
                     except Exception as exc:  # reported in its row
