@@ -5,6 +5,7 @@ Forward values must be bit-identical to stepping ``lif_step``; gradients equal t
 ``snnkit.nn.native_scan``) and ``torch`` (the pure-torch loop used when no compiler is available).
 """
 import ctypes
+import math
 
 import pytest
 import torch
@@ -276,15 +277,20 @@ def test_library_is_built_once_into_the_cache_and_env_switch_disables_it(tmp_pat
         assert native_scan._env_enabled() is expected
 
 
-def test_torch_compile_of_a_spiking_model_matches_eager():
-    """``torch.compile`` runs the scan outside the graph (eagerly): same spikes and gradients as eager."""
+@pytest.mark.parametrize("arch", ["mlp", "convnet"])
+def test_torch_compile_keeps_the_scan_in_one_graph_and_matches_eager(arch):
+    """Under ``torch.compile`` the scan is the operator ``snnkit::lif_scan``: no graph break, same results."""
     from snnkit.models import build
 
     torch.manual_seed(0)
-    model = build({"arch": "mlp", "input_shape": [6], "num_classes": 3, "hidden": [16], "timesteps": 4,
-                   "threshold": 0.3})
-    x = torch.rand(5, 6)
-    compiled = torch.compile(model)
+    cfg = {"arch": arch, "input_shape": [6] if arch == "mlp" else [1, 6, 6], "num_classes": 3, "timesteps": 4,
+           "threshold": 0.3, "hidden": [16], "channels": [4], "fc": [8]}
+    model = build(cfg)
+    x = torch.rand(5, *cfg["input_shape"])
+    explained = torch._dynamo.explain(model)(x)
+    assert explained.graph_break_count == 0 and explained.graph_count == 1
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="aot_eager")  # the operator's fake, autograd and eager kernels
     out_c = compiled(x)
     grads_c = torch.autograd.grad(out_c.sum(), list(model.parameters()))
     out_e = model(x)
@@ -293,6 +299,25 @@ def test_torch_compile_of_a_spiking_model_matches_eager():
     torch.testing.assert_close(out_c, out_e)
     for gc, ge in zip(grads_c, grads_e):
         torch.testing.assert_close(gc, ge, rtol=1e-4, atol=1e-5)
+
+
+def test_scan_operator_matches_the_function(path):
+    """``snnkit::lif_scan`` (with its registered backward) against ``lif_scan``: exact forward, equal grads."""
+    from torch.library import opcheck
+
+    x = (torch.randn(6, 4, 3, 5) * 1.2).transpose(0, 1).requires_grad_(True)  # [T, B, ...] batch-major
+    beta, th, vr = torch.rand(3, 1) * 0.5 + 0.45, torch.tensor(0.7), torch.tensor(0.0)
+    for surrogate in (parse("atan:alpha=2"), parse("triangle:gamma=0.5")):
+        code, p1, p2 = native_scan.surrogate_code(surrogate)
+        for subtract in (False, True):
+            s, h, sg = torch.ops.snnkit.lif_scan(x, beta, th, vr, subtract, code, p1, p2, True, True)
+            s_ref, h_ref = F.lif_scan(x, beta, th, vr, surrogate, subtract)
+            assert torch.equal(s, s_ref) and torch.equal(h, h_ref)
+            w = torch.randn(s.shape)
+            torch.testing.assert_close(torch.autograd.grad((s * w).sum() + h.sum(), x)[0],
+                                       torch.autograd.grad((s_ref * w).sum() + h_ref.sum(), x)[0])
+    opcheck(torch.ops.snnkit.lif_scan.default, (x, beta, th, vr, False, 0, math.pi, 1.0, True, True),
+            test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
 
 
 def test_buffer_pool_reuses_only_released_buffers():

@@ -13,7 +13,7 @@ through the "did it spike" decision of the reset), as in snnTorch.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -217,10 +217,18 @@ def lif_scan(x: torch.Tensor, beta, threshold, v_reset, surrogate: Surrogate, su
     scalar); gradients flow to ``x`` and, when they require it, to ``beta`` and ``threshold``. With
     ``with_h=False`` the pre-reset potentials are not kept and ``h`` is None (saves memory and time).
 
-    Under ``torch.compile`` on the CPU the scan stays outside the compiled graph and runs eagerly (with the
-    compiled C kernels when available): traced and unrolled over time it is slower than the kernels.
+    Under ``torch.compile`` on the CPU the scan is one opaque operator of the graph (``snnkit::lif_scan``, the
+    C kernels; traced and unrolled over time it would be slower than them); where that operator does not apply
+    (learnable beta/threshold, a float parameter, a surrogate not in the registry, an unusual layout) the
+    scan runs eagerly outside the graph.
     """
     if torch.compiler.is_compiling() and x.device.type == "cpu":
+        code, p1, p2 = native_scan.surrogate_code(surrogate)
+        if code >= 0 and _fits_scan_op(x, beta, threshold, v_reset):
+            wants_grad = torch.is_grad_enabled() and x.requires_grad
+            s, h, _ = torch.ops.snnkit.lif_scan(x, beta, threshold, v_reset, subtract, code, p1, p2, with_h,
+                                                wants_grad)
+            return s, (h if with_h else None)
         return _lif_scan_eager(x, beta, threshold, v_reset, surrogate, subtract, with_h)
     return _lif_scan(x, beta, threshold, v_reset, surrogate, subtract, with_h)
 
@@ -236,3 +244,78 @@ def _lif_scan(x, beta, threshold, v_reset, surrogate, subtract, with_h):
 
 
 _lif_scan_eager = torch.compiler.disable(_lif_scan, reason="the LIF scan runs eagerly (compiled C kernels)")
+
+
+# --- torch.compile: the scan as one opaque operator ----------------------------------------------------------
+
+
+def _fits_scan_op(x, beta, threshold, v_reset) -> bool:
+    """Whether ``snnkit::lif_scan`` computes exactly what :func:`lif_scan` would (checked while tracing; the
+    surrogate must also be a built-in one, ``native_scan.surrogate_code``)."""
+    return native_scan.supports(x) and all(torch.is_tensor(p) and not p.requires_grad and p.dtype == x.dtype
+                                           for p in (beta, threshold, v_reset))
+
+
+def _with_strides(t: "torch.Tensor | None", shape, strides, like: torch.Tensor) -> torch.Tensor:
+    """``t`` stored with exactly ``strides`` (what the operator's fake declared); an empty tensor for None."""
+    if t is None:
+        return like.new_empty(0)
+    return t if t.stride() == strides else torch.empty_strided(shape, strides, dtype=t.dtype).copy_(t)
+
+
+@torch.library.custom_op("snnkit::lif_scan", mutates_args=())
+def _lif_scan_op(x: torch.Tensor, beta: torch.Tensor, threshold: torch.Tensor, v_reset: torch.Tensor,
+                 subtract: bool, code: int, p1: float, p2: float, with_h: bool, with_sg: bool
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(s, h, sg)`` of the scan (``h``/``sg`` empty unless asked for), stored with ``native_scan.out_strides``.
+
+    The surrogate is given as ``native_scan.surrogate_code``'s ``(code, p1, p2)``."""
+    surrogate = native_scan.surrogate_from_code(code, p1, p2) if with_sg else None
+    s, h, sg, _ = _scan_forward(x, beta, threshold, v_reset, subtract, surrogate, with_h)
+    shape, strides = tuple(x.shape), native_scan.out_strides(x)
+    return tuple(_with_strides(t, shape, strides, x) for t in (s, h if with_h else None, sg))
+
+
+@_lif_scan_op.register_fake
+def _(x, beta, threshold, v_reset, subtract, code, p1, p2, with_h, with_sg):
+    strides = native_scan.out_strides(x)
+    return tuple(x.new_empty_strided(x.shape, strides) if wanted else x.new_empty(0)
+                 for wanted in (True, with_h, with_sg))
+
+
+@torch.library.custom_op("snnkit::lif_scan_backward", mutates_args=())
+def _lif_scan_backward_op(grad_s: Optional[torch.Tensor], grad_h: Optional[torch.Tensor], sg: torch.Tensor,
+                          s: torch.Tensor, beta: torch.Tensor, threshold: torch.Tensor, v_reset: torch.Tensor,
+                          subtract: bool) -> torch.Tensor:
+    """``dL/dh`` for ``snnkit::lif_scan`` (the recurrence of ``_LIFScan.backward``), stored like ``s``."""
+    params = _native_params(s, beta, threshold, v_reset)
+    if params is not None:
+        dh = native_scan.backward(grad_s, grad_h, sg, s, params[0], subtract)
+    else:
+        dh = _scan_backward_torch(grad_s, grad_h, sg, s, beta, subtract)
+    return _with_strides(dh, tuple(s.shape), s.stride(), s)
+
+
+@_lif_scan_backward_op.register_fake
+def _(grad_s, grad_h, sg, s, beta, threshold, v_reset, subtract):
+    return s.new_empty_strided(s.shape, s.stride())
+
+
+def _scan_op_setup(ctx, inputs, output) -> None:
+    x, beta, threshold, v_reset, subtract, _, _, _, with_h, _ = inputs
+    s, _, sg = output
+    ctx.save_for_backward(s, sg, beta, threshold, v_reset)
+    ctx.subtract = subtract
+    ctx.with_h = with_h
+
+
+def _scan_op_backward(ctx, grad_s, grad_h, grad_sg):
+    s, sg, beta, threshold, v_reset = ctx.saved_tensors
+    if grad_s is None and (grad_h is None or not ctx.with_h):
+        return (None,) * 10
+    dh = torch.ops.snnkit.lif_scan_backward(grad_s, grad_h if ctx.with_h else None, sg, s, beta, threshold,
+                                            v_reset, ctx.subtract)
+    return (dh,) + (None,) * 9
+
+
+_lif_scan_op.register_autograd(_scan_op_backward, setup_context=_scan_op_setup)

@@ -373,11 +373,25 @@ def _pooled(shape: "tuple[int, ...]", order: "list[int]", dtype: torch.dtype) ->
     return buf.permute(*sorted(range(len(order)), key=order.__getitem__))
 
 
-def _empty_out(x: torch.Tensor) -> torch.Tensor:
-    """An output for ``x [T, B, ...]``: the neuron block in x's memory order; time outer if x stores it so,
-    else batch outer (what the layers pass; also for an input expanded over time)."""
+def _out_order(x: torch.Tensor) -> "list[int]":
+    """Memory order of the outputs for ``x [T, B, ...]``: the neuron block in x's memory order; time outer if x
+    stores it so, else batch outer (what the layers pass; also for an input expanded over time)."""
     order = [0, 1] if x.stride(0) > x.stride(1) else [1, 0]
-    return _pooled(tuple(x.shape), order + [2 + d for d in _input_strides(x)[2]], x.dtype)
+    return order + [2 + d for d in _input_strides(x)[2]]
+
+
+def out_strides(x: torch.Tensor) -> "tuple[int, ...]":
+    """The strides of the kernels' outputs for an input ``x`` that :func:`supports` (also for fake tensors)."""
+    strides, acc = [0] * x.dim(), 1
+    for d in reversed(_out_order(x)):
+        strides[d] = acc
+        acc *= x.shape[d]
+    return tuple(strides)
+
+
+def _empty_out(x: torch.Tensor) -> torch.Tensor:
+    """An uninitialised output for ``x [T, B, ...]`` with :func:`out_strides`."""
+    return _pooled(tuple(x.shape), _out_order(x), x.dtype)
 
 
 def _empty_like_out(s: torch.Tensor) -> torch.Tensor:
@@ -419,6 +433,16 @@ def surrogate_code(surrogate) -> "tuple[int, float, float]":
     if kind is S.StraightThrough:
         return 6, 0.0, 0.0
     return -1, 0.0, 0.0
+
+
+def surrogate_from_code(code: int, p1: float, p2: float) -> S.Surrogate:
+    """The built-in surrogate that :func:`surrogate_code` maps to ``(code, p1, p2)`` (its inverse)."""
+    makers = {0: lambda: S.ATan(alpha=2 * p2), 1: lambda: S.FastSigmoid(k=p1), 2: lambda: S.Triangle(gamma=p1),
+              3: lambda: S.Rectangular(width=p2), 4: lambda: S.Sigmoid(k=p1), 5: lambda: S.Escape(k=p1, b=p2),
+              6: S.StraightThrough}
+    if code not in makers:
+        raise ValueError(f"no built-in surrogate has code {code}")
+    return makers[code]()
 
 
 def forward(x: torch.Tensor, beta: torch.Tensor, th: torch.Tensor, vr: torch.Tensor, subtract: bool,
