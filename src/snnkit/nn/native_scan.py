@@ -28,6 +28,7 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -35,6 +36,7 @@ from snnkit.nn import surrogate as S
 
 _HEADER = r"""
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #define RESTRICT __restrict__  /* every array argument is a separate buffer */
 """
@@ -85,11 +87,13 @@ static inline __attribute__((always_inline)) void cell_SUF(
 
 /* Forward over O x T x N: input element (o, t, n) at o*xso + t*xst + n (a stride may be 0: an input constant
    over time), outputs at o*so + t*st + n. h and sg may be NULL (not wanted).
-   beta, th, vr: N values each, or one each when per_neuron is 0. v: N scratch values. */
-void lif_forward_SUF(const REAL *RESTRICT x, long xso, long xst, REAL *RESTRICT s, REAL *RESTRICT h,
-                     REAL *RESTRICT sg, REAL *RESTRICT v, long O, long T, long N, long so, long st,
-                     const REAL *RESTRICT beta, const REAL *RESTRICT th, const REAL *RESTRICT vr,
-                     int per_neuron, int subtract, int code, REAL p1, REAL p2) {
+   beta, th, vr: N values each, or one each when per_neuron is 0. Returns 0, or 1 if out of memory. */
+int lif_forward_SUF(const REAL *RESTRICT x, long xso, long xst, REAL *RESTRICT s, REAL *RESTRICT h,
+                    REAL *RESTRICT sg, long O, long T, long N, long so, long st,
+                    const REAL *RESTRICT beta, const REAL *RESTRICT th, const REAL *RESTRICT vr,
+                    int per_neuron, int subtract, int code, REAL p1, REAL p2) {
+    REAL *RESTRICT v = (REAL *)malloc((size_t)(N > 0 ? N : 1) * sizeof(REAL));
+    if (!v) return 1;
     for (long o = 0; o < O; ++o) {
         memset(v, 0, (size_t)N * sizeof(REAL));
         for (long t = 0; t < T; ++t) {
@@ -110,12 +114,17 @@ void lif_forward_SUF(const REAL *RESTRICT x, long xso, long xst, REAL *RESTRICT 
             if (up) deriv_row_SUF(up, N, code, p1, p2);
         }
     }
+    free(v);
+    return 0;
 }
 
-/* dh[t] = gs[t] sg[t] + gh[t] + beta dh[t+1] (1 - s[t]) (no (1 - s[t]) factor for subtract); gs, gh may be NULL. */
-void lif_backward_SUF(const REAL *RESTRICT gs, const REAL *RESTRICT gh, const REAL *RESTRICT sg,
-                      const REAL *RESTRICT s, REAL *RESTRICT dh, REAL *RESTRICT carry, long O, long T, long N,
-                      long so, long st, const REAL *RESTRICT beta, int per_neuron, int subtract) {
+/* dh[t] = gs[t] sg[t] + gh[t] + beta dh[t+1] (1 - s[t]) (no (1 - s[t]) factor for subtract); gs, gh may be NULL.
+   Returns 0, or 1 if out of memory. */
+int lif_backward_SUF(const REAL *RESTRICT gs, const REAL *RESTRICT gh, const REAL *RESTRICT sg,
+                     const REAL *RESTRICT s, REAL *RESTRICT dh, long O, long T, long N,
+                     long so, long st, const REAL *RESTRICT beta, int per_neuron, int subtract) {
+    REAL *RESTRICT carry = (REAL *)malloc((size_t)(N > 0 ? N : 1) * sizeof(REAL));
+    if (!carry) return 1;
     for (long o = 0; o < O; ++o) {
         memset(carry, 0, (size_t)N * sizeof(REAL));
         for (long t = T - 1; t >= 0; --t) {
@@ -132,6 +141,8 @@ void lif_backward_SUF(const REAL *RESTRICT gs, const REAL *RESTRICT gh, const RE
             }
         }
     }
+    free(carry);
+    return 0;
 }
 """
 
@@ -210,11 +221,11 @@ def _declare(lib: ctypes.CDLL) -> None:
     p, i64, i32 = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
     for suf, real in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
         fwd = getattr(lib, f"lif_forward_{suf}")
-        fwd.argtypes = [p, i64, i64, p, p, p, p, i64, i64, i64, i64, i64, p, p, p, i32, i32, i32, real, real]
-        fwd.restype = None
+        fwd.argtypes = [p, i64, i64, p, p, p, i64, i64, i64, i64, i64, p, p, p, i32, i32, i32, real, real]
+        fwd.restype = i32
         bwd = getattr(lib, f"lif_backward_{suf}")
-        bwd.argtypes = [p, p, p, p, p, p, i64, i64, i64, i64, i64, p, i32, i32]
-        bwd.restype = None
+        bwd.argtypes = [p, p, p, p, p, i64, i64, i64, i64, i64, p, i32, i32]
+        bwd.restype = i32
 
 
 def _agrees_with_torch(lib: ctypes.CDLL) -> bool:
@@ -267,32 +278,86 @@ def _try_load() -> "ctypes.CDLL | None":
     return lib if _agrees_with_torch(lib) else None
 
 
-def _suffix(dtype: torch.dtype) -> str:
-    return "f32" if dtype == torch.float32 else "f64"
+class Plan(NamedTuple):
+    """How the kernels walk an input ``x [T, B, ...]`` of one shape, strides and dtype (computed once, cached).
 
-
-def _input_strides(x: torch.Tensor) -> "tuple[int, int, list[int]] | None":
-    """``(batch stride, time stride, order)`` of ``x [T, B, ...]``, or None if the kernels cannot read it.
-
-    The per-step neuron block must be one contiguous span; ``order`` lists the neuron dimensions from the
-    outermost to the innermost in memory (e.g. channels-last ``[C, H, W]`` storage gives ``[1, 2, 0]``). Any
-    batch and time strides work, including 0 (an input expanded over time is read without copying it).
+    The per-step neuron block must be one contiguous span of memory, in any dimension order (``order``, outer
+    first: channels-last ``[C, H, W]`` storage gives ``(1, 2, 0)``); the batch and time strides are free,
+    0 included (an input expanded over time is read without copying it). Outputs keep x's neuron order, with
+    time outer if x stores it so and batch outer otherwise (what the layers pass).
     """
-    dims = list(range(x.dim() - 2))
+
+    xso: int                  # input batch stride (elements)
+    xst: int                  # input time stride
+    O: int                    # batch size
+    T: int                    # steps
+    N: int                    # neurons per step
+    order: tuple              # neuron dimensions in memory order (per-neuron parameters follow it)
+    buf_shape: tuple          # storage shape of an output, outer to inner
+    to_logical: tuple         # permutation of such a buffer into [T, B, ...]
+    strides: tuple            # the outputs' strides as [T, B, ...]
+    suffix: str               # kernel variant: f32 / f64
+
+    @property
+    def so(self) -> int:
+        return self.strides[1]
+
+    @property
+    def st(self) -> int:
+        return self.strides[0]
+
+
+_PLANS: dict = {}
+
+
+def plan(x: torch.Tensor) -> "Plan | None":
+    """The :class:`Plan` for ``x``, or None when the kernels cannot read it (device, dtype, layout, empty)."""
+    key = (x.shape, x.stride(), x.dtype, x.device.type)
+    try:
+        return _PLANS[key]
+    except KeyError:
+        pass
+    made = _make_plan(x)
+    if len(_PLANS) > 1024:
+        _PLANS.clear()
+    _PLANS[key] = made
+    return made
+
+
+def _make_plan(x: torch.Tensor) -> "Plan | None":
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or x.dim() < 2 or x.numel() == 0:
+        return None
+    dims = range(x.dim() - 2)
     order = sorted(dims, key=lambda d: (-x.stride(2 + d), d))
     expected = 1
     for d in reversed(order):
-        size, stride = x.shape[2 + d], x.stride(2 + d)
-        if size != 1 and stride != expected:
+        if x.shape[2 + d] != 1 and x.stride(2 + d) != expected:
             return None
-        expected *= size
-    return x.stride(1), x.stride(0), order
+        expected *= x.shape[2 + d]
+    mem = ([0, 1] if x.stride(0) > x.stride(1) else [1, 0]) + [2 + d for d in order]
+    strides, acc = [0] * x.dim(), 1
+    for d in reversed(mem):
+        strides[d] = acc
+        acc *= x.shape[d]
+    return Plan(x.stride(1), x.stride(0), x.shape[1], x.shape[0], math.prod(x.shape[2:]), tuple(order),
+                tuple(x.shape[d] for d in mem), tuple(sorted(range(x.dim()), key=mem.__getitem__)),
+                tuple(strides), "f32" if x.dtype == torch.float32 else "f64")
+
+
+def supports(x: torch.Tensor) -> bool:
+    """Whether the kernels can read ``x [T, B, ...]`` as it is (CPU, float32/64, contiguous neuron block)."""
+    return plan(x) is not None
 
 
 def neuron_order(x: torch.Tensor) -> "list[int] | None":
-    """The memory order of ``x``'s neuron dimensions (see :func:`_input_strides`), or None."""
-    strides = _input_strides(x)
-    return None if strides is None else strides[2]
+    """The memory order of ``x``'s neuron dimensions (see :class:`Plan`), or None."""
+    p = plan(x)
+    return None if p is None else list(p.order)
+
+
+def out_strides(x: torch.Tensor) -> "tuple[int, ...]":
+    """The strides of the kernels' outputs for an input ``x`` that :func:`supports` (also for fake tensors)."""
+    return plan(x).strides
 
 
 class BufferPool:
@@ -367,49 +432,9 @@ class BufferPool:
 POOL = BufferPool(int(float(os.environ.get("SNNKIT_SCAN_POOL_MB", "1024")) * 2**20))
 
 
-def _pooled(shape: "tuple[int, ...]", order: "list[int]", dtype: torch.dtype) -> torch.Tensor:
-    """An uninitialised dense tensor of ``shape`` whose dimensions lie in memory in ``order`` (outer first)."""
-    buf = POOL.empty(tuple(shape[d] for d in order), dtype)
-    return buf.permute(*sorted(range(len(order)), key=order.__getitem__))
-
-
-def _out_order(x: torch.Tensor) -> "list[int]":
-    """Memory order of the outputs for ``x [T, B, ...]``: the neuron block in x's memory order; time outer if x
-    stores it so, else batch outer (what the layers pass; also for an input expanded over time)."""
-    order = [0, 1] if x.stride(0) > x.stride(1) else [1, 0]
-    return order + [2 + d for d in _input_strides(x)[2]]
-
-
-def out_strides(x: torch.Tensor) -> "tuple[int, ...]":
-    """The strides of the kernels' outputs for an input ``x`` that :func:`supports` (also for fake tensors)."""
-    strides, acc = [0] * x.dim(), 1
-    for d in reversed(_out_order(x)):
-        strides[d] = acc
-        acc *= x.shape[d]
-    return tuple(strides)
-
-
-def _empty_out(x: torch.Tensor) -> torch.Tensor:
-    """An uninitialised output for ``x [T, B, ...]`` with :func:`out_strides`."""
-    return _pooled(tuple(x.shape), _out_order(x), x.dtype)
-
-
-def _empty_like_out(s: torch.Tensor) -> torch.Tensor:
-    """Another tensor stored exactly like ``s`` (made by :func:`_empty_out`)."""
-    order = sorted(range(s.dim()), key=lambda d: (-s.stride(d), d))
-    return _pooled(tuple(s.shape), order, s.dtype)
-
-
-def _out_layout(s: torch.Tensor) -> "tuple[int, int, int, int, int]":
-    """``(O, T, N, so, st)`` of an output made by :func:`_empty_out`."""
-    T, B = s.shape[0], s.shape[1]
-    return B, T, s[0, 0].numel(), s.stride(1), s.stride(0)
-
-
-def supports(x: torch.Tensor) -> bool:
-    """Whether the kernels can read ``x [T, B, ...]`` as it is (CPU, float32/64, contiguous neuron block)."""
-    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and x.dim() >= 2
-            and x.numel() > 0 and _input_strides(x) is not None)
+def _empty(p: Plan, dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised output laid out as the plan says (a view of a pooled buffer)."""
+    return POOL.empty(p.buf_shape, dtype).permute(p.to_logical)
 
 
 def surrogate_code(surrogate) -> "tuple[int, float, float]":
@@ -452,22 +477,21 @@ def forward(x: torch.Tensor, beta: torch.Tensor, th: torch.Tensor, vr: torch.Ten
     ``beta``, ``th``, ``vr``: all 0-dim, or all contiguous ``[N]`` (one value per neuron, in the memory order of
     x's neuron block, :func:`neuron_order`), of x's dtype.
     ``surrogate``: None (no gradient wanted), or the surrogate whose derivative to evaluate at ``u = h - th``.
-    Returns ``(s, h, sg)`` with x's shape (stored ``[B, T, ...]`` unless x is ``[T, B, ...]`` contiguous): spikes (0/1 in x's dtype), pre-reset potentials (None
-    unless ``with_h``) and the surrogate derivative per step (None when ``surrogate`` is None; ``h - th`` for
-    a surrogate the kernels do not know, code -1 of :func:`surrogate_code`).
+    Returns ``(s, h, sg)`` with x's shape and :func:`out_strides`: spikes (0/1 in x's dtype), pre-reset
+    potentials (None unless ``with_h``) and the surrogate derivative per step (None when ``surrogate`` is
+    None; ``h - th`` for a surrogate the kernels do not know, code -1 of :func:`surrogate_code`).
     """
-    lib = lib or _lib
-    xso, xst, _ = _input_strides(x)
-    s = _empty_out(x)
-    O, T, N, so, st = _out_layout(s)
-    h = _empty_like_out(s) if with_h else None
-    sg = _empty_like_out(s) if surrogate is not None else None
-    v = torch.empty(N, dtype=x.dtype)
+    p = plan(x)
+    s = _empty(p, x.dtype)
+    h = _empty(p, x.dtype) if with_h else None
+    sg = _empty(p, x.dtype) if surrogate is not None else None
     code, p1, p2 = surrogate_code(surrogate) if surrogate is not None else (-1, 0.0, 0.0)
-    getattr(lib, f"lif_forward_{_suffix(x.dtype)}")(
-        x.data_ptr(), xso, xst, s.data_ptr(), None if h is None else h.data_ptr(),
-        None if sg is None else sg.data_ptr(), v.data_ptr(), O, T, N, so, st, beta.data_ptr(), th.data_ptr(), vr.data_ptr(), int(beta.dim() > 0),
-        int(subtract), code, p1, p2)
+    failed = getattr(lib or _lib, "lif_forward_" + p.suffix)(
+        x.data_ptr(), p.xso, p.xst, s.data_ptr(), None if h is None else h.data_ptr(),
+        None if sg is None else sg.data_ptr(), p.O, p.T, p.N, p.so, p.st, beta.data_ptr(), th.data_ptr(),
+        vr.data_ptr(), int(beta.dim() > 0), int(subtract), code, p1, p2)
+    if failed:
+        raise MemoryError(f"LIF scan kernel: no memory for {p.N} neuron states")
     return s, h, sg
 
 
@@ -479,14 +503,15 @@ def backward(grad_s: "torch.Tensor | None", grad_h: "torch.Tensor | None", sg: t
     reset is detached). ``s`` is the forward's spike tensor (its layout is the one the kernels read; the other
     tensors are copied to it only if they differ); ``beta`` is 0-dim or contiguous ``[N]``.
     """
-    O, T, N, so, st = _out_layout(s)
-    dh = _empty_like_out(s)
-    carry = torch.empty(N, dtype=s.dtype)
+    p = plan(s)
+    dh = _empty(p, s.dtype)
     gs, gh, sg = (_like(g, s) for g in (grad_s, grad_h, sg))
-    getattr(_lib, f"lif_backward_{_suffix(s.dtype)}")(
+    failed = getattr(_lib, "lif_backward_" + p.suffix)(
         None if gs is None else gs.data_ptr(), None if gh is None else gh.data_ptr(), sg.data_ptr(),
-        s.data_ptr(), dh.data_ptr(), carry.data_ptr(), O, T, N, so, st, beta.data_ptr(), int(beta.dim() > 0),
+        s.data_ptr(), dh.data_ptr(), p.O, p.T, p.N, p.so, p.st, beta.data_ptr(), int(beta.dim() > 0),
         int(subtract))
+    if failed:
+        raise MemoryError(f"LIF scan kernel: no memory for {p.N} neuron states")
     return dh
 
 
