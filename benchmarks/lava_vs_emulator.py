@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -82,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tile", type=int, default=16,
                    help="also time the emulator on the inputs repeated this many times (a larger batch)")
     p.add_argument("--out", help="write the results as JSON here")
+    p.add_argument("--readme", action="store_true",
+                   help="regenerate README.md's lava-vs-emulator section from benchmarks/results/lava_vs_emulator_*.json")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -134,8 +137,33 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  speed-up: {res['speedup_vs_lava_run']:.0f}x over Lava's run, "
           f"{res['speedup_vs_lava_total']:.0f}x over its total")
     if args.out:
-        Path(args.out).write_text(json.dumps(res, indent=2))
+        tmp = Path(args.out).with_suffix(".tmp")
+        tmp.write_text(json.dumps(res, indent=2))
+        os.replace(tmp, args.out)
+    if args.readme:
+        write_readme_section()
     return 0 if identical else 1
+
+
+def write_readme_section() -> None:
+    """The README table, from every saved result (one row per network)."""
+    root = Path(__file__).resolve().parents[1]
+    rows = ["| network | samples x steps | Lava processes | identical rasters | Lava samples/s (run / incl. start) "
+            "| loihi-emu samples/s | speed-up (run / incl. start) |", "|---|---|---|---|---|---|---|"]
+    for f in sorted((root / "benchmarks" / "results").glob("lava_vs_emulator_*.json")):
+        r = json.loads(f.read_text())
+        rows.append(f"| {r['network']} | {r['samples']} x {r['timesteps']} | {r['lava_processes']} | "
+                    f"{r['identical_rasters']} | {r['lava_samples_per_s']:.1f} / {r['lava_total_samples_per_s']:.1f} | "
+                    f"{r['emulator_samples_per_s']:.0f} | {r['speedup_vs_lava_run']:.0f}x / "
+                    f"{r['speedup_vs_lava_total']:.0f}x |")
+    readme = root / "README.md"
+    text = readme.read_text()
+    begin, end = "<!-- lava-vs-emulator:begin -->", "<!-- lava-vs-emulator:end -->"
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    tmp = readme.with_suffix(".md.tmp")
+    tmp.write_text(head + begin + "\n" + "\n".join(rows) + "\n" + end + tail)
+    os.replace(tmp, readme)
 
 
 if __name__ == "__main__":
