@@ -13,7 +13,7 @@ from torch import nn
 import snnkit
 from snnkit.models import build
 from snnkit.train import sparsity as sp
-from snnkit.train.conversion import ANNTwin, ConversionConfig, calibrate_thresholds, transfer
+from snnkit.train.conversion import ANNTwin, ConversionConfig, RateTwin, calibrate_thresholds, transfer
 
 BIN = Path(sys.executable).parent
 SNN_CFG = {"arch": "mlp", "input_shape": [1, 8, 8], "num_classes": 10, "hidden": [40, 20], "neuron": "if",
@@ -85,6 +85,20 @@ def test_transfer_scales_weights_by_the_previous_threshold_and_moves_masks():
     counts = run.spikes["2_if"].sum(1)
     ok = (z > 0) & (z < 0.5)
     assert torch.all((counts[ok] - torch.floor(64 * z[ok] / 0.5)).abs() <= 1)
+
+
+def test_rate_twin_is_the_clamped_rate_model_of_the_snn():
+    snn, _ = _twin()
+    for m, theta in zip(snn.spiking_layers().values(), (0.5, 2.0, 4.0)):
+        m.threshold.fill_(theta)
+    twin = RateTwin(snn)
+    x = torch.rand(7, 1, 8, 8, requires_grad=True)
+    r1 = torch.clamp((x.flatten(1) @ snn.layers[1].weight.T + snn.layers[1].bias) / 0.5, 0, 1)
+    r2 = torch.clamp((r1 @ snn.layers[3].weight.T + snn.layers[3].bias) / 2.0, 0, 1)
+    out = (r2 @ snn.layers[5].weight.T + snn.layers[5].bias) / 4.0 * snn.logit_scale
+    assert torch.allclose(twin(x), out, atol=1e-5)
+    twin(x).sum().backward()
+    assert x.grad.abs().sum() > 0 and twin.snn is snn  # shares the SNN's weights, differentiable
 
 
 def test_pipeline_end_to_end_and_cli(tmp_path):

@@ -94,6 +94,34 @@ class ANNTwin(nn.Module):
         return self.layers(x.unsqueeze(1)).squeeze(1)
 
 
+class RateTwin(nn.Module):
+    """The conversion read backwards: a differentiable rate model of a :class:`SpikingModel`, for transfer
+    attacks (the honest protocol's "ANN twin").
+
+    It shares the SNN's modules (not copies) and runs them on one step, replacing each hidden spiking layer by
+    its rate ``clamp(I / theta, 0, 1)`` (exact in the limit of many steps for IF neurons with reset by
+    subtraction and a constant input current ``I``; a rough stand-in for leaky or reset-to-zero neurons) and the
+    output layer by ``I / theta`` (unclamped, so its gradient never saturates). ``forward(x) -> [B, C]``
+    logits, ``logit_scale`` times that output rate, like the SNN's own.
+    """
+
+    def __init__(self, snn: SpikingModel):
+        super().__init__()
+        self.snn = snn
+        self.output_name = list(snn.spiking_layers())[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.unsqueeze(1)
+        for name, m in self.snn.layers.named_children():
+            if isinstance(m, SpikingLayer):
+                h = h / m.threshold
+                if name != self.output_name:
+                    h = h.clamp(0.0, 1.0)
+            else:
+                h = m(h)
+        return h.squeeze(1) * self.snn.logit_scale
+
+
 @torch.no_grad()
 def calibrate_thresholds(ann: ANNTwin, x: torch.Tensor, *, percentile: float = 99.7, scale: float = 0.3,
                          batch_size: int = 64, max_batches: int | None = None) -> dict[str, float]:

@@ -27,6 +27,7 @@ TRADES) gives robustness-aware masks.
 from __future__ import annotations
 
 import math
+import time
 from typing import Callable, Iterable
 
 import torch
@@ -179,8 +180,8 @@ def batches(n: int, batch_size: int, generator: torch.Generator) -> Iterable[tor
         yield perm[i:i + batch_size]
 
 
-def run_epochs(model: nn.Module, params: list[nn.Parameter], loss_fn: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor],
-               x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr: float, batch_size: int,
+def run_epochs(model: nn.Module, params: list[nn.Parameter],
+               loss_fn: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor], x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr: float, batch_size: int,
                generator: torch.Generator, optimizer: str = "adam",
                after_step: Callable[[], None] | None = None) -> list[dict]:
     """A plain training loop: ``epochs`` passes over ``(x, y)`` in shuffled batches minimising
@@ -188,8 +189,6 @@ def run_epochs(model: nn.Module, params: list[nn.Parameter], loss_fn: Callable[[
 
     ``after_step()`` runs after every optimiser step. Returns one record per epoch (mean loss, seconds).
     """
-    import time
-
     if not params:
         raise ValueError("run_epochs: nothing to train")
     device = params[0].device
