@@ -16,8 +16,10 @@ time per layer, stateless layers see time merged into the batch.
 
 Protocol: all configurations are built in one process; warm-up epochs (longer for ``torch.compile``) are not
 timed; then each round runs one epoch of every configuration, in a rotated order, on the same shuffled order
-of the data; the reported throughput is the median over rounds. The machine load (``os.getloadavg``) is
-recorded per round. The machine's matmul rate is measured with ``torch.mm`` on the models' own GEMM shapes,
+of the data. The machine is shared: for every epoch the CPU time other processes used meanwhile is read from
+``/proc/stat``, and an epoch during which they used more than ``--max-foreign`` of the CPUs is disturbed, left
+out and re-run in a later round; the reported throughput is the median over a configuration's undisturbed
+epochs (all of them, flagged, if fewer than 3 were). The 1-minute load is recorded per round. The machine's matmul rate is measured with ``torch.mm`` on the models' own GEMM shapes,
 and the achieved fraction counts a training step as 3 x the forward matmul/conv FLOPs.
 
 Usage::
@@ -248,6 +250,7 @@ class Config:
     opt: torch.optim.Optimizer = None
     epoch_s: list = field(default_factory=list)       # wall-clock seconds per timed epoch
     epoch_cpu_s: list = field(default_factory=list)   # process CPU seconds per timed epoch
+    epoch_foreign: list = field(default_factory=list) # other processes' share of the CPUs per timed epoch
     warmup_s: list = field(default_factory=list)
     error: str | None = None
 
@@ -281,14 +284,33 @@ def make_config(fw: Framework, setting: str, arch: str, seed: int) -> Config:
     return Config(fw, setting, arch, model, step, opt)
 
 
-def run_epoch(cfg: Config, x: torch.Tensor, y: torch.Tensor, order: torch.Tensor, batch: int) -> tuple[float, float]:
-    """One epoch of full batches in ``order``; returns its wall time and the process CPU time, in seconds."""
+def _machine_busy_s() -> "float | None":
+    """CPU seconds used so far by everything on the machine (``/proc/stat``; stolen time counts), or None."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = ticks[:7]
+    steal = ticks[7] if len(ticks) > 7 else 0
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def run_epoch(cfg: Config, x: torch.Tensor, y: torch.Tensor, order: torch.Tensor,
+              batch: int) -> tuple[float, float, "float | None"]:
+    """One epoch of full batches in ``order``.
+
+    Returns its wall time and this process's CPU time (seconds), and the share of the machine's CPU capacity
+    that other processes used meanwhile (None where ``/proc/stat`` is unavailable): the disturbance.
+    """
     n_batches = len(order) // batch
-    c0, t0 = time.process_time(), time.perf_counter()
+    b0, c0, t0 = _machine_busy_s(), time.process_time(), time.perf_counter()
     for b in range(n_batches):
         idx = order[b * batch:(b + 1) * batch]
         cfg.step_fn(x[idx], y[idx])
-    return time.perf_counter() - t0, time.process_time() - c0
+    wall, cpu, b1 = time.perf_counter() - t0, time.process_time() - c0, _machine_busy_s()
+    foreign = None if b0 is None or b1 is None else max(0.0, b1 - b0 - cpu) / (wall * (os.cpu_count() or 1))
+    return wall, cpu, foreign
 
 
 def forward_flops_per_sample(model: nn.Module, x: torch.Tensor) -> float:
@@ -382,7 +404,10 @@ def atomic_write_text(path: Path, text: str) -> None:
 # Report
 
 
-def summarise(configs: list[Config], n_samples: int, flops: dict, peak: float, threads: int) -> list[dict]:
+def summarise(configs: list[Config], n_samples: int, flops: dict, peak: float, threads: int, max_foreign: float,
+              min_clean: int) -> list[dict]:
+    """One row per configuration: medians over its undisturbed epochs (all epochs, flagged ``disturbed``, when
+    fewer than ``min_clean`` were undisturbed)."""
     rows = []
     for cfg in configs:
         row = {"framework": cfg.framework.key, "setting": cfg.setting, "model": cfg.arch, "threads": threads,
@@ -391,18 +416,23 @@ def summarise(configs: list[Config], n_samples: int, flops: dict, peak: float, t
             row["error"] = cfg.error or "not measured"
             rows.append(row)
             continue
-        rates = [n_samples / s for s in cfg.epoch_s]
-        cpu_rates = [n_samples / s for s in cfg.epoch_cpu_s]
+        clean = [i for i, f in enumerate(cfg.epoch_foreign) if _clean(f, max_foreign)]
+        used = clean if len(clean) >= min_clean else list(range(len(cfg.epoch_s)))
+        rates = [n_samples / cfg.epoch_s[i] for i in used]
+        cpu_rates = [n_samples / cfg.epoch_cpu_s[i] for i in used]
         med = statistics.median(rates)
         fwd_flops = flops[(cfg.framework.key, cfg.arch)]
         train_flops = 3 * fwd_flops
         row.update({
             "samples_per_s": med,
             "samples_per_cpu_s": statistics.median(cpu_rates),
-            "samples_per_s_per_epoch": rates,
+            "epochs_used": len(used),
+            "disturbed": len(clean) < min_clean,
             "epoch_s": cfg.epoch_s,
             "epoch_cpu_s": cfg.epoch_cpu_s,
-            "warmup_s": [w for w, _ in cfg.warmup_s],
+            "epoch_foreign_cpu_share": cfg.epoch_foreign,
+            "epoch_used": [i in used for i in range(len(cfg.epoch_s))],
+            "warmup_s": [w for w, _, _ in cfg.warmup_s],
             "forward_gflop_per_sample": fwd_flops / 1e9,
             "train_gflop_per_sample": train_flops / 1e9,
             "achieved_gflops": med * train_flops / 1e9,
@@ -447,17 +477,19 @@ def table(rows: list[dict], cpu: bool = False) -> str:
     key, ratio = ("samples_per_cpu_s", "cpu_ratio_to_snnkit_eager") if cpu else ("samples_per_s",
                                                                                   "ratio_to_snnkit_eager")
     unit = "samples per CPU-s (median)" if cpu else "samples/s (median)"
-    head = (f"| framework | setting | model | {unit} | x snnkit eager | GFLOP/s achieved | % of matmul peak |\n"
-            "|---|---|---|---:|---:|---:|---:|\n")
+    head = (f"| framework | setting | model | {unit} | x snnkit eager | GFLOP/s achieved | % of matmul peak "
+            "| epochs |\n|---|---|---|---:|---:|---:|---:|---:|\n")
     lines = []
     for r in rows:
         if key not in r:
-            lines.append(f"| {r['framework']} | {r['setting']} | {r['model']} | failed: {r.get('error', '')} | | | |")
+            lines.append(f"| {r['framework']} | {r['setting']} | {r['model']} | failed: {r.get('error', '')} "
+                         "| | | | |")
             continue
         gflops = r[key] * r["train_gflop_per_sample"]
         frac = gflops / (r["achieved_gflops"] / r["fraction_of_matmul_peak"])
+        epochs = f"{r['epochs_used']}{' (disturbed)' if r['disturbed'] else ''}"
         lines.append(f"| {r['framework']} | {r['setting']} | {r['model']} | {r[key]:,.0f} | "
-                     f"{r.get(ratio, float('nan')):.2f} | {gflops:.1f} | {100 * frac:.1f} |")
+                     f"{r.get(ratio, float('nan')):.2f} | {gflops:.1f} | {100 * frac:.1f} | {epochs} |")
     return head + "\n".join(lines) + "\n"
 
 
@@ -481,8 +513,9 @@ def markdown(report: dict) -> str:
             f"**{'Load-robust check: 1 thread, throughput per CPU-second' if cpu else 'Wall clock'}** - "
             f"{m['torch_threads']} torch thread(s) on {m['cpu']}, torch {report['versions']['torch']}; 1-min load "
             f"during the rounds {min(loads):.2f}-{max(loads):.2f} (other jobs share this machine). Batch "
-            f"{c['batch']}, T = {c['timesteps']}, {c['samples_per_epoch']} samples per epoch, median of "
-            f"{c['rounds']} interleaved epochs after warm-up.",
+            f"{c['batch']}, T = {c['timesteps']}, {c['samples_per_epoch']} samples per epoch; median over the "
+            f"interleaved epochs after warm-up during which other processes used at most "
+            f"{100 * c['max_foreign_cpu_share']:.0f}% of the CPUs (column *epochs*).",
             "",
             table(run["results"], cpu=cpu).rstrip(),
             "",
@@ -508,17 +541,39 @@ def write_readme(text: str, readme: Path, fallback: Path) -> Path:
     return fallback
 
 
-def wait_for_load(limit: float, max_wait: float) -> dict:
-    """Sleep until the 1-minute load average drops below ``limit`` (at most ``max_wait`` seconds)."""
-    t0 = time.monotonic()
-    while os.getloadavg()[0] >= limit and time.monotonic() - t0 < max_wait:
-        time.sleep(15)
-    return {"limit": limit, "waited_s": time.monotonic() - t0, "reached": os.getloadavg()[0] < limit}
+class QuietGate:
+    """Waits, before each round, until other processes use at most ``share`` of the CPUs (sampled over 3 s),
+    spending at most ``budget_s`` seconds in total; disabled (no waiting) when ``budget_s`` is 0."""
+
+    def __init__(self, share: float, budget_s: float):
+        self.share, self.budget_s, self.waited_s, self.timeouts = share, budget_s, 0.0, 0
+
+    def wait(self) -> None:
+        while self.budget_s - self.waited_s > 0:
+            b0, c0, t0 = _machine_busy_s(), time.process_time(), time.monotonic()
+            time.sleep(3)
+            b1, c1, t1 = _machine_busy_s(), time.process_time(), time.monotonic()
+            self.waited_s += t1 - t0
+            if b0 is None or b1 is None:
+                return
+            if max(0.0, b1 - b0 - (c1 - c0)) / ((t1 - t0) * (os.cpu_count() or 1)) <= self.share:
+                return
+        self.timeouts += 1
+
+    def record(self) -> dict:
+        return {"share": self.share, "budget_s": self.budget_s, "waited_s": round(self.waited_s, 1),
+                "rounds_started_busy": self.timeouts}
+
+
+def _clean(foreign: "float | None", limit: float) -> bool:
+    return foreign is None or foreign <= limit
 
 
 def measure(configs: list[Config], x, y, n_used: int, batch: int, rounds: int, warmups: Callable[[Config], int],
-            gen: torch.Generator) -> list[float]:
-    """Warm every configuration up, then time ``rounds`` interleaved epochs; returns the load after each round."""
+            gen: torch.Generator, max_foreign: float, max_rounds: int, gate: QuietGate) -> list[float]:
+    """Warm every configuration up, then time interleaved epochs until each configuration has ``rounds``
+    undisturbed ones (other processes using at most ``max_foreign`` of the CPUs), or ``max_rounds`` rounds
+    passed; returns the 1-minute load after each round."""
     for cfg in configs:  # warm-up (compile happens here)
         if cfg.error:
             continue
@@ -528,19 +583,27 @@ def measure(configs: list[Config], x, y, n_used: int, batch: int, rounds: int, w
                 cfg.warmup_s.append(run_epoch(cfg, x, y, order, batch))
         except Exception as exc:  # a framework failing here is reported in its row
             cfg.error = f"{type(exc).__name__}: {exc}"
-        done = ", ".join(f"{w:.1f}s" for w, _ in cfg.warmup_s)
+        done = ", ".join(f"{w:.1f}s" for w, _, _ in cfg.warmup_s)
         print(f"  warm-up {cfg.label}: {done or cfg.error}", flush=True)
     load_per_round = []
     live = [c for c in configs if not c.error]
-    for r in range(rounds):
+    for r in range(max_rounds):
+        todo = [c for c in live if sum(_clean(f, max_foreign) for f in c.epoch_foreign) < rounds]
+        if not todo:
+            break
+        gate.wait()
         order = torch.randperm(len(x), generator=gen)[:n_used]
-        k = r % max(len(live), 1)
-        for cfg in live[k:] + live[:k]:  # rotate the order so no configuration always runs first
-            wall, cpu = run_epoch(cfg, x, y, order, batch)
+        k = r % len(todo)
+        worst = 0.0
+        for cfg in todo[k:] + todo[:k]:  # rotate the order so no configuration always runs first
+            wall, cpu, foreign = run_epoch(cfg, x, y, order, batch)
             cfg.epoch_s.append(wall)
             cfg.epoch_cpu_s.append(cpu)
+            cfg.epoch_foreign.append(foreign)
+            worst = max(worst, foreign or 0.0)
         load_per_round.append(os.getloadavg()[0])
-        print(f"  round {r + 1}/{rounds} done, load {load_per_round[-1]:.2f}", flush=True)
+        print(f"  round {r + 1}: {len(todo)} configuration(s), load {load_per_round[-1]:.2f}, "
+              f"other processes up to {100 * worst:.0f}% of the CPUs", flush=True)
     return load_per_round
 
 
@@ -560,7 +623,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: 2 batches per epoch, 1 warm-up and 2 timed epochs, no torch.compile, "
                          "no single-thread pass, no README")
-    ap.add_argument("--rounds", type=int, default=7, help="timed epochs per configuration (default 7)")
+    ap.add_argument("--rounds", type=int, default=7,
+                    help="undisturbed timed epochs wanted per configuration (default 7)")
+    ap.add_argument("--max-foreign", type=float, default=0.15, metavar="SHARE",
+                    help="an epoch during which other processes used more than this share of the CPUs is "
+                         "disturbed: it is re-run and left out of the median (default 0.15)")
+    ap.add_argument("--max-rounds", type=int, default=None,
+                    help="give up re-running disturbed epochs after this many rounds (default 3 x --rounds)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed epochs per eager configuration (default 1)")
     ap.add_argument("--compile-warmup", type=int, default=2, help="untimed epochs per compiled configuration")
     ap.add_argument("--batch", type=int, default=64)
@@ -570,9 +639,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--frameworks", default=",".join(f.key for f in FRAMEWORKS))
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile settings")
-    ap.add_argument("--wait-load", type=float, default=None, metavar="L",
-                    help="before measuring, wait until the 1-min load average is below L (see --max-wait)")
-    ap.add_argument("--max-wait", type=float, default=3600.0, help="seconds to wait for --wait-load at most")
+    ap.add_argument("--max-wait", type=float, default=0.0, metavar="S",
+                    help="before each round, wait until other processes use at most --max-foreign of the CPUs, "
+                         "spending at most S seconds in total (default 0: no waiting)")
     ap.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/train_throughput.json)")
     ap.add_argument("--readme", type=Path, default=ROOT / "README.md")
     ap.add_argument("--no-readme", action="store_true")
@@ -633,7 +702,7 @@ def main(argv: list[str] | None = None) -> int:
             if cfg.framework.after_step is not None:
                 cfg.framework.after_step(cfg.model)
 
-    waited = wait_for_load(args.wait_load, args.max_wait) if args.wait_load is not None else None
+    gate = QuietGate(args.max_foreign, 0.0 if quick else args.max_wait)
     gen = torch.Generator().manual_seed(args.seed)
     passes = [(args.threads, "wall", configs)]
     if args.single_thread_pass and not quick:
@@ -647,9 +716,11 @@ def main(argv: list[str] | None = None) -> int:
         def warmups(cfg: Config) -> int:
             return 1 if quick else args.compile_warmup if cfg.setting == "compile" else args.warmup
 
-        loads = measure(cfgs, x, y, n_used, args.batch, rounds, warmups, gen)
+        max_rounds = args.max_rounds or (rounds if quick else 3 * rounds)
+        loads = measure(cfgs, x, y, n_used, args.batch, rounds, warmups, gen, args.max_foreign, max_rounds, gate)
         mach = machine(threads, loads, quick, args.batch)
-        rows = summarise(cfgs, n_used, flops, mach["matmul_peak_gflops"], threads)
+        rows = summarise(cfgs, n_used, flops, mach["matmul_peak_gflops"], threads, args.max_foreign,
+                         min(3, rounds))
         key = "samples_per_cpu_s" if clock == "cpu" else "samples_per_s"
         runs.append({"threads": threads, "clock": clock, "machine": mach, "results": rows,
                      "targets": targets(rows, key)})
@@ -661,8 +732,9 @@ def main(argv: list[str] | None = None) -> int:
         "schema": 1,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "quick": quick,
-        "waited_for_load": waited,
+        "quiet_gate": gate.record(),
         "config": {"timesteps": T, "batch": args.batch, "samples_per_epoch": n_used, "rounds": rounds,
+                   "max_foreign_cpu_share": args.max_foreign,
                    "warmup_epochs": args.warmup, "compile_warmup_epochs": args.compile_warmup,
                    "beta": BETA, "threshold": THRESHOLD, "reset": "zero", "surrogate": f"atan(alpha={ATAN_ALPHA:g})",
                    "optimizer": f"Adam(lr={LR:g})", "loss": "cross_entropy(10 x mean output spikes)",

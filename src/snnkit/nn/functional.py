@@ -6,9 +6,11 @@ Two forms of the same equations:
   must be stepped, and as the readable reference in the tests);
 - ``lif_scan`` runs a whole sequence in one autograd node with a hand-written backward (the fast path for
   feed-forward layers): the membrane update is the only sequential part, so a layer's synaptic input is
-  computed for all steps at once before the scan.
+  computed for all steps at once before the scan. On the CPU its loops are compiled C kernels
+  (:mod:`snnkit.nn.native_scan`, built with the system C compiler; a torch loop otherwise); under
+  ``torch.compile`` it is the operator ``snnkit::lif_scan``.
 
-Both give identical forward values. The reset is detached from the graph in both (the gradient does not flow
+Both give bit-identical forward values (tests/test_scan_speed_equivalence.py); gradients agree to rounding. The reset is detached from the graph in both (the gradient does not flow
 through the "did it spike" decision of the reset), as in snnTorch.
 """
 from __future__ import annotations
@@ -129,7 +131,7 @@ def _native_params(x: torch.Tensor, beta, threshold, v_reset) -> "list[torch.Ten
     promote the dtype, and while ``torch.compile`` traces.
     """
     if torch.compiler.is_compiling():
-        return None  # under torch.compile the torch loop is traced and fused instead (ctypes cannot be traced)
+        return None  # never reach ctypes while torch.compile traces (the traced torch loop is used)
     if not torch.is_tensor(beta) or not native_scan.supports(x) or native_scan.load() is None:
         return None
     neuron_shape = x.shape[2:]

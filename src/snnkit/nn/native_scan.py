@@ -11,10 +11,13 @@ into ``$SNNKIT_CACHE`` (default ``~/.cache/snnkit``), named by a hash of the sou
 loaded with ctypes. ``SNNKIT_NATIVE=0`` turns it off. If there is no compiler, the build fails or the probe
 disagrees with torch, :func:`load` returns ``None`` and the torch path is used: results are the same either way.
 
-Layout understood by the kernels: ``O x T x N`` elements where element ``(o, t, n)`` sits at
-``o * so + t * st + n`` (``n`` contiguous). The input may have any batch and time strides (an input expanded
-over time, stride 0, is read as it is); outputs are stored ``[B, T, N]`` (or ``[T, B, N]`` when the input is).
-Per-neuron parameters are contiguous ``[N]`` arrays.
+Layout understood by the kernels (:class:`Plan`, cached per shape and strides): ``O x T x N`` elements where
+element ``(o, t, n)`` sits at ``o * so + t * st + n`` (``n`` runs over one contiguous neuron block, in any
+dimension order: channels-last activations are read as they are). The input may have any batch and time
+strides (an input expanded over time, stride 0, is not copied); outputs keep the input's neuron order, batch
+outer unless the input stores time outer. Per-neuron parameters are contiguous ``[N]`` arrays in that order.
+Outputs come from :data:`POOL`, which hands a buffer out again once no tensor uses it (see
+:class:`BufferPool`).
 """
 from __future__ import annotations
 
