@@ -20,7 +20,7 @@ Writes ``results.json`` beside this file and regenerates the table between ``<!-
 section). Trained models go to ``--work`` (default ``runs/robustness``) and are reused when their training
 config is unchanged (``--retrain`` forces training).
 
-    python benchmarks/robustness/run.py [--seeds 0 1 2] [--only vanilla mpd-sgr] [--retrain]
+    python benchmarks/robustness/run.py [--seeds 0 1 2] [--only vanilla mpd-sgr] [--retrain] [--threads 1]
 """
 from __future__ import annotations
 
@@ -284,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
                    "are kept from results.json)")
     p.add_argument("--work", default=str(ROOT / "runs" / "robustness"), help="folder for trained models")
     p.add_argument("--retrain", action="store_true", help="train even when a model with the same config exists")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the tensors are small, and "
+                   "on a busy machine a second thread makes every step several times slower)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
