@@ -26,7 +26,10 @@ import torch
 from torch import nn
 
 from snnkit.nn.encoders import Encoder
+from snnkit.nn.layers import AvgPool2d, BatchNormTT, Conv2d, Flatten, time_invariant
 from snnkit.nn.neurons import LIF, SpikingLayer
+
+PER_STEP = (nn.Linear, Conv2d, AvgPool2d, Flatten)  # maps of one step alone: computed once on a constant input
 
 
 class TwinUndefined(ValueError):
@@ -151,7 +154,27 @@ class SpikingModel(nn.Module):
         return float(self.config.get("logit_scale", 1.0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(self.encoder(x)).mean(1) * self.logit_scale
+        return self.propagate(self.encoder(x)).mean(1) * self.logit_scale
+
+    def propagate(self, h: torch.Tensor) -> torch.Tensor:
+        """The layers on an encoded input ``h [B, T, ...]``; returns the output spikes ``[B, T, C]``.
+
+        While the input is time-invariant (the direct code: one frame repeated, :func:`time_invariant`), the
+        per-step layers and BatchNormTT run on that frame alone and the first spiking layer gets it expanded
+        over T: the same values as step by step, for 1/T of the work in the forward and the backward pass.
+        """
+        steps = h.shape[1]
+        frame = h[:, :1] if time_invariant(h) else None  # [B, 1, ...] while every step is this frame
+        for m in self.layers:
+            if frame is not None and isinstance(m, PER_STEP):
+                frame = m(frame)
+            elif frame is not None and isinstance(m, BatchNormTT):
+                frame = m.forward_frame(frame, steps)
+            else:
+                if frame is not None:
+                    h, frame = frame.expand(frame.shape[0], steps, *frame.shape[2:]), None
+                h = m(h)
+        return h if frame is None else frame.expand(frame.shape[0], steps, *frame.shape[2:])
 
     def twin(self) -> RateTwin:
         """The non-spiking twin (module docstring); :class:`TwinUndefined` for the latency code or CubaLIF."""
@@ -168,7 +191,7 @@ class SpikingModel(nn.Module):
         for m in layers.values():
             m.record = True
         try:
-            out = self.layers(self.encoder(x))
+            out = self.propagate(self.encoder(x))
             result = RunResult(out, logit_scale=self.logit_scale)
             for name, m in layers.items():
                 result.spikes[name] = m.recorded["spikes"]

@@ -2,11 +2,25 @@
 
 ``torch.nn.Linear`` already works on ``[B, T, F]``; the layers here fold the time axis into the batch for the
 operators that expect ``[N, C, H, W]``.
+
+A time-invariant input (one frame repeated over T as a stride-0 view, what the direct encoder returns) need
+not be computed T times: ``SpikingModel.propagate`` runs the per-step layers before the first spiking layer on
+the frame alone, and :meth:`BatchNormTT.forward_frame` normalises a frame with statistics that count its T
+copies. The values are those of the per-step computation (docs/semantics.md, "Time-invariant input").
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+def time_invariant(x: torch.Tensor) -> bool:
+    """Whether ``x [B, T, ...]`` (T > 1) is one frame repeated over time as a stride-0 view.
+
+    Only a view can have stride 0, so the frames are then identical by construction.
+    """
+    return x.dim() >= 2 and x.shape[1] > 1 and x.stride(1) == 0
 
 
 def _over_time(fn, x: torch.Tensor) -> torch.Tensor:
@@ -22,22 +36,70 @@ class Conv2d(nn.Conv2d):
         return _over_time(super().forward, x)
 
 
+class _Pool2x2(torch.autograd.Function):
+    """2 x 2 window, stride 2, no padding, on contiguous ``[N, C, H, W]`` with even H and W: the window sums
+    times ``scale`` (1/4 averages, 1 sums), as strided additions.
+
+    ATen's NCHW ``avg_pool2d`` and its backward run per output plane; on the small feature maps of these
+    networks they were measured 5x (forward) and 2.5x (backward) slower than this (benchmarks/README.md).
+    The sum is ``(x00 + x10) + (x01 + x11)``: exact for spikes and integers, within rounding of ATen's order for
+    other values.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
+        n, c, h, w = x.shape
+        rows = x.view(n * c * h // 2, 2, w)
+        cols = (rows[:, 0] + rows[:, 1]).view(-1, w // 2, 2)
+        ctx.shape, ctx.scale = x.shape, scale
+        return (cols[..., 0] + cols[..., 1]).mul_(scale).view(n, c, h // 2, w // 2)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        n, c, h, w = ctx.shape
+        g = (grad * ctx.scale).reshape(n * c * h // 2, w // 2)
+        out = grad.new_empty(n * c * h // 2, 2, w // 2, 2)
+        for i in (0, 1):
+            for j in (0, 1):
+                out[:, i, :, j] = g
+        return out.view(n, c, h, w), None
+
+
+def _is_2x2(pool: nn.AvgPool2d, x: torch.Tensor) -> bool:
+    """Whether ``pool`` on ``x [N, C, H, W]`` is what :class:`_Pool2x2` computes."""
+    pair = (lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v))
+    return (pair(pool.kernel_size) == (2, 2) and pair(pool.stride) == (2, 2) and pair(pool.padding) == (0, 0)
+            and not pool.ceil_mode and pool.divisor_override is None and x.dim() == 4 and x.is_contiguous()
+            and x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0 and x.dtype.is_floating_point)
+
+
 class AvgPool2d(nn.AvgPool2d):
     """``torch.nn.AvgPool2d`` on ``[B, T, C, H, W]``."""
 
+    scale_by_window = 0.25  # the 2 x 2 fast path multiplies each window sum by this
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        if _is_2x2(self, x):
+            return _Pool2x2.apply(x, self.scale_by_window)
+        return super().forward(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _over_time(super().forward, x)
+        return _over_time(self._pool, x)
 
 
-class SumPool2d(nn.AvgPool2d):
+class SumPool2d(AvgPool2d):
     """Sum over each pooling window (``kH*kW`` times the average; zero padding counts as zeros)."""
+
+    scale_by_window = 1.0
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__(kernel_size, stride, padding, count_include_pad=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        if _is_2x2(self, x):
+            return _Pool2x2.apply(x, self.scale_by_window)
         k = self.kernel_size if isinstance(self.kernel_size, tuple) else (self.kernel_size, self.kernel_size)
-        return _over_time(super().forward, x) * (k[0] * k[1])
+        return nn.AvgPool2d.forward(self, x) * (k[0] * k[1])
 
 
 class Flatten(nn.Module):
@@ -59,9 +121,32 @@ class BatchNormTT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t = x.shape[:2]
-        y = x.reshape(b * t, *x.shape[2:])
-        if y.dim() > 2:  # [N, C, H, W] -> [N, C, H*W] for BatchNorm1d
-            y = self.bn(y.flatten(2)).reshape(y.shape)
+        return self._normalise(x.reshape(b * t, *x.shape[2:])).reshape(x.shape)
+
+    def _normalise(self, y: torch.Tensor) -> torch.Tensor:
+        """``self.bn`` on ``[N, C, ...]`` (``[N, C, H, W]`` through ``[N, C, H*W]``)."""
+        return self.bn(y.flatten(2)).reshape(y.shape) if y.dim() > 2 else self.bn(y)
+
+    def forward_frame(self, x: torch.Tensor, copies: int) -> torch.Tensor:
+        """``forward`` of ``copies`` identical steps, given one of them, ``x [B, 1, C, ...]``; returns ``[B, 1, C, ...]``.
+
+        The batch mean and (biased) variance of identical steps are those of one step; only the running
+        variance, which torch updates with the unbiased variance, counts the samples, so it is updated here
+        with the count of all the steps, as ``forward`` on the whole sequence would.
+        """
+        frame = x[:, 0]
+        bn = self.bn
+        if not (bn.training and bn.track_running_stats):
+            y = self._normalise(frame)
         else:
-            y = self.bn(y)
-        return y.reshape(x.shape)
+            flat = frame.flatten(2) if frame.dim() > 2 else frame
+            y = F.batch_norm(flat, None, None, bn.weight, bn.bias, True, 0.0, bn.eps).reshape(frame.shape)
+            with torch.no_grad():
+                dims = [d for d in range(flat.dim()) if d != 1]
+                var, mean = torch.var_mean(flat, dim=dims, correction=0)
+                n = flat.numel() // flat.shape[1] * copies
+                bn.num_batches_tracked.add_(1)
+                m = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+                bn.running_mean.lerp_(mean, m)
+                bn.running_var.lerp_(var * (n / max(n - 1, 1)), m)
+        return y.unsqueeze(1)

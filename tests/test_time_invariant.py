@@ -1,0 +1,86 @@
+"""The direct code's constant input computed once (SpikingModel.propagate) and the 2 x 2 pooling fast path
+(snnkit.nn.layers) give what the step-by-step computation gives: outputs, gradients, BatchNorm statistics."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from snnkit.models import build
+from snnkit.nn.layers import AvgPool2d, SumPool2d, time_invariant
+
+
+def _twins(arch: str, batchnorm: bool, seed: int = 0):
+    torch.manual_seed(seed)
+    model = build({"arch": arch, "input_shape": [1, 8, 8], "num_classes": 10, "timesteps": 6,
+                   "batchnorm": batchnorm})
+    return model, copy.deepcopy(model)
+
+
+def _stepwise(model, x):
+    """The same model with the encoded input materialised (no stride-0 view: every step computed)."""
+    h = model.encoder(x).contiguous()
+    assert not time_invariant(h)
+    return model.layers(h).mean(1) * model.logit_scale
+
+
+@pytest.mark.parametrize("arch,batchnorm", [("mlp", False), ("mlp", True), ("convnet", True), ("convnet", False)])
+def test_constant_input_once_equals_every_step(arch, batchnorm):
+    fast, slow = _twins(arch, batchnorm)
+    x = torch.rand(12, 1, 8, 8, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_()
+    for _ in range(2):  # two training steps' worth of BatchNorm statistics
+        a, b = fast(x), _stepwise(slow, x2)
+    assert torch.equal(a, b)
+    a.square().sum().backward()
+    b.square().sum().backward()
+    for (name, p), q in zip(fast.named_parameters(), slow.parameters()):
+        # rounding relative to the largest gradient of the model (the bias before a BatchNorm has a gradient
+        # that is exactly zero in exact arithmetic, so only its rounding noise can be compared)
+        scale = max(r.grad.abs().max().item() for r in slow.parameters())
+        assert (p.grad - q.grad).abs().max().item() <= 1e-5 * scale, name
+    assert (x.grad - x2.grad).abs().max() <= 1e-5 * x2.grad.abs().max()
+    for (name, u), v in zip(fast.named_buffers(), slow.named_buffers()):
+        torch.testing.assert_close(u, v[1], rtol=1e-6, atol=1e-7, msg=name)
+    if batchnorm:  # the running variance counts all T steps (unbiased over B*T*H*W samples, not B*H*W)
+        bn = next(m for m in fast.modules() if isinstance(m, torch.nn.BatchNorm1d))
+        assert int(bn.num_batches_tracked) == 2
+    fast.eval()
+    slow.eval()
+    assert torch.equal(fast(x), _stepwise(slow, x))
+
+
+def test_recordings_cover_every_step():
+    model, _ = _twins("mlp", False)
+    run = model.run(torch.rand(4, 1, 8, 8))
+    spikes = next(iter(run.spikes.values()))
+    assert spikes.shape[:2] == (4, 6) and run.outputs.shape == (4, 6, 10)
+
+
+def test_time_invariant_is_only_a_stride_zero_view():
+    x = torch.rand(3, 5)
+    assert time_invariant(x.unsqueeze(1).expand(3, 4, 5))
+    assert not time_invariant(x.unsqueeze(1).expand(3, 4, 5).contiguous())
+    assert not time_invariant(x.unsqueeze(1))  # one step: nothing to save
+
+
+@pytest.mark.parametrize("cls,scale", [(AvgPool2d, 0.25), (SumPool2d, 1.0)])
+@pytest.mark.parametrize("shape", [(2, 3, 4, 8, 8), (2, 3, 2, 6, 4)])
+def test_pool_2x2_fast_path_matches_aten(cls, scale, shape):
+    spikes = (torch.rand(shape) < 0.3).float().requires_grad_()
+    pool = cls(2)
+    y = pool(spikes)
+    flat = spikes.reshape(-1, *shape[2:])
+    ref = F.avg_pool2d(flat, 2).reshape(*shape[:2], *y.shape[2:]) * (4 * scale)
+    assert torch.equal(y, ref)  # spikes: the window sums are exact in any order
+    g = torch.randn_like(y)
+    (grad,) = torch.autograd.grad(y, spikes, g)
+    (grad_ref,) = torch.autograd.grad(ref, spikes, g)
+    torch.testing.assert_close(grad, grad_ref, rtol=0, atol=1e-7)
+
+
+def test_pool_other_windows_use_aten():
+    x = torch.rand(2, 3, 4, 9, 9)
+    pool = AvgPool2d(3, stride=2, padding=1)
+    ref = F.avg_pool2d(x.reshape(-1, 4, 9, 9), 3, stride=2, padding=1).reshape(2, 3, 4, 5, 5)
+    assert torch.equal(pool(x), ref)
