@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from snnkit.nn import native_scan
+
 
 def time_invariant(x: torch.Tensor) -> bool:
     """Whether ``x [B, T, ...]`` (T > 1) is one frame repeated over time as a stride-0 view.
@@ -41,7 +43,8 @@ class _Pool2x2(torch.autograd.Function):
     times ``scale`` (1/4 averages, 1 sums), as strided additions.
 
     ATen's NCHW ``avg_pool2d`` and its backward run per output plane; on the small feature maps of these
-    networks they were measured 5x (forward) and 2.5x (backward) slower than this (benchmarks/README.md).
+    networks they were measured 5x (forward) and 2.5x (backward) slower than this torch form, and the
+    compiled kernels (:func:`snnkit.nn.native_scan.pool2x2`, same order of additions) are faster still.
     The sum is ``(x00 + x10) + (x01 + x11)``: exact for spikes and integers, within rounding of ATen's order for
     other values.
     """
@@ -49,14 +52,20 @@ class _Pool2x2(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
         n, c, h, w = x.shape
+        ctx.shape, ctx.scale = x.shape, scale
+        y = native_scan.pool2x2(x, scale)
+        if y is not None:
+            return y
         rows = x.view(n * c * h // 2, 2, w)
         cols = (rows[:, 0] + rows[:, 1]).view(-1, w // 2, 2)
-        ctx.shape, ctx.scale = x.shape, scale
         return (cols[..., 0] + cols[..., 1]).mul_(scale).view(n, c, h // 2, w // 2)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         n, c, h, w = ctx.shape
+        dx = native_scan.pool2x2_backward(grad.contiguous(), ctx.scale)
+        if dx is not None:
+            return dx, None
         g = (grad * ctx.scale).reshape(n * c * h // 2, w // 2)
         out = grad.new_empty(n * c * h // 2, 2, w // 2, 2)
         for i in (0, 1):

@@ -1,4 +1,5 @@
-"""An optional compiled inner loop for the LIF scan (CPU, float32/float64), with a clean fallback.
+"""An optional compiled inner loop for the LIF scan (CPU, float32/float64), with a clean fallback; also the
+2 x 2 pooling of spike maps (:func:`pool2x2`), which ATen's NCHW kernel runs slowly on small maps.
 
 The whole-sequence LIF scan (``snnkit.nn.functional.lif_scan``) is a loop over time of a few elementwise
 operations; run as separate torch operators it costs a dozen kernel launches and temporaries per step. Here the
@@ -147,6 +148,33 @@ int lif_backward_SUF(const REAL *RESTRICT gs, const REAL *RESTRICT gh, const REA
     free(carry);
     return 0;
 }
+
+/* 2 x 2 windows, stride 2, over P contiguous H x W planes (H, W even): y = ((x00 + x10) + (x01 + x11)) * scale,
+   the order of snnkit.nn.layers._Pool2x2's torch path. */
+void pool2_forward_SUF(const REAL *RESTRICT x, REAL *RESTRICT y, long P, long H, long W, REAL scale) {
+    const long h2 = H / 2, w2 = W / 2;
+    for (long p = 0; p < P; ++p)
+        for (long i = 0; i < h2; ++i) {
+            const REAL *RESTRICT r0 = x + (p * H + 2 * i) * W, *RESTRICT r1 = r0 + W;
+            REAL *RESTRICT yp = y + (p * h2 + i) * w2;
+            for (long j = 0; j < w2; ++j)
+                yp[j] = ((r0[2 * j] + r1[2 * j]) + (r0[2 * j + 1] + r1[2 * j + 1])) * scale;
+        }
+}
+
+/* Its backward: every input of a window gets the window's gradient times scale. */
+void pool2_backward_SUF(const REAL *RESTRICT g, REAL *RESTRICT dx, long P, long H, long W, REAL scale) {
+    const long h2 = H / 2, w2 = W / 2;
+    for (long p = 0; p < P; ++p)
+        for (long i = 0; i < h2; ++i) {
+            const REAL *RESTRICT gp = g + (p * h2 + i) * w2;
+            REAL *RESTRICT r0 = dx + (p * H + 2 * i) * W, *RESTRICT r1 = r0 + W;
+            for (long j = 0; j < w2; ++j) {
+                const REAL v = gp[j] * scale;
+                r0[2 * j] = v; r0[2 * j + 1] = v; r1[2 * j] = v; r1[2 * j + 1] = v;
+            }
+        }
+}
 """
 
 
@@ -229,6 +257,10 @@ def _declare(lib: ctypes.CDLL) -> None:
         bwd = getattr(lib, f"lif_backward_{suf}")
         bwd.argtypes = [p, p, p, p, p, i64, i64, i64, i64, i64, p, i32, i32]
         bwd.restype = i32
+        for name in ("pool2_forward", "pool2_backward"):
+            fn = getattr(lib, f"{name}_{suf}")
+            fn.argtypes = [p, p, i64, i64, i64, real]
+            fn.restype = None
 
 
 def _agrees_with_torch(lib: ctypes.CDLL) -> bool:
@@ -516,6 +548,38 @@ def backward(grad_s: "torch.Tensor | None", grad_h: "torch.Tensor | None", sg: t
     if failed:
         raise MemoryError(f"LIF scan kernel: no memory for {p.N} neuron states")
     return dh
+
+
+def pool2x2(x: torch.Tensor, scale: float) -> "torch.Tensor | None":
+    """2 x 2 window sums times ``scale`` (stride 2) of a contiguous CPU float ``x [N, C, H, W]`` (even H, W),
+    or None when the kernels are off or cannot read ``x`` (the caller then uses torch)."""
+    lib = load()
+    if lib is None or not _pool_input(x):
+        return None
+    n, c, h, w = x.shape
+    y = POOL.empty((n, c, h // 2, w // 2), x.dtype)
+    getattr(lib, "pool2_forward_" + _suffix(x))(x.data_ptr(), y.data_ptr(), n * c, h, w, scale)
+    return y
+
+
+def pool2x2_backward(grad: torch.Tensor, scale: float) -> "torch.Tensor | None":
+    """The gradient of :func:`pool2x2` at its input, from ``grad [N, C, H/2, W/2]``; None as for pool2x2."""
+    lib = load()
+    if lib is None or not _pool_input(grad):
+        return None
+    n, c, h2, w2 = grad.shape
+    dx = POOL.empty((n, c, 2 * h2, 2 * w2), grad.dtype)
+    getattr(lib, "pool2_backward_" + _suffix(grad))(grad.data_ptr(), dx.data_ptr(), n * c, 2 * h2, 2 * w2, scale)
+    return dx
+
+
+def _pool_input(x: torch.Tensor) -> bool:
+    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and x.dim() == 4
+            and x.is_contiguous() and x.numel() > 0 and not torch.compiler.is_compiling())
+
+
+def _suffix(x: torch.Tensor) -> str:
+    return "f32" if x.dtype == torch.float32 else "f64"
 
 
 def _like(g: "torch.Tensor | None", ref: torch.Tensor) -> "torch.Tensor | None":
