@@ -218,11 +218,14 @@ class Framework:
     build: Callable[[str], nn.Module]
     after_step: Callable[[nn.Module], None] | None = None
     note: str = ""
-    settings: tuple[str, ...] = ("eager",)  # "compile" = torch.compile(model); see make_config for the others
+    # "compile" = torch.compile(model); "<setting>@1t" = the same with 1 torch thread whatever the pass uses
+    # (for "at its best setting": small networks can run faster on one thread); see make_config for the others
+    settings: tuple[str, ...] = ("eager",)
 
 
 FRAMEWORKS = [
-    Framework("snnkit", "snnkit", build_snnkit, settings=("eager", "eager-torch-scan", "compile"),
+    Framework("snnkit", "snnkit", build_snnkit,
+              settings=("eager", "eager-torch-scan", "compile", "eager@1t", "compile@1t"),
               note="layer-at-a-time, fused LIF scan with its own backward (compiled C kernels; "
                    "'eager-torch-scan' is the pure-torch fallback used without a C compiler)"),
     Framework("snntorch", "snntorch", build_snntorch, note="Leaky stepped per layer, atan surrogate"),
@@ -232,7 +235,7 @@ FRAMEWORKS = [
     Framework("norse-lif", "norse", build_norse_lif,
               note="Norse LIF (current-based, tau_syn = dt); SuperSpike surrogate"),
     Framework("spikingjelly", "spikingjelly", build_spikingjelly, after_step=_reset_spikingjelly,
-              settings=("eager", "compile"),
+              settings=("eager", "compile", "compile@1t"),
               note="LIFNode step_mode='m' (its CPU multi-step op), atan surrogate, reset_net after each step"),
 ]
 
@@ -244,7 +247,7 @@ FRAMEWORKS = [
 @dataclass
 class Config:
     framework: Framework
-    setting: str                      # "eager" or "compile"
+    setting: str                      # "eager", "compile", ... (Framework.settings)
     arch: str
     model: nn.Module = None
     step_fn: Callable = None
@@ -254,23 +257,35 @@ class Config:
     epoch_foreign: list = field(default_factory=list) # other processes' share of the CPUs per timed epoch
     warmup_s: list = field(default_factory=list)
     error: str | None = None
+    threads: int = 0                  # torch threads its steps run with
 
     @property
     def label(self) -> str:
         return f"{self.framework.key}/{self.setting}/{self.arch}"
 
 
-def make_config(fw: Framework, setting: str, arch: str, seed: int) -> Config:
+def _split(setting: str) -> tuple[str, "int | None"]:
+    """``"compile@1t"`` -> ``("compile", 1)``; ``"eager"`` -> ``("eager", None)`` (the pass's threads)."""
+    base, _, threads = setting.partition("@")
+    return base, int(threads.rstrip("t")) if threads else None
+
+
+def make_config(fw: Framework, setting: str, arch: str, seed: int, threads: int) -> Config:
+    """One framework/setting/model; its steps run with ``threads`` torch threads unless the setting names its own."""
     torch.manual_seed(seed)
     model = fw.build(arch)
     model.train()
+    base, own_threads = _split(setting)
+    threads = own_threads or threads
     # Static shapes (the batch never changes): one specialised graph per layer shape, no symbolic sizes.
-    fwd = torch.compile(model, dynamic=False) if setting == "compile" else model
+    fwd = torch.compile(model, dynamic=False) if base == "compile" else model
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     after = fw.after_step
-    native = setting != "eager-torch-scan"  # snnkit only: the compiled scan kernels on or off for this step
+    native = base != "eager-torch-scan"  # snnkit only: the compiled scan kernels on or off for this step
 
     def step(xb: torch.Tensor, yb: torch.Tensor) -> None:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
         if fw.key == "snnkit":
             from snnkit.nn import native_scan
 
@@ -282,7 +297,7 @@ def make_config(fw: Framework, setting: str, arch: str, seed: int) -> Config:
         if after is not None:
             after(model)
 
-    return Config(fw, setting, arch, model, step, opt)
+    return Config(fw, setting, arch, model, step, opt, threads=threads)
 
 
 def _machine_busy_s() -> "float | None":
@@ -416,7 +431,7 @@ def summarise(configs: list[Config], n_samples: int, flops: dict, peak: float, t
     fewer than ``min_clean`` were undisturbed)."""
     rows = []
     for cfg in configs:
-        row = {"framework": cfg.framework.key, "setting": cfg.setting, "model": cfg.arch, "threads": threads,
+        row = {"framework": cfg.framework.key, "setting": cfg.setting, "model": cfg.arch, "threads": cfg.threads or threads,
                "note": cfg.framework.note}
         if cfg.error or not cfg.epoch_s:
             row["error"] = cfg.error or "not measured"
@@ -464,12 +479,17 @@ def targets(rows: list[dict], key: str = "samples_per_s") -> dict:
                       and key in r), None)
             return r[key] if r else None
 
+        def best_of(fw, prefix=""):
+            vals = [r[key] for r in rows if r["framework"] == fw and r["model"] == arch and key in r
+                    and r["setting"].startswith(prefix)]
+            return max(vals, default=None)
+
         ours = rate("snnkit", "eager")
-        best = max((v for v in (ours, rate("snnkit", "compile")) if v is not None), default=None)
+        best = best_of("snnkit")  # any setting, thread counts included
         checks = {}
         for name, other, factor, mine in (("eager_ge_2x_snntorch", rate("snntorch", "eager"), 2.0, ours),
                                           ("eager_ge_2x_spikingjelly_eager", rate("spikingjelly", "eager"), 2.0, ours),
-                                          ("best_gt_spikingjelly_compile", rate("spikingjelly", "compile"), 1.0, best)):
+                                          ("best_gt_spikingjelly_compile", best_of("spikingjelly", "compile"), 1.0, best)):
             if other is not None and mine is not None:
                 checks[name] = {"met": mine >= factor * other if factor > 1 else mine > other,
                                 "ratio": mine / other}
@@ -483,18 +503,18 @@ def table(rows: list[dict], cpu: bool = False) -> str:
     key, ratio = ("samples_per_cpu_s", "cpu_ratio_to_snnkit_eager") if cpu else ("samples_per_s",
                                                                                   "ratio_to_snnkit_eager")
     unit = "samples per CPU-s (median)" if cpu else "samples/s (median)"
-    head = (f"| framework | setting | model | {unit} | x snnkit eager | GFLOP/s achieved | % of matmul peak "
-            "| epochs |\n|---|---|---|---:|---:|---:|---:|---:|\n")
+    head = (f"| framework | setting | threads | model | {unit} | x snnkit eager | GFLOP/s achieved "
+            "| % of matmul peak | epochs |\n|---|---|---:|---|---:|---:|---:|---:|---:|\n")
     lines = []
     for r in rows:
         if key not in r:
-            lines.append(f"| {r['framework']} | {r['setting']} | {r['model']} | failed: {r.get('error', '')} "
-                         "| | | | |")
+            lines.append(f"| {r['framework']} | {r['setting']} | {r['threads']} | {r['model']} | failed: "
+                         f"{r.get('error', '')} | | | | |")
             continue
         gflops = r[key] * r["train_gflop_per_sample"]
         frac = gflops / (r["achieved_gflops"] / r["fraction_of_matmul_peak"])
         epochs = f"{r['epochs_used']}{' (disturbed)' if r['disturbed'] else ''}"
-        lines.append(f"| {r['framework']} | {r['setting']} | {r['model']} | {r[key]:,.0f} | "
+        lines.append(f"| {r['framework']} | {_split(r['setting'])[0]} | {r['threads']} | {r['model']} | {r[key]:,.0f} | "
                      f"{r.get(ratio, float('nan')):.2f} | {gflops:.1f} | {100 * frac:.1f} | {epochs} |")
     return head + "\n".join(lines) + "\n"
 
@@ -517,7 +537,7 @@ def markdown(report: dict) -> str:
         cpu = run["clock"] == "cpu"
         lines += [
             f"**{'Load-robust check: 1 thread, throughput per CPU-second' if cpu else 'Wall clock'}** - "
-            f"{m['torch_threads']} torch thread(s) on {m['cpu']}, torch {report['versions']['torch']}; 1-min load "
+            f"{m['torch_threads']} torch thread(s) unless the *threads* column says otherwise, on {m['cpu']}, torch {report['versions']['torch']}; 1-min load "
             f"during the rounds {min(loads):.2f}-{max(loads):.2f} (other jobs share this machine). Batch "
             f"{c['batch']}, T = {c['timesteps']}, {c['samples_per_epoch']} samples per epoch; median over the "
             f"interleaved epochs after warm-up during which other processes used at most "
@@ -688,18 +708,19 @@ def main(argv: list[str] | None = None) -> int:
             continue
         frameworks.append(fw)
 
-    def build_configs(with_compile: bool) -> list[Config]:
+    def build_configs(with_compile: bool, threads: int) -> list[Config]:
         configs = []
         for arch in models:
             for fw in frameworks:
-                for setting in [st for st in fw.settings if with_compile or st != "compile"]:
+                for setting in [st for st in fw.settings if with_compile or _split(st) == ("eager", None)
+                                or st == "eager-torch-scan"]:
                     try:
-                        configs.append(make_config(fw, setting, arch, args.seed))
+                        configs.append(make_config(fw, setting, arch, args.seed, threads))
                     except Exception as exc:  # reported in its row
                         configs.append(Config(fw, setting, arch, error=f"{type(exc).__name__}: {exc}"))
         return configs
 
-    configs = build_configs(not (quick or args.no_compile))
+    configs = build_configs(not (quick or args.no_compile), args.threads)
     # The nominal work of one training step, the same for every framework: the step-by-step network's matmul
     # and conv FLOPs (a framework that skips work, as snnkit does for the direct code's repeated input, gets
     # credit only through its throughput).
@@ -709,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
     gen = torch.Generator().manual_seed(args.seed)
     passes = [(args.threads, "wall", configs)]
     if args.single_thread_pass and not quick:
-        passes.append((1, "cpu", [c for c in build_configs(False)]))
+        passes.append((1, "cpu", build_configs(False, 1)))
     runs = []
     for threads, clock, cfgs in passes:
         torch.set_num_threads(threads)
