@@ -90,7 +90,10 @@ class AvgPool2d(nn.AvgPool2d):
     def _pool(self, x: torch.Tensor) -> torch.Tensor:
         if _is_2x2(self, x):
             return _Pool2x2.apply(x, self.scale_by_window)
-        return super().forward(x)
+        return self._aten(x)
+
+    def _aten(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.AvgPool2d.forward(self, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _over_time(self._pool, x)
@@ -104,9 +107,7 @@ class SumPool2d(AvgPool2d):
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__(kernel_size, stride, padding, count_include_pad=True)
 
-    def _pool(self, x: torch.Tensor) -> torch.Tensor:
-        if _is_2x2(self, x):
-            return _Pool2x2.apply(x, self.scale_by_window)
+    def _aten(self, x: torch.Tensor) -> torch.Tensor:
         k = self.kernel_size if isinstance(self.kernel_size, tuple) else (self.kernel_size, self.kernel_size)
         return nn.AvgPool2d.forward(self, x) * (k[0] * k[1])
 
