@@ -52,7 +52,7 @@ def network(args) -> tuple[object, np.ndarray, str]:
     from snnkit.export.exporter import to_nir
 
     if args.net == "cnn_sinabs":
-        g = nir.read(REPO.parent / "shared" / "nir-zoo" / "cnn_sinabs.nir")
+        g = nir.read(REPO / "tests" / "data" / "nir-zoo" / "cnn_sinabs.nir")
         rng = np.random.default_rng(args.seed)
         x = rng.poisson(0.5, (args.samples, args.timesteps, 2, 34, 34)).astype(np.float32)
         return g, x, "cnn_sinabs.nir (NIR paper, N-MNIST CNN), Poisson event counts"

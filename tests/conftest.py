@@ -3,19 +3,18 @@
 - Unit tests run tiny networks, for which torch's intra-op threads only add synchronisation (and contend with
   other jobs on a 2-core CI machine); every test runs with one thread. Commands run as subprocesses keep
   torch's default.
-- ``ZOO``: the third-party NIR graphs, read from ../shared/nir-zoo or $SNNKIT_NIR_ZOO (never copied into the
-  project).
+- ``ZOO`` (and the ``zoo`` fixture): the third-party NIR graphs and traces of the NIR paper, kept as test data in
+  ``tests/data/nir-zoo`` with NIR's BSD-3 licence beside them (its README says where each file comes from).
 - ``lava_available()``: whether the Python 3.10 Lava environment exists; Lava tests skip only when it does not.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
-ZOO = Path(os.environ.get("SNNKIT_NIR_ZOO", Path(__file__).resolve().parents[2] / "shared" / "nir-zoo"))
+ZOO = Path(__file__).resolve().parent / "data" / "nir-zoo"
 
 
 def lava_available() -> bool:
@@ -29,7 +28,13 @@ def lava_available() -> bool:
     return True
 
 
-NO_LAVA_REASON = "no Lava environment (.venv-lava); run `make lava-env`"
+NO_LAVA_REASON = "no Lava environment (no Python 3.10 to build .venv-lava from); create one with `snn-lava-env`"
+
+
+@pytest.fixture
+def zoo() -> Path:
+    """The folder of third-party NIR graphs (``ZOO``)."""
+    return ZOO
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -15,20 +15,13 @@ import torch
 from snnkit.cli import deploy as deploy_cli
 from snnkit.cli import export as export_cli
 from snnkit.models import build, save
-from conftest import ZOO
+
 
 BIN = Path(sys.executable).parent
 READABLE = ["lif_norse.nir", "lif_rockpool.nir", "two_lif_neurons.nir", "cnn_sinabs.nir",
             "braille_noDelay_bias_zero.nir", "braille_noDelay_noBias_subtract.nir"]
 FRAMEWORKS_PRESENT = all(__import__("importlib").util.find_spec(m) for m in ("norse", "snntorch", "nirtorch"))
 needs_frameworks = pytest.mark.skipif(not FRAMEWORKS_PRESENT, reason="norse, snntorch and nirtorch are not installed")
-
-
-@pytest.fixture
-def zoo() -> Path:
-    if not ZOO.is_dir():
-        pytest.skip(f"the NIR zoo is not at {ZOO} (set SNNKIT_NIR_ZOO)")
-    return ZOO
 
 
 def _model_file(path: Path, **cfg) -> Path:

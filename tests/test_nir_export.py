@@ -16,7 +16,7 @@ from snnkit.export.graph import flatten_graph, plan
 from snnkit.export.nirfile import graph_metadata
 from snnkit.models import SpikingModel, build
 from snnkit.nn import LIF, BatchNormTT, Conv2d, CubaLIF, DirectEncoder, Flatten, SumPool2d
-from conftest import ZOO
+
 
 SHAPE = [1, 8, 8]
 
@@ -24,13 +24,6 @@ SHAPE = [1, 8, 8]
 def F(v: float) -> np.float64:
     """A float32 parameter value, widened for float64 arithmetic."""
     return np.float64(np.float32(v))
-
-
-@pytest.fixture
-def zoo() -> Path:
-    if not ZOO.is_dir():
-        pytest.skip(f"the NIR zoo is not at {ZOO} (set SNNKIT_NIR_ZOO)")
-    return ZOO
 
 
 def _model(seed: int = 0, scale: float = 3.0, **cfg) -> SpikingModel:

@@ -1,4 +1,4 @@
-"""Third-party NIR graphs (../shared/nir-zoo) in snnkit's executor, and the NIR paper's LIF traces."""
+"""Third-party NIR graphs (tests/data/nir-zoo) in snnkit's executor, and the NIR paper's LIF traces."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,17 +11,10 @@ import torch
 from snnkit.deploy.base import DeployError
 from snnkit.export import from_nir, read_nir
 from snnkit.export.graph import input_shape
-from conftest import ZOO
+
 
 READABLE = ["lif_norse.nir", "lif_rockpool.nir", "two_lif_neurons.nir", "cnn_sinabs.nir",
             "braille_noDelay_bias_zero.nir", "braille_noDelay_noBias_subtract.nir"]
-
-
-@pytest.fixture
-def zoo() -> Path:
-    if not ZOO.is_dir():
-        pytest.skip(f"the NIR zoo is not at {ZOO} (set SNNKIT_NIR_ZOO)")
-    return ZOO
 
 
 def test_zoo_lists_what_we_expect(zoo):

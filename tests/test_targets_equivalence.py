@@ -21,7 +21,7 @@ from snnkit.export import read_nir, to_nir
 from snnkit.export.graph import input_shape
 from snnkit.export.nirfile import graph_metadata
 from snnkit.models import build
-from conftest import ZOO
+
 
 pytest.importorskip("norse", reason="the norse target needs Norse")
 pytest.importorskip("snntorch", reason="the snntorch target needs snnTorch")
@@ -29,13 +29,6 @@ pytest.importorskip("nirtorch", reason="Norse's and snnTorch's NIR importers nee
 
 SPIKE_TOL = 1e-3
 FRAMEWORKS = ("norse", "snntorch")
-
-
-@pytest.fixture
-def zoo() -> Path:
-    if not ZOO.is_dir():
-        pytest.skip(f"the NIR zoo is not at {ZOO} (set SNNKIT_NIR_ZOO)")
-    return ZOO
 
 
 def _same_arithmetic(graph: nir.NIRGraph) -> bool:

@@ -1,6 +1,6 @@
 """One test per work-around in the norse and snntorch targets: the raw importer gets it wrong, the target right.
 
-The bugs are those of norse 1.1.0, snntorch 1.0.0 and nirtorch 2.6 (../shared/reference/nir-conventions.md).
+The bugs are those of norse 1.1.0, snntorch 1.0.0 and nirtorch 2.6 (docs/reference/nir-conventions.md).
 If an upstream release fixes one, its "raw" assertion fails here: the work-around can then go.
 """
 from __future__ import annotations
@@ -24,15 +24,6 @@ norse_torch = pytest.importorskip("norse.torch", reason="the norse target needs 
 snn = pytest.importorskip("snntorch", reason="the snntorch target needs snnTorch")
 pytest.importorskip("nirtorch", reason="the importers need nirtorch")
 from snntorch.import_nir import import_from_nir  # noqa: E402
-from conftest import ZOO
-
-
-
-@pytest.fixture
-def zoo() -> Path:
-    if not ZOO.is_dir():
-        pytest.skip(f"the NIR zoo is not at {ZOO} (set SNNKIT_NIR_ZOO)")
-    return ZOO
 
 
 @contextlib.contextmanager

@@ -1,5 +1,5 @@
 """Re-attack a model where it is deployed, beside the reference (issue 6; the honest protocol of
-../shared/reference/robustness.md).
+docs/reference/robustness.md).
 
 Two sides are attacked with the same attacks, eps and seed, on the same samples:
 

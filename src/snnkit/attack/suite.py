@@ -1,4 +1,4 @@
-"""The standard attack set of the honest protocol (../shared/reference/robustness.md)."""
+"""The standard attack set of the honest protocol (docs/reference/robustness.md)."""
 from __future__ import annotations
 
 from snnkit.attack.apgd import APGD

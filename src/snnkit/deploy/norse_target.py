@@ -1,6 +1,6 @@
 """The ``norse`` target: the graph imported with Norse's own ``norse.torch.from_nir`` and stepped by Norse.
 
-Norse 1.1.0's importer has known gaps (../shared/reference/nir-conventions.md); the graph is rewritten first
+Norse 1.1.0's importer has known gaps (docs/reference/nir-conventions.md); the graph is rewritten first
 (``snnkit.export.rewrite``) and the imported cells are corrected where the importer drops a parameter:
 
 | gap in ``norse.torch.from_nir`` | work-around |

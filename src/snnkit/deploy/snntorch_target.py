@@ -1,6 +1,6 @@
 """The ``snntorch`` target: the graph imported with snnTorch's ``snntorch.import_nir.import_from_nir``.
 
-snnTorch 1.0.0's importer has known bugs (../shared/reference/nir-conventions.md). The graph is rewritten first
+snnTorch 1.0.0's importer has known bugs (docs/reference/nir-conventions.md). The graph is rewritten first
 (``snnkit.export.rewrite``) and the imported modules corrected where the importer builds them wrong:
 
 | bug in ``import_from_nir`` | work-around |

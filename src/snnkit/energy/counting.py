@@ -1,6 +1,6 @@
 """Exact operation counts from a NIR graph and the activity each target recorded.
 
-Definitions (docs/semantics.md, "Counting"; ../shared/reference/energy.md):
+Definitions (docs/semantics.md, "Counting"; docs/reference/energy.md):
 
 - *events* of a node: over all samples and steps, the sum of its output values where they are non-negative
   integers (a spike is one event; a SumPool2d output of 3 is three spikes arriving together), otherwise the

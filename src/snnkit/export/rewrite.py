@@ -1,6 +1,6 @@
 """Graph-to-graph rewrites that keep a graph's meaning (docs/semantics.md) but suit another reader.
 
-Third-party importers (Norse, snnTorch) read NIR with known gaps (../shared/reference/nir-conventions.md).
+Third-party importers (Norse, snnTorch) read NIR with known gaps (docs/reference/nir-conventions.md).
 Each rewrite here takes a graph and returns a new one with the same outputs under the reference semantics, in
 a form the importer reads correctly. Node names are kept, so what a target records maps back to the original
 graph. Each returns ``(graph, changes)``, ``changes`` being one line per node it touched (empty: nothing to do).

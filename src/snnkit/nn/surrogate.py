@@ -2,7 +2,7 @@
 
 The forward pass of a spike is always the Heaviside step ``s = 1 if u > 0 else 0`` with ``u = h - v_threshold``
 (membrane potential relative to threshold). A surrogate only replaces its derivative in the backward pass.
-Formulas (U = u), as in ../shared/reference/robustness.md:
+Formulas (U = u), as in docs/reference/robustness.md:
 
 | name | parameters (default) | d s / d U |
 |---|---|---|

@@ -1,6 +1,6 @@
 """NeuroBench-style metrics computed from a NIR graph and a target's result record.
 
-Definitions (NeuroBench 2.x, restated for snnkit's records; see ../shared/reference/energy.md):
+Definitions (NeuroBench 2.x, restated for snnkit's records; see docs/reference/energy.md):
 
 - activation sparsity: ``1 - spikes / neuron updates`` over every neuron node (the fraction of neuron-steps
   that emitted nothing);
