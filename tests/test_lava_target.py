@@ -15,7 +15,6 @@ import pytest
 
 import snnkit
 from snnkit.deploy.base import DeployError, get_target
-from snnkit.deploy.lava import target as lava_target
 from snnkit.deploy.lava.target import LavaTarget, find_lava_python, run_lava
 from snnkit.deploy.loihi.emulator import LoihiEmulatorTarget
 from snnkit.deploy.loihi.prepare import prepare_graph
@@ -40,29 +39,43 @@ def _small_job():
 # --- the environment and the worker process (no Lava needed) -------------------------------------------
 
 def test_missing_environment_is_one_line(tmp_path, monkeypatch):
-    monkeypatch.setenv("SNNKIT_LAVA_PYTHON_ENV", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("SNNKIT_LAVA_ENV", str(tmp_path / "nowhere"))
     with pytest.raises(DeployError) as e:
         find_lava_python()
-    assert str(e.value).startswith("lava: no Lava environment (run `make lava-env`)")
-    monkeypatch.delenv("SNNKIT_LAVA_PYTHON_ENV")
-    fake_pkg = tmp_path / "a" / "src" / "snnkit" / "__init__.py"
-    monkeypatch.setattr(lava_target.snnkit, "__file__", str(fake_pkg))
+    assert str(e.value) == (f"lava: SNNKIT_LAVA_ENV={tmp_path / 'nowhere'} is not a Lava environment (no Python "
+                            f"interpreter there); create one with `snn-lava-env {tmp_path / 'nowhere'}`")
+    monkeypatch.delenv("SNNKIT_LAVA_ENV")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DeployError) as e:
         find_lava_python()
-    assert str(e.value) == "lava: no Lava environment (run `make lava-env`)"
+    assert str(e.value) == "lava: no Lava environment; create one with `snn-lava-env` (or set SNNKIT_LAVA_ENV=DIR)"
     g, x, _ = _small_job()
     with pytest.raises(DeployError, match="no Lava environment"):
         get_target("lava").run(g, x)
 
 
-def test_environment_variable_may_name_a_venv_or_an_interpreter(tmp_path, monkeypatch):
+def test_environment_is_found_from_the_variable_the_folder_or_the_user_location(tmp_path, monkeypatch):
+    """$SNNKIT_LAVA_ENV (a venv, an interpreter, or a path relative to the current folder), else ./.venv-lava,
+    else the per-user location that `snn-lava-env` creates by default."""
     (tmp_path / "venv" / "bin").mkdir(parents=True)
     py = _fake_python(tmp_path / "venv" / "bin", "exit 0")
-    monkeypatch.setenv("SNNKIT_LAVA_PYTHON_ENV", str(tmp_path / "venv"))
+    monkeypatch.setenv("SNNKIT_LAVA_ENV", str(tmp_path / "venv"))
     assert find_lava_python() == py
-    monkeypatch.setenv("SNNKIT_LAVA_PYTHON_ENV", str(py))
+    monkeypatch.setenv("SNNKIT_LAVA_ENV", str(py))
     assert find_lava_python() == py
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SNNKIT_LAVA_ENV", "venv")
+    assert find_lava_python() == py and find_lava_python().is_absolute()
+    monkeypatch.delenv("SNNKIT_LAVA_ENV")
+    user = tmp_path / "data" / "snnkit" / "lava-env" / "bin"
+    user.mkdir(parents=True)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    user_py = _fake_python(user, "exit 0")
+    assert find_lava_python() == user_py
+    (tmp_path / ".venv-lava" / "bin").mkdir(parents=True)
+    local_py = _fake_python(tmp_path / ".venv-lava" / "bin", "exit 0")
+    assert find_lava_python() == local_py
 
 
 def test_hung_worker_is_killed_with_its_children(tmp_path):
@@ -141,7 +154,7 @@ def trained(tmp_path_factory):
 
 
 @pytest.mark.lava
-@pytest.mark.skipif(not lava_available(), reason="no Lava environment (.venv-lava); run `make lava-env`")
+@pytest.mark.skipif(not lava_available(), reason=NO_LAVA_REASON)
 def test_trained_models_run_identically_on_lava_and_the_emulator(trained):
     """Every layer's raster of two trained models, on 48 test digits, one worker process for both."""
     jobs, plain = [], []
@@ -162,7 +175,7 @@ def test_trained_models_run_identically_on_lava_and_the_emulator(trained):
 
 
 @pytest.mark.lava
-@pytest.mark.skipif(not lava_available(), reason="no Lava environment (.venv-lava); run `make lava-env`")
+@pytest.mark.skipif(not lava_available(), reason=NO_LAVA_REASON)
 def test_digits_accuracy_of_torch_lava_and_emulator_within_one_point(trained):
     g, data = trained["mlp"]
     ref = get_target("torch", device="cpu").run(g, data.x)
@@ -178,7 +191,7 @@ def test_digits_accuracy_of_torch_lava_and_emulator_within_one_point(trained):
 
 
 @pytest.mark.lava
-@pytest.mark.skipif(not lava_available(), reason="no Lava environment (.venv-lava); run `make lava-env`")
+@pytest.mark.skipif(not lava_available(), reason=NO_LAVA_REASON)
 def test_floating_point_models_and_lava_errors():
     trace = np.loadtxt(ZOO / "lif_lava_cpu_float.csv", delimiter=",")
     res = LavaTarget(tag="floating_pt").run(nir.read(ZOO / "lif_norse.nir"), trace[:, 0].reshape(1, -1, 1))

@@ -115,7 +115,7 @@ def test_report_files_plots_and_self_contained_html(digits_report):
 
 
 def test_unavailable_target_is_listed_with_reason(model_file, tmp_path, monkeypatch):
-    monkeypatch.setenv("SNNKIT_LAVA_PYTHON_ENV", str(tmp_path / "no-such-env"))
+    monkeypatch.setenv("SNNKIT_LAVA_ENV", str(tmp_path / "no-such-env"))
     rc, out = _report(tmp_path, model_file, "--dataset", "digits", "--limit", "8", "--targets", "torch,lava",
                       "--no-raster", "--energy-model", "truenorth")
     assert rc == 0
@@ -123,7 +123,8 @@ def test_unavailable_target_is_listed_with_reason(model_file, tmp_path, monkeypa
     lava = rep["targets"][1]
     assert lava["name"] == "lava" and lava["status"] == "unavailable" and "Lava environment" in lava["reason"]
     assert lava["reason"].replace("|", "\\|") in (out / "report.md").read_text()
-    assert "unavailable: lava: no Lava environment (run <code>make lava-env</code>" in (out / "report.html").read_text()
+    assert "unavailable: lava: SNNKIT_LAVA_ENV=" in (out / "report.html").read_text()
+    assert "create one with <code>snn-lava-env" in (out / "report.html").read_text()
     assert list(rep["energy_models"]) == ["truenorth"]
 
 

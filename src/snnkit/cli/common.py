@@ -13,9 +13,10 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean "bad input": reported in one line, no traceback."""
     from snnkit.data import DataError
     from snnkit.deploy.base import DeployError
+    from snnkit.deploy.lava.env import LavaEnvError
     from snnkit.models.io import ModelFileError
 
-    return (DataError, DeployError, ModelFileError, ValueError, FileNotFoundError, IsADirectoryError,
+    return (DataError, DeployError, LavaEnvError, ModelFileError, ValueError, FileNotFoundError, IsADirectoryError,
             PermissionError)
 
 

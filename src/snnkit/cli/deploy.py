@@ -97,6 +97,7 @@ def _main(args: argparse.Namespace) -> int:
         return type(exc)(msg if msg.startswith(source) else f"{source}: {msg}")
 
     target = make_target(args.target, device=args.device, dt=args.dt, batch_size=args.batch_size)
+    target.check_available()
     try:
         graph = flatten_graph(load_graph(source))
         shape = input_shape(graph)

@@ -101,6 +101,9 @@ class Target(abc.ABC):
 
     name: str = ""
 
+    def check_available(self) -> None:
+        """Raise a one-line :class:`DeployError` when this target cannot run here (a missing environment)."""
+
     @abc.abstractmethod
     def run(self, graph: nir.NIRGraph, x: np.ndarray, *, record: bool = False) -> TargetResult:
         """Run ``graph`` on input ``x`` of shape ``[B, T, ...]``; fresh neuron state for every sample."""

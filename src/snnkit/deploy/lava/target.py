@@ -6,8 +6,10 @@ interpreter in its own process group, waits with a timeout and reads the spike r
 is killed with its whole process group (Lava's runtime processes included); a crash or a Lava error becomes
 one ``DeployError`` line; the job directory is always removed.
 
-The Lava interpreter: ``$SNNKIT_LAVA_PYTHON_ENV`` (a virtual environment directory or an interpreter), else
-``.venv-lava`` of the repository (or of the current directory).
+The Lava interpreter is found by :func:`snnkit.deploy.lava.env.find_python` (``$SNNKIT_LAVA_ENV``, a
+``.venv-lava`` in the current folder, or the per-user environment that ``snn-lava-env`` creates). The worker
+sees snnkit's own package through a folder in the job directory that holds only a link to it, so the Lava
+interpreter never sees the caller's site-packages (torch, numpy 2), whether snnkit is installed or checked out.
 """
 from __future__ import annotations
 
@@ -24,29 +26,16 @@ import numpy as np
 
 import snnkit
 from snnkit.deploy.base import DeployError
+from snnkit.deploy.lava import env as lava_env
 from snnkit.deploy.loihi.graph import LoihiGraph
 from snnkit.deploy.loihi.prepare import QuantisedTarget
 
-ENV_VAR = "SNNKIT_LAVA_PYTHON_ENV"
-NO_ENV = "lava: no Lava environment (run `make lava-env`)"
-
-
 def find_lava_python() -> Path:
-    """The Lava environment's interpreter, or a DeployError saying how to make one."""
-    candidates = []
-    env = os.environ.get(ENV_VAR)
-    if env:
-        p = Path(env)
-        candidates.append(p / "bin" / "python" if p.is_dir() else p)
-    else:
-        repo = Path(snnkit.__file__).resolve().parents[2]
-        candidates += [repo / ".venv-lava" / "bin" / "python", Path.cwd() / ".venv-lava" / "bin" / "python"]
-    for c in candidates:
-        if c.is_file() and os.access(c, os.X_OK):
-            return c
-    if env:
-        raise DeployError(f"{NO_ENV}: {ENV_VAR}={env} has no Python interpreter")
-    raise DeployError(NO_ENV)
+    """The Lava environment's interpreter, or a one-line DeployError saying how to make one."""
+    try:
+        return lava_env.find_python()
+    except lava_env.LavaEnvError as e:
+        raise DeployError(f"lava: {e}") from None
 
 
 def default_timeout(steps: int, processes: int) -> float:
@@ -63,10 +52,11 @@ def _kill_group(pid: int) -> None:
 
 def run_worker(job_dirs: list[Path], *, python: Path, timeout_s: float, log_dir: Path) -> list[dict]:
     """Run the worker on ``job_dirs``; their result dicts, or a one-line DeployError."""
-    src_dir = str(Path(snnkit.__file__).resolve().parents[1])
-    env = dict(os.environ)
-    env["PYTHONPATH"] = src_dir + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env.pop("PYTHONHOME", None)
+    path_dir = log_dir / "pythonpath"  # snnkit alone, not the folder it is installed in
+    path_dir.mkdir(exist_ok=True)
+    (path_dir / "snnkit").symlink_to(Path(snnkit.__file__).resolve().parent, target_is_directory=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env.update(PYTHONPATH=str(path_dir), PYTHONDONTWRITEBYTECODE="1")
     log_path = log_dir / "worker.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([str(python), "-m", "snnkit.deploy.lava.worker", *map(str, job_dirs)], env=env,
@@ -153,6 +143,10 @@ class LavaTarget(QuantisedTarget):
         self.tag = tag
         self.timeout_s = timeout_s
         self.python = python
+
+    def check_available(self) -> None:
+        if self.python is None:
+            find_lava_python()
 
     def execute(self, lg: LoihiGraph, x: np.ndarray, xi: np.ndarray):
         t0 = time.perf_counter()
