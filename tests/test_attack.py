@@ -133,20 +133,45 @@ def test_pgd_matches_torchattacks(model_fn, norm, eps):
     assert n_robust(model, best, y) <= r_ours
 
 
+SEEDS = (0, 1, 2)
+
+
+def weaker_beyond_noise(ours: list[int], theirs: list[int]) -> bool:
+    """Whether an attack leaving ``ours`` samples robust (one count per seed) is weaker than one leaving ``theirs``
+    by more than seed-to-seed noise: on average over the seeds, by more than the larger spread (max - min) either
+    attack shows between its own seeds, and by more than one sample (one borderline sample may flip with the CPU's
+    floating-point path). Stochastic attacks are compared by their spread, never by one run's exact count."""
+    noise = max(1, max(ours) - min(ours), max(theirs) - min(theirs))
+    return float(np.mean(ours)) - float(np.mean(theirs)) > noise
+
+
+def test_the_comparison_catches_a_weaker_attack():
+    """The rule below can fail: single-step FGSM against torchattacks' APGD on the SNN is weaker beyond noise."""
+    torchattacks = pytest.importorskip("torchattacks", reason="torchattacks is the independent cross-check")
+    model = snn()
+    x, y = _data()
+    fgsm = [n_robust(model, FGSM(model, 0.08)(x, y), y)] * len(SEEDS)
+    theirs = [n_robust(model, torchattacks.APGD(model, eps=0.08, steps=100, seed=s)(x, y), y) for s in SEEDS]
+    print(f"FGSM {fgsm[0]}, torchattacks APGD-100 {theirs} / {len(y)}")
+    assert weaker_beyond_noise(fgsm, theirs)
+    assert not weaker_beyond_noise(theirs, fgsm)
+
+
 @pytest.mark.parametrize("model_fn", [mlp, cnn, snn], ids=["mlp", "cnn", "snn"])
 @pytest.mark.parametrize("loss", ["ce", "dlr"])
 def test_apgd_at_least_as_strong_as_torchattacks(model_fn, loss):
-    """Our APGD (100 iterations, the paper's schedule) leaves no more samples robust than torchattacks' APGD,
-    with its default 10 steps and with 100 steps."""
+    """Our APGD (100 iterations, the paper's schedule) is not weaker beyond seed noise than torchattacks' APGD,
+    with its default 10 steps and with 100 steps, over three seeds each."""
     torchattacks = pytest.importorskip("torchattacks", reason="torchattacks is the independent cross-check")
     model = model_fn()
     x, y = _data()
     for eps in (0.05, 0.08):
-        ours = n_robust(model, APGD(model, eps, loss=loss, steps=100, seed=0)(x, y), y)
+        ours = [n_robust(model, APGD(model, eps, loss=loss, steps=100, seed=s)(x, y), y) for s in SEEDS]
         for steps in (10, 100):
-            theirs = n_robust(model, torchattacks.APGD(model, eps=eps, steps=steps, loss=loss, seed=0)(x, y), y)
+            theirs = [n_robust(model, torchattacks.APGD(model, eps=eps, steps=steps, loss=loss, seed=s)(x, y), y)
+                      for s in SEEDS]
             print(f"APGD-{loss.upper()} eps={eps}: ours(100) {ours}, torchattacks({steps}) {theirs} / {len(y)}")
-            assert ours <= theirs
+            assert not weaker_beyond_noise(ours, theirs)
 
 
 def test_apgd_checkpoints_follow_the_paper():

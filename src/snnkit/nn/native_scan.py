@@ -3,13 +3,15 @@
 
 The whole-sequence LIF scan (``snnkit.nn.functional.lif_scan``) is a loop over time of a few elementwise
 operations; run as separate torch operators it costs a dozen kernel launches and temporaries per step. Here the
-same loop is one pass of plain C over memory: per neuron ``h = fma(beta, v, x)`` (``torch.addcmul`` rounds the
-same way, which :func:`load` checks on a probe before using the library), ``s = h > threshold``, reset; the
-backward recurrence is one reverse pass.
+same loop is one pass of plain C over memory: per neuron ``h = beta v + x`` rounded as ``torch.addcmul`` rounds it
+on this CPU, ``s = h > threshold``, reset; the backward recurrence is one reverse pass. torch's vectorised
+kernels (AVX2, AVX-512, NEON) fuse the multiply-add into one rounding, its generic kernel rounds twice, so the
+library is built in both forms (``-DSNNKIT_FUSED=1`` or ``0``) and :func:`load` keeps the one that reproduces
+torch bit for bit on a probe.
 
 The C source (no torch headers, so it compiles in well under a second) is built once with the system C compiler
-into ``$SNNKIT_CACHE`` (default ``~/.cache/snnkit``), named by a hash of the source, compiler and CPU, and
-loaded with ctypes. ``SNNKIT_NATIVE=0`` turns it off. If there is no compiler, the build fails or the probe
+into ``$SNNKIT_CACHE`` (default ``~/.cache/snnkit``), named by a hash of the source, form, compiler and CPU,
+and loaded with ctypes. ``SNNKIT_NATIVE=0`` turns it off. If there is no compiler, the build fails or the probe
 disagrees with torch, :func:`load` returns ``None`` and the torch path is used: results are the same either way.
 
 Layout understood by the kernels (:class:`Plan`, cached per shape and strides): ``O x T x N`` elements where
@@ -43,9 +45,17 @@ _HEADER = r"""
 #include <stdlib.h>
 #include <string.h>
 #define RESTRICT __restrict__  /* every array argument is a separate buffer */
+/* The charge beta * v + x: one rounding (fused) or two (-ffp-contract=off keeps them apart). */
+#if SNNKIT_FUSED
+#define CHARGE_f32(a, b, c) fmaf(a, b, c)
+#define CHARGE_f64(a, b, c) fma(a, b, c)
+#else
+#define CHARGE_f32(a, b, c) ((a) * (b) + (c))
+#define CHARGE_f64(a, b, c) ((a) * (b) + (c))
+#endif
 """
 
-# One copy per floating type: REAL, SUF(fix), FMA, FABS, EXP are filled in by _source().
+# One copy per floating type: REAL, SUF(fix), FABS, EXP are filled in by _source().
 _TEMPLATE = r"""
 /* u -> d spike / d u in place over one row (codes: SURROGATE_CODES in native_scan.py; < 0 leaves u). */
 static void deriv_row_SUF(REAL *RESTRICT u, long n, int code, REAL p1, REAL p2) {
@@ -77,11 +87,11 @@ static void deriv_row_SUF(REAL *RESTRICT u, long n, int code, REAL p1, REAL p2) 
     }
 }
 
-/* One neuron, one step: charge h = fma(beta, v, x) (as torch.addcmul), fire if h > th, reset. */
+/* One neuron, one step: charge h = beta v + x (rounded as torch.addcmul), fire if h > th, reset. */
 static inline __attribute__((always_inline)) void cell_SUF(
         REAL x, REAL b, REAL th, REAL vr, int subtract, REAL *RESTRICT v, REAL *RESTRICT s, REAL *RESTRICT h,
         REAL *RESTRICT u) {
-    const REAL hv = FMA(b, *v, x);
+    const REAL hv = CHARGE_SUF(b, *v, x);
     const REAL sv = hv > th ? (REAL)1 : (REAL)0;
     *s = sv;
     if (h) *h = hv;
@@ -179,11 +189,11 @@ void pool2_backward_SUF(const REAL *RESTRICT g, REAL *RESTRICT dx, long P, long 
 
 
 def _source() -> str:
-    kinds = [("float", "f32", "fmaf", "fabsf", "expf"), ("double", "f64", "fma", "fabs", "exp")]
+    kinds = [("float", "f32", "fabsf", "expf"), ("double", "f64", "fabs", "exp")]
     out = [_HEADER]
-    for real, suf, fma, fabs, exp in kinds:
+    for real, suf, fabs, exp in kinds:
         text = _TEMPLATE
-        for key, value in (("REAL", real), ("SUF", suf), ("FMA", fma), ("FABS", fabs), ("EXP", exp)):
+        for key, value in (("REAL", real), ("SUF", suf), ("FABS", fabs), ("EXP", exp)):
             text = text.replace(key, value)
         out.append(text)
     return "".join(out)
@@ -230,9 +240,11 @@ def _compiler() -> "str | None":
     return None
 
 
-def _build(cc: str) -> Path:
+def _build(cc: str, fused: bool = True) -> Path:
+    """The library in one form (fused or two-rounding charge), compiled into the cache unless it is there."""
+    flags = [*_FLAGS, f"-DSNNKIT_FUSED={int(fused)}"]
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
-    key = hashlib.sha256("\0".join([_SOURCE, " ".join(_FLAGS), version, _cpu_tag()]).encode()).hexdigest()[:20]
+    key = hashlib.sha256("\0".join([_SOURCE, " ".join(flags), version, _cpu_tag()]).encode()).hexdigest()[:20]
     out_dir = _cache_dir()
     lib_path = out_dir / f"lif_scan_{key}.so"
     if lib_path.is_file():
@@ -242,7 +254,7 @@ def _build(cc: str) -> Path:
         src = Path(tmp) / "lif_scan.c"
         src.write_text(_SOURCE)
         tmp_lib = Path(tmp) / lib_path.name
-        subprocess.run([cc, *_FLAGS, str(src), "-o", str(tmp_lib), "-lm"], check=True, capture_output=True,
+        subprocess.run([cc, *flags, str(src), "-o", str(tmp_lib), "-lm"], check=True, capture_output=True,
                        timeout=120)
         os.replace(tmp_lib, lib_path)  # atomic: concurrent builders all produce the same file
     return lib_path
@@ -264,7 +276,7 @@ def _declare(lib: ctypes.CDLL) -> None:
 
 
 def _agrees_with_torch(lib: ctypes.CDLL) -> bool:
-    """The library's forward must reproduce torch's step arithmetic bit for bit (``addcmul`` is fused)."""
+    """The library's forward must reproduce torch's step arithmetic (``addcmul``) bit for bit."""
     gen = torch.Generator().manual_seed(0)
     for dtype in (torch.float32, torch.float64):
         x = torch.randn(7, 3, 37, generator=gen, dtype=dtype) * 0.7
@@ -302,15 +314,19 @@ def set_enabled(flag: bool) -> None:
 
 
 def _try_load() -> "ctypes.CDLL | None":
+    """The form of the library that agrees with torch on this CPU (fused first), or None."""
     cc = _compiler()
     if cc is None:
         return None
-    try:
-        lib = ctypes.CDLL(str(_build(cc)))
-        _declare(lib)
-    except (OSError, subprocess.SubprocessError, AttributeError):
-        return None
-    return lib if _agrees_with_torch(lib) else None
+    for fused in (True, False):
+        try:
+            lib = ctypes.CDLL(str(_build(cc, fused)))
+            _declare(lib)
+        except (OSError, subprocess.SubprocessError, AttributeError):
+            return None
+        if _agrees_with_torch(lib):
+            return lib
+    return None
 
 
 class Plan(NamedTuple):
