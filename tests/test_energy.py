@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from snnkit.deploy.base import LayerStats, TargetResult, layer_stats
+from snnkit.deploy.base import TargetResult
+from snnkit.energy.counting import LayerStats, layer_stats
 from snnkit.energy import (EnergyModelError, builtin_figures, builtin_models, energy_of, load_models,
                            resolve_models)
 from snnkit.energy.counting import Activity

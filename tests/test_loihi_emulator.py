@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from snnkit.deploy.base import DeployError, get_target
-from snnkit.deploy.loihi import nirops, quantize
+from snnkit.deploy.loihi import quantize
 from snnkit.deploy.loihi.emulator import LoihiEmulator, LoihiEmulatorTarget, LoihiModule, conv2d_im2col
 from snnkit.deploy.loihi.prepare import infer_input, prepare_graph
 from snnkit.energy.counting import fanout
+from snnkit.graph import ops
 from conftest import ZOO
 
 
@@ -88,7 +89,7 @@ def test_result_record_counts_the_target_time_axis():
         assert by_name[name].neuron_updates == by_name[name].neurons * 3 * steps
     # synaptic ops: input events (T steps) and pooled spike counts (a connection node's activity) x fan-out
     assert by_name["0"].synops == int((x.sum(axis=(0, 1)) * fanout(g.nodes["0"], (2, 34, 34))).sum()) > 0
-    pooled = nirops.sum_pool2d(res.records["3"].sum(axis=(0, 1))[None].astype(float), (2, 2), (2, 2), (0, 0))[0]
+    pooled = ops.sum_pool2d(res.records["3"].sum(axis=(0, 1))[None].astype(float), (2, 2), (2, 2), (0, 0))[0]
     assert by_name["5"].synops == int((pooled * fanout(g.nodes["5"], (16, 8, 8))).sum()) > 0
     assert res.info["quantisation"]["input"]["mode"] == "counts"
     assert set(res.info["overflow_events"]) == set(res.records)

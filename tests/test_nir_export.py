@@ -12,8 +12,7 @@ from torch import nn
 
 from snnkit.deploy.base import DeployError
 from snnkit.export import ExportReport, from_nir, read_nir, to_nir, write_nir
-from snnkit.export.graph import flatten_graph, plan
-from snnkit.export.nirfile import graph_metadata
+from snnkit.graph import flatten_graph, graph_metadata, plan
 from snnkit.models import SpikingModel, build
 from snnkit.nn import LIF, BatchNormTT, Conv2d, CubaLIF, DirectEncoder, Flatten, SumPool2d
 

@@ -10,7 +10,7 @@ import torch
 
 from snnkit.deploy.base import DeployError
 from snnkit.export import from_nir, read_nir
-from snnkit.export.graph import input_shape
+from snnkit.graph import input_shape
 
 
 READABLE = ["lif_norse.nir", "lif_rockpool.nir", "two_lif_neurons.nir", "cnn_sinabs.nir",

@@ -1,6 +1,6 @@
-"""Re-attack orchestration (issue 6): the reference's twin and BPTR sources, per-graph build caches, the
-differentiable views of targets, attack sets per side, and ``reattack`` on loihi-emu and torch (the Lava
-re-check's comparison logic with stand-in targets; the real Lava run is in tests/test_cli_attack.py)."""
+"""Re-attack orchestration: the reference's twin and BPTR sources, per-graph build caches, the differentiable
+views of targets, attack sets per side, and ``reattack`` on loihi-emu and torch (the re-check's comparison logic
+with stand-in targets; the real Lava run is in tests/test_cli_attack.py)."""
 from __future__ import annotations
 
 import functools
@@ -13,9 +13,11 @@ import torch.nn.functional as F
 
 from snnkit import data
 from snnkit.attack import TargetScores
-from snnkit.attack.reattack import (ATTACKS, Settings, Side, build_attacks, parse_attacks, reattack,
-                                    recheck_on_lava, reference_sources, run_side)
-from snnkit.attack.target import EmulatorModule, TargetModule
+from snnkit.attack.reattack import reattack, run_side
+from snnkit.attack.recheck import recheck
+from snnkit.attack.registry import ATTACKS, Settings, build_attacks, parse_attacks
+from snnkit.attack.sides import Side, reference_sources
+from snnkit.attack.target import TargetModule
 from snnkit.deploy.base import get_target
 from snnkit.deploy.cache import BuildCache
 from snnkit.export import to_nir
@@ -173,17 +175,18 @@ def test_target_module_is_the_target_with_gradients(name):
             assert torch.equal(out, digits_mlp()(x))  # the torch target is the reference semantics
 
 
-def test_emulator_module_is_bit_exact_with_loihi_emu_and_differentiable():
+def test_loihi_view_is_bit_exact_with_loihi_emu_and_differentiable():
     x, y = samples(16)
-    emu = get_target("loihi-emu")
-    module = EmulatorModule(emu, graph(), x)
-    xr = x.clone().requires_grad_(True)
-    out = module(xr)
-    assert torch.equal(out.detach(), TargetScores(emu, graph())(x))
-    (grad,) = torch.autograd.grad(F.cross_entropy(out, y), xr)
-    assert (grad != 0).float().mean() > 0.5
-    with pytest.raises(Exception, match="not torch-based"):
-        TargetModule(emu, graph())
+    for emu in (get_target("loihi-emu"), get_target("lava")):  # lava's view is the same model (no Lava run)
+        module = TargetModule(emu, graph(), x)
+        assert not module.exact and module.via == "loihi-emu differentiable mode"
+        xr = x.clone().requires_grad_(True)
+        out = module(xr)
+        assert torch.equal(out.detach(), TargetScores(get_target("loihi-emu"), graph())(x))
+        (grad,) = torch.autograd.grad(F.cross_entropy(out, y), xr)
+        assert (grad != 0).float().mean() > 0.5
+    with pytest.raises(Exception, match="needs probe inputs"):
+        TargetModule(get_target("loihi-emu"), graph())
 
 
 # --- attack sets ---------------------------------------------------------------------------------------------
@@ -195,16 +198,17 @@ def test_attack_names_and_sides():
     model = digits_mlp()
     sources, members, _ = reference_sources(model, ("atan:alpha=2",))
     s = Settings(eps=EPS, steps=3, queries=10)
-    ref = Side("reference", model, True, adaptive=model)
-    emu = Side("loihi-emu", TargetScores("loihi-emu", graph()), False, adaptive=model)
+    ref = Side("reference", model, True, adaptive=model).context(sources, members, s, 10)
+    emu = Side("loihi-emu", TargetScores("loihi-emu", graph()), False, adaptive=model).context(sources, members, s, 10)
     with pytest.raises(ValueError, match="needs gradients of the target; loihi-emu has none"):
-        build_attacks(["pgd"], emu, sources, members, s, 10)
+        build_attacks(["pgd"], emu)
     with pytest.raises(ValueError, match="Linf"):
-        build_attacks(["square"], ref, sources, members, Settings(eps=EPS, norm="L2"), 10)
+        build_attacks(["square"], Side("reference", model, True).context(sources, members,
+                                                                         Settings(eps=EPS, norm="L2"), 10))
     names = ["transfer", "square", "adaptive", "noise", "ensemble"]
-    assert list(build_attacks(names, ref, sources, members, s, 10)) == list(build_attacks(names, emu, sources, members, s, 10))
-    std_ref = build_attacks(["standard"], ref, sources, members, s, 10)
-    std_emu = build_attacks(["standard"], emu, sources, members, s, 10)
+    assert list(build_attacks(names, ref)) == list(build_attacks(names, emu))
+    std_ref = build_attacks(["standard"], ref)
+    std_emu = build_attacks(["standard"], emu)
     assert {"FGSM", "PGD-3", "APGD-CE", "APGD-DLR", "Square-10", "Ensemble[PGD-3]"} <= set(std_ref)
     assert set(std_emu) == {"Noise-0.1", "Square-10", "Ensemble[PGD-3]", "Adaptive[PGD-3]", "Adaptive[APGD-CE]"}
     assert std_emu["Ensemble[PGD-3]"].kind == "transfer" and std_ref["Ensemble[PGD-3]"].kind == "white-box"
@@ -219,8 +223,8 @@ def test_attack_names_and_sides():
 def test_reattack_on_loihi_emu_beside_the_reference():
     x, y = samples(30)
     s = Settings(eps=EPS, steps=8, queries=60, progress=False)
-    res = reattack(digits_mlp(), graph(), "loihi-emu", ["transfer", "square", "adaptive"], x, y, s)
-    arrays = res.pop("_arrays")
+    out = reattack(digits_mlp(), graph(), get_target("loihi-emu"), ["transfer", "square", "adaptive"], x, y, s)
+    res, arrays = out.summary, out.arrays
     assert {"target", "attack", "eps", "n_samples", "clean_accuracy", "robust_accuracy"} <= set(res)
     assert res["target"] == "loihi-emu" and res["n_samples"] == 30 and res["eps"] == EPS
     ref = res["reference"]
@@ -252,9 +256,9 @@ def test_reattack_on_loihi_emu_beside_the_reference():
 
 def test_reattack_torch_target_equals_the_reference():
     x, y = samples(20)
-    res = reattack(digits_mlp(), graph(), "torch", ["pgd", "noise"], x, y,
+    out = reattack(digits_mlp(), graph(), get_target("torch", device="cpu"), ["pgd", "noise"], x, y,
                    Settings(eps=EPS, steps=5, progress=False, device="cpu"))
-    arrays = res.pop("_arrays")
+    res, arrays = out.summary, out.arrays
     ref = res["reference"]
     assert res["clean_accuracy"] == ref["clean_accuracy"]
     assert [a["robust_accuracy"] for a in res["attacks"]] == [a["robust_accuracy"] for a in ref["attacks"]]
@@ -262,7 +266,7 @@ def test_reattack_torch_target_equals_the_reference():
     assert res["gradient_sparsity"] is not None and res["transfer_success_rate"] is None
 
 
-def test_lava_recheck_compares_outputs_and_verdicts():
+def test_recheck_compares_outputs_and_verdicts():
     """The re-check logic with stand-ins for Lava: a second emulator agrees bit for bit; one that flips an
     output spike is caught."""
     x, y = samples(12)
@@ -270,8 +274,8 @@ def test_lava_recheck_compares_outputs_and_verdicts():
     emu = get_target("loihi-emu")
     side = Side("lava", TargetScores(emu, graph()), False)
     sources, members, _ = reference_sources(digits_mlp(), ())
-    emulated = run_side(side, build_attacks(["transfer", "square"], side, sources, members, s, 10), x, y, s)
-    report, check = recheck_on_lava(graph(), x, y, emulated, get_target("loihi-emu"), emu)
+    emulated = run_side(side, build_attacks(["transfer", "square"], side.context(sources, members, s, 10)), x, y, s)
+    report, check = recheck(graph(), x, y, emulated, get_target("loihi-emu"), emu)
     assert check["outputs_bit_exact"] and check["verdicts_agree"] and check["samples"] == 3 * 12
     assert [r.correct.tolist() for r in report.results.values()] == \
         [r.correct.tolist() for r in emulated.report.results.values()]
@@ -285,6 +289,6 @@ def test_lava_recheck_compares_outputs_and_verdicts():
             result.outputs[:, result.delay:, :] = 0.0  # a silent output layer: every sample "class 0"
             return result
 
-    _, bad = recheck_on_lava(graph(), x, y, emulated, Flipping(), emu)
+    _, bad = recheck(graph(), x, y, emulated, Flipping(), emu)
     assert not bad["outputs_bit_exact"] and bad["differing_output_values"] > 0
     assert not bad["verdicts_agree"] and bad["differing_verdicts"] > 0

@@ -18,8 +18,7 @@ import torch
 from snnkit.deploy.base import get_target
 from snnkit.deploy.inputs import encode
 from snnkit.export import read_nir, to_nir
-from snnkit.export.graph import input_shape
-from snnkit.export.nirfile import graph_metadata
+from snnkit.graph import graph_metadata, input_shape
 from snnkit.models import build
 
 

@@ -8,13 +8,12 @@ model's logits. No gradient flows: use it with :class:`~snnkit.attack.square.Squ
 :class:`~snnkit.attack.transfer.Transfer`, or as the model of :func:`~snnkit.attack.runner.evaluate`
 (``check_gradients=False``).
 
-Differentiable views of targets, with the same encoding (the graph's encoder, built in torch, so gradients reach
-``x``; a Poisson code draws the same spikes as ``TargetScores`` on every call) and the same scores:
-
-- :class:`TargetModule`: a torch-based target (torch, norse, snntorch) running its own built network with
-  gradients on: white-box attacks on the target itself, through that framework's surrogate gradients.
-- :class:`EmulatorModule`: the Loihi emulator's differentiable mode (bit-identical forward values to Lava and
-  ``loihi-emu``, straight-through gradients): the model adaptive attacks on ``lava``/``loihi-emu`` differentiate.
+:class:`TargetModule` is the differentiable view a target offers (``Target.differentiable``) with the same
+encoding (the graph's encoder, built in torch, so gradients reach ``x``; a Poisson code draws the same spikes as
+``TargetScores`` on every call) and the same scores. What the view is, the target says: torch, norse and snntorch
+hand out their own network (exact: white-box attacks on the target itself, through that framework's surrogate
+gradients); the Loihi targets hand out the emulator's differentiable mode (bit-identical forward values,
+straight-through gradients: the model adaptive attacks differentiate).
 """
 from __future__ import annotations
 
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from snnkit.deploy.base import DeployError, Target, get_target
+from snnkit.deploy.base import DeployError, Differentiable, Target, get_target
 from snnkit.deploy.inputs import encode, encoder_spec, graph_timesteps
 
 
@@ -78,70 +77,47 @@ def encode_torch(x: torch.Tensor, metadata: dict, timesteps: int) -> torch.Tenso
     return enc.to(x.device)(x)
 
 
-class _GraphScores(nn.Module):
-    """What the differentiable views share: the graph's metadata, steps, logit scale and the target's name."""
+class TargetModule(nn.Module):
+    """The differentiable view of ``target`` (a :class:`Target`, or its name plus options) running ``graph``, as a
+    score function ``x [B, *input_shape] -> [B, C]``.
 
-    def __init__(self, name: str, graph: nir.NIRGraph, timesteps: int | None):
+    probe: inputs ``[B, ...]`` in [0, 1] like the ones to come (a quantising target infers its input coding from
+    them, encoded like every query); device: where a model of the target runs; view: the target's view when
+    already asked for. Attributes: ``exact`` (the view is the target's own computation), ``via`` (what it is).
+    DeployError when the target has no such view.
+    """
+
+    def __init__(self, target: "Target | str", graph: nir.NIRGraph, probe: torch.Tensor | None = None, *,
+                 timesteps: int | None = None, device: str = "cpu", view: Differentiable | None = None, **options):
         super().__init__()
-        self.target_name = name
+        self.target = get_target(target, **options) if isinstance(target, str) else target
         self.graph = graph
         self.metadata = dict(graph.metadata or {})
         self.timesteps = graph_timesteps(self.metadata, timesteps)
         self.scale = float(self.metadata.get("logit_scale", 1.0))
+        if view is None:
+            encoded = None if probe is None else encode(probe.detach().cpu().numpy(), self.metadata, self.timesteps)
+            view = self.target.differentiable(graph, encoded, device=device)
+        if view is None:
+            raise DeployError(f"target {self.target.name!r} has no differentiable view (attack it with queries: "
+                              "TargetScores)")
+        self.view = view
+        if isinstance(view.forward, nn.Module):
+            self.model = view.forward  # registered, so .to() and .eval() reach it
 
     @property
     def name(self) -> str:
-        return self.target_name
+        return self.target.name
 
+    @property
+    def exact(self) -> bool:
+        return self.view.exact
 
-class TargetModule(_GraphScores):
-    """A torch-based target (:class:`~snnkit.deploy.torch_target.TorchBasedTarget`, or its name plus options)
-    as a differentiable score function ``x [B, *input_shape] -> [B, C]``: the network the target built for
-    ``graph`` (its cached build, so the same code as ``Target.run``), called with gradients on."""
-
-    def __init__(self, target: "Target | str", graph: nir.NIRGraph, *, timesteps: int | None = None, **options):
-        from snnkit.deploy.torch_target import TorchBasedTarget
-
-        target = get_target(target, **options) if isinstance(target, str) else target
-        if not isinstance(target, TorchBasedTarget):
-            raise DeployError(f"target {target.name!r} is not torch-based: it has no differentiable network "
-                              "(use TargetScores, or EmulatorModule for the Loihi targets)")
-        super().__init__(target.name, graph, timesteps)
-        self.target = target
-        self.network = target.network(graph)
-        self.device = target.device
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        net = self.network
-        encoded = encode_torch(x.to(self.device), self.metadata, self.timesteps)
-        out = net.runner(encoded)
-        name = net.plan.output_name
-        y = out[name] if name in out else sum(out[s] for s, _ in net.plan.inputs[name])
-        return (y.float().mean(1) * self.scale).to(x.device)
-
-
-class EmulatorModule(_GraphScores):
-    """The Loihi fixed-point network of ``graph`` as a differentiable score function ``x [B, ...] -> [B, C]``.
-
-    target: the ``lava`` or ``loihi-emu`` target whose quantisation is used (its options, its cached
-        quantised graph); probe: inputs ``[B, ...]`` in [0, 1] the quantisation's input coding is inferred from
-        (encoded like every query; for the ``direct`` and spike codes any probe in [0, 1] gives the same graph).
-    device: where the emulator runs; surrogate_alpha: the spike's arctan surrogate sharpness.
-    Forward values are bit-identical to ``TargetScores`` on ``lava``/``loihi-emu``.
-    """
-
-    def __init__(self, target: "Target | str", graph: nir.NIRGraph, probe: torch.Tensor, *,
-                 timesteps: int | None = None, device: str = "cpu", surrogate_alpha: float = 2.0, **options):
-        from snnkit.deploy.loihi.emulator import LoihiModule
-
-        target = get_target(target, **options) if isinstance(target, str) else target
-        if not hasattr(target, "quantised"):
-            raise DeployError(f"target {target.name!r} is not a Loihi target (lava, loihi-emu)")
-        super().__init__(target.name, graph, timesteps)
-        self.lg = target.quantised(graph, encode(probe.detach().cpu().numpy(), self.metadata, self.timesteps))
-        self.module = LoihiModule(self.lg, device=device, surrogate_alpha=surrogate_alpha)
+    @property
+    def via(self) -> str:
+        return self.view.via
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         encoded = encode_torch(x, self.metadata, self.timesteps)
-        spikes = self.module(encoded)[:, self.lg.delay:self.lg.delay + self.timesteps]
-        return (spikes.mean(1) * self.scale).to(device=x.device, dtype=x.dtype)
+        out = self.view.forward(encoded)[:, self.view.delay:self.view.delay + self.timesteps]
+        return (out.float().mean(1) * self.scale).to(device=x.device, dtype=x.dtype)

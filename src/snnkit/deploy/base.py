@@ -1,36 +1,36 @@
-"""The Target interface and the result record every target returns.
+"""The Target interface, the result record every target returns, and the registry of targets.
 
 A target consumes a NIR graph (the single hand-off from training) and an input ``[B, T, ...]`` (spikes or
-analog currents, already encoded) and returns a :class:`TargetResult`. The counting mechanism is shared
-(``snnkit.energy.counting``): a target only reports, per node, its output activity; synaptic ops and neuron
-updates follow from the graph.
+analog currents, already encoded) and returns a :class:`TargetResult`. Counting is not a target's business:
+it reports per node what it emitted and ``snnkit.energy.counting`` turns that into synaptic ops, MACs and
+neuron updates, the same way for every target.
+
+What a target can do beyond running is asked of the target itself (the CLIs and the attack code never look at
+its name): :meth:`Target.differentiable` (a view with gradients, for white-box and adaptive attacks),
+:meth:`Target.query_proxy` (a faster stand-in giving bit-identical outputs, for attacks that query thousands of
+times), :meth:`Target.export` (the files the target loads) and :meth:`Target.check_available`. Its options are
+its constructor's keyword arguments (:func:`accepted_options`). Adding a target: docs/architecture.md.
+
+Importing this module does not import torch (the Lava worker side must never import it).
 """
 from __future__ import annotations
 
 import abc
+import importlib
+import inspect
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
 import nir
 import numpy as np
 
-from snnkit.energy.counting import NEURONS, WEIGHTED, Activity, fanout, neuron_count
+from snnkit.energy.counting import LayerStats
+from snnkit.graph.errors import DeployError
 
-
-class DeployError(Exception):
-    """A problem with the user's graph, input or environment: reported as one line, exit code 2."""
-
-
-@dataclass
-class LayerStats:
-    """Counts for one NIR node over a whole run (all samples, all steps)."""
-
-    name: str
-    kind: str
-    neurons: int = 0
-    spikes: int = 0
-    synops: int = 0
-    macs: int = 0
-    neuron_updates: int = 0
+__all__ = ["DeployError", "Differentiable", "Exported", "LayerStats", "TARGETS", "Target", "TargetResult",
+           "accepted_options", "get_target", "make_target", "register_target", "target_class", "target_names"]
 
 
 @dataclass
@@ -64,8 +64,17 @@ class TargetResult:
         return int(sum(layer.synops for layer in self.layers))
 
     @property
+    def total_macs(self) -> int:
+        return int(sum(layer.macs for layer in self.layers))
+
+    @property
     def total_neuron_updates(self) -> int:
         return int(sum(layer.neuron_updates for layer in self.layers))
+
+    def totals(self) -> dict[str, int]:
+        """Every total the CLIs and reports print: spikes, synops, macs, neuron_updates."""
+        return {"spikes": self.total_spikes, "synops": self.total_synops, "macs": self.total_macs,
+                "neuron_updates": self.total_neuron_updates}
 
     def aligned_outputs(self, timesteps: int) -> np.ndarray:
         """Outputs on the reference time axis: steps ``delay .. delay + timesteps - 1``."""
@@ -84,9 +93,7 @@ class TargetResult:
             "timesteps": int(self.outputs.shape[1]),
             "delay": self.delay,
             "layers": [asdict(layer) for layer in self.layers],
-            "total_spikes": self.total_spikes,
-            "total_synops": self.total_synops,
-            "total_neuron_updates": self.total_neuron_updates,
+            **{f"total_{k}": v for k, v in self.totals().items()},
             "wall_s": self.wall_s,
             "build_s": self.build_s,
             **({"info": self.info} if self.info else {}),
@@ -96,10 +103,43 @@ class TargetResult:
         return json.dumps(self.summary(), indent=2)
 
 
-class Target(abc.ABC):
-    """A place a NIR graph can run. Subclasses specialise the mapping, not the bookkeeping."""
+@dataclass
+class Differentiable:
+    """A view with gradients of a target running one graph (what gradient and adaptive attacks use).
 
-    name: str = ""
+    forward: the encoded input ``x [B, T, *input_shape]`` (a float torch tensor) -> the output node's values
+        ``[B, T + delay, C]``, differentiable with respect to ``x``.
+    delay: steps by which its outputs lag the reference time axis (as :attr:`TargetResult.delay`).
+    exact: True when ``forward`` *is* the target's own computation (white-box attacks run on the target);
+        False when it is a model of it (bit-identical values, estimated gradients): only adaptive attacks use it.
+    via: what it is, in words, for reports.
+    """
+
+    forward: Callable[[Any], Any]
+    delay: int
+    exact: bool
+    via: str
+
+
+@dataclass
+class Exported:
+    """What :meth:`Target.export` wrote: ``files`` (role -> path), notes, warnings (lossy mappings) and
+    target-specific ``details`` for the export report."""
+
+    files: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    details: dict = field(default_factory=dict)
+
+
+class Target(abc.ABC):
+    """A place a NIR graph can run. Subclasses specialise the mapping, not the bookkeeping.
+
+    ``name`` is the name it is registered under. A subclass implements :meth:`run` and may implement any of
+    the capabilities below; the defaults say "cannot".
+    """
+
+    name: ClassVar[str] = ""
 
     def check_available(self) -> None:
         """Raise a one-line :class:`DeployError` when this target cannot run here (a missing environment)."""
@@ -108,64 +148,26 @@ class Target(abc.ABC):
     def run(self, graph: nir.NIRGraph, x: np.ndarray, *, record: bool = False) -> TargetResult:
         """Run ``graph`` on input ``x`` of shape ``[B, T, ...]``; fresh neuron state for every sample."""
 
+    def differentiable(self, graph: nir.NIRGraph, probe: np.ndarray, *, device: str = "cpu") -> Differentiable | None:
+        """A differentiable view of this target running ``graph``, or None when it has none.
 
-def layer_stats(graph: nir.NIRGraph, activity: dict[str, Activity], batch: int, steps: int,
-                input_shapes: dict[str, tuple[int, ...]]) -> list[LayerStats]:
-    """Per-node counts from per-node activity (shared by all targets).
+        probe: encoded inputs ``[B, T, ...]`` like those it will see (a quantising target infers its input
+        coding from them); device: where a model of the target runs (a target that runs itself ignores it).
+        """
+        return None
 
-    activity: node name -> its output activity (the graph's input node included).
-    input_shapes: node name -> the shape of that node's input (no batch), for weighted nodes.
-    """
-    preds: dict[str, list[str]] = {name: [] for name in graph.nodes}
-    for src, dst in graph.edges:
-        preds[dst].append(src)
-    stats = []
-    for name in topological_order(graph):
-        node = graph.nodes[name]
-        st = LayerStats(name=name, kind=type(node).__name__)
-        if isinstance(node, NEURONS):
-            st.neurons = neuron_count(node)
-            st.neuron_updates = st.neurons * batch * steps
-            if name in activity and not isinstance(node, (nir.LI, nir.CubaLI, nir.I)):  # those emit potentials
-                st.spikes = int(activity[name].events.sum())
-        elif isinstance(node, WEIGHTED):
-            fo = fanout(node, input_shapes[name])
-            for p in preds[name]:
-                if p not in activity:
-                    continue
-                ops = int((activity[p].events.reshape(fo.shape) * fo).sum())
-                if activity[p].analog:
-                    st.macs += ops
-                else:
-                    st.synops += ops
-        else:
-            continue
-        stats.append(st)
-    return stats
+    def query_proxy(self, *, device: str = "cpu") -> "Target | None":
+        """A faster target whose outputs equal this one's bit for bit, to answer attack queries (the final
+        verdicts are then re-checked here), or None when queries should go to this target itself."""
+        return None
+
+    def export(self, graph: nir.NIRGraph, out_dir: Path, *, source: str = "graph") -> Exported | None:
+        """Write the files this target loads for ``graph`` into ``out_dir`` (beside ``model.nir``), or return
+        None when it needs nothing but the NIR file. A graph it cannot carry raises a one-line DeployError."""
+        return None
 
 
-def topological_order(graph: nir.NIRGraph) -> list[str]:
-    """Node names in an order where every node follows its sources; edges closing a cycle are ignored."""
-    succ: dict[str, list[str]] = {name: [] for name in graph.nodes}
-    for src, dst in graph.edges:
-        succ[src].append(dst)
-    order: list[str] = []
-    state: dict[str, int] = {}
-
-    def visit(n: str) -> None:
-        state[n] = 1
-        for m in succ[n]:
-            if state.get(m, 0) == 0:
-                visit(m)
-        state[n] = 2
-        order.append(n)
-
-    roots = [n for n, node in graph.nodes.items() if isinstance(node, nir.Input)] or list(graph.nodes)
-    for r in roots + sorted(graph.nodes):
-        if state.get(r, 0) == 0:
-            visit(r)
-    return order[::-1]
-
+# ------------------------------------------------------------------------------------------------ registry
 
 # Built-in targets, imported only when asked for (the Lava worker side must never import torch).
 TARGETS: dict[str, str] = {
@@ -177,11 +179,61 @@ TARGETS: dict[str, str] = {
 }
 
 
+PLUGIN_GROUP = "snnkit.targets"
+"""Entry-point group through which another installed package adds targets (``name = "module:Class"``)."""
+
+
+def register_target(name: str, spec: str) -> None:
+    """Make the Target class at ``spec`` (``"package.module:Class"``) available as ``name`` in this process."""
+    if ":" not in spec:
+        raise ValueError(f"target spec must be 'module:Class', not {spec!r}")
+    TARGETS[name] = spec
+
+
+def target_names() -> list[str]:
+    """Every target a command accepts: the built-in and registered ones, then installed plugins."""
+    from importlib.metadata import entry_points
+
+    return list(dict.fromkeys([*TARGETS, *(ep.name for ep in entry_points(group=PLUGIN_GROUP))]))
+
+
+def target_class(name: str) -> type[Target]:
+    """The class registered as ``name`` (DeployError naming the available ones otherwise)."""
+    spec = TARGETS.get(name)
+    if spec is None:
+        from importlib.metadata import entry_points
+
+        spec = next((ep.value for ep in entry_points(group=PLUGIN_GROUP) if ep.name == name), None)
+    if spec is None:
+        raise DeployError(f"unknown target {name!r}; available: {', '.join(target_names())}")
+    module, cls = spec.split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def accepted_options(cls: type) -> set[str]:
+    """The keyword options a target class's constructor takes, following ``**options`` up its bases."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters.values()
+        names |= {p.name for p in params if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return names
+
+
 def get_target(name: str, **options) -> Target:
     """Instantiate a target by name (one of ``TARGETS``) with its options."""
-    import importlib
+    return target_class(name)(**options)
 
-    if name not in TARGETS:
-        raise DeployError(f"unknown target {name!r}; available: {', '.join(TARGETS)}")
-    module, cls = TARGETS[name].split(":")
-    return getattr(importlib.import_module(module), cls)(**options)
+
+def make_target(name: str, **options) -> Target:
+    """``get_target(name, ...)`` with the options the target takes; unset (None) and foreign options dropped.
+
+    This is how commands pass their shared options (``--device``, ``--dt``, ``--batch-size``) to any target.
+    """
+    cls = target_class(name)
+    accepted = accepted_options(cls)
+    return cls(**{k: v for k, v in options.items() if v is not None and k in accepted})

@@ -44,14 +44,3 @@ class BuildCache:
 
     def clear(self) -> None:
         self._entries.clear()
-
-
-def quantised_graph(cache: BuildCache, graph, x, options: dict):
-    """``prepare_graph(graph, x, **options)`` (the Loihi targets' build), cached per graph object and per input
-    coding inferred from ``x`` (the only thing of ``x`` the quantisation depends on)."""
-    import numpy as np
-
-    from snnkit.deploy.loihi.prepare import infer_input, prepare_graph
-
-    key = infer_input(x, getattr(graph, "metadata", None)) if np.ndim(x) >= 3 else None
-    return cache.get(graph, key, lambda: prepare_graph(graph, x, **options))

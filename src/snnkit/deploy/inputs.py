@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from snnkit.deploy.base import DeployError
+from snnkit.graph import DeployError
 
 
 @dataclass

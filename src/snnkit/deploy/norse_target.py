@@ -31,15 +31,10 @@ import nir
 import numpy as np
 import torch
 
-from snnkit.deploy.base import DeployError
-from snnkit.deploy.torch_target import Runner, StepRecorder, TorchBasedTarget
+from snnkit.deploy.torch_target import FrameworkTarget, Runner, StepRecorder
 from snnkit.export.executor import node_resets
-from snnkit.export.nirfile import graph_dt
 from snnkit.export.rewrite import batch_agnostic_flatten, fold_input_gain, pool_to_conv
-
-SUPPORTED = (nir.Input, nir.Output, nir.Affine, nir.Linear, nir.Conv2d, nir.Flatten, nir.SumPool2d, nir.AvgPool2d,
-             nir.LIF, nir.IF, nir.CubaLIF)
-
+from snnkit.graph import DeployError, graph_dt
 
 def _gain(name: str, node: nir.NIRNode):
     """Norse ignores ``r`` of LIF and IF: move it into the weights."""
@@ -55,9 +50,6 @@ def _gain(name: str, node: nir.NIRNode):
 
 def norse_graph(graph: nir.NIRGraph) -> tuple[nir.NIRGraph, list[str]]:
     """The rewritten graph Norse's importer reads correctly, and the list of changes."""
-    for name, node in graph.nodes.items():
-        if not isinstance(node, SUPPORTED):
-            raise DeployError(f"norse target: node {name!r} ({type(node).__name__}) has no Norse mapping")
     changes: list[str] = []
     for rewrite in (batch_agnostic_flatten, pool_to_conv, lambda g: fold_input_gain(g, _gain, "input gain r")):
         graph, done = rewrite(graph)
@@ -100,13 +92,18 @@ def _fix_cell(cell: torch.nn.Module, node: nir.NIRNode) -> None:
         cell.p = cell.p._replace(v_reset=v_reset)
 
 
-class NorseTarget(TorchBasedTarget):
+class NorseTarget(FrameworkTarget):
     """Norse (``norse.torch.from_nir``), stepped one step at a time with explicit zero initial state.
 
     Options: ``dt`` (s; default the graph's metadata, else 1e-4), ``batch_size``.
     """
 
     name = "norse"
+    framework = "Norse"
+
+    def rewrite(self, graph: nir.NIRGraph) -> tuple[nir.NIRGraph, list[str]]:
+        self.check_supported(graph)
+        return norse_graph(graph)
 
     def build(self, graph: nir.NIRGraph) -> Runner:
         try:
@@ -119,7 +116,7 @@ class NorseTarget(TorchBasedTarget):
             raise DeployError(f"norse target: Norse is not installed ({exc}); pip install norse") from None
         dt = graph_dt(graph, self.dt)
         resets = node_resets(graph)
-        rewritten, changes = norse_graph(graph)
+        rewritten, changes = self.rewrite(graph)
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()) as log:
             warnings.simplefilter("ignore")
             logging.disable(logging.WARNING)

@@ -32,19 +32,13 @@ import nir
 import numpy as np
 import torch
 
-from snnkit.deploy.base import DeployError
-from snnkit.deploy.torch_target import Runner, StepRecorder, TorchBasedTarget
+from snnkit.deploy.torch_target import FrameworkTarget, Runner, StepRecorder
 from snnkit.export.executor import node_resets
-from snnkit.export.graph import plan
-from snnkit.export.nirfile import graph_dt
 from snnkit.export.rewrite import batch_agnostic_flatten, fold_input_gain, leak_to_bias, pool_to_conv, rescale_time
+from snnkit.graph import DeployError, graph_dt, plan
 
 SNNTORCH_DT = 1e-4
 """The step length snnTorch's importer assumes (seconds)."""
-
-SUPPORTED = (nir.Input, nir.Output, nir.Affine, nir.Linear, nir.Conv2d, nir.Flatten, nir.SumPool2d, nir.AvgPool2d,
-             nir.LIF, nir.IF, nir.CubaLIF)
-
 
 def _f64(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
@@ -69,8 +63,6 @@ def _gain(name: str, node: nir.NIRNode):
 def snntorch_graph(graph: nir.NIRGraph, dt: float) -> tuple[nir.NIRGraph, list[str]]:
     """The rewritten graph snnTorch's importer reads correctly, and the list of changes."""
     for name, node in graph.nodes.items():
-        if not isinstance(node, SUPPORTED):
-            raise DeployError(f"snntorch target: node {name!r} ({type(node).__name__}) has no snnTorch mapping")
         if isinstance(node, nir.CubaLIF) and np.any(_f64(node.v_leak) != 0):
             raise DeployError(f"snntorch target: node {name!r}: snnTorch's Synaptic neuron has no v_leak")
         if isinstance(node, (nir.LIF, nir.IF, nir.CubaLIF)):
@@ -147,13 +139,18 @@ def _silent_recurrence(neurons: list):
             bias.data.copy_(value)
 
 
-class SnnTorchTarget(TorchBasedTarget):
+class SnnTorchTarget(FrameworkTarget):
     """snnTorch (``import_from_nir``), stepped one step at a time; hidden state cleared before every batch.
 
     Options: ``dt`` (s; default the graph's metadata, else 1e-4), ``batch_size``.
     """
 
     name = "snntorch"
+    framework = "snnTorch"
+
+    def rewrite(self, graph: nir.NIRGraph) -> tuple[nir.NIRGraph, list[str]]:
+        self.check_supported(graph)
+        return snntorch_graph(graph, graph_dt(graph, self.dt))
 
     def build(self, graph: nir.NIRGraph) -> Runner:
         try:
@@ -162,7 +159,7 @@ class SnnTorchTarget(TorchBasedTarget):
             raise DeployError(f"snntorch target: snnTorch is not installed ({exc}); pip install snntorch nirtorch") from None
         dt = graph_dt(graph, self.dt)
         resets = node_resets(graph)
-        rewritten, changes = snntorch_graph(graph, dt)
+        rewritten, changes = self.rewrite(graph)
         recurrent = plan(rewritten).has_cycles
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()) as log:
             warnings.simplefilter("ignore")

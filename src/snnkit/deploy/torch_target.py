@@ -3,54 +3,32 @@
 A torch-based target turns a NIR graph into a *runner*: a callable taking ``x [B, T, ...]`` (a float32 tensor)
 and returning the output of every node it can see, by NIR node name, as ``[B, T, ...]`` tensors. The shared
 :class:`TorchBasedTarget` validates the input, runs it in batches, reduces each node's output to its activity
-(``snnkit.energy.counting.Activity``) and builds the :class:`~snnkit.deploy.base.TargetResult` with the shared
-``layer_stats``. Counts always refer to the original (flattened) graph, whatever a target rewrote.
+(``snnkit.energy.counting``) and builds the :class:`~snnkit.deploy.base.TargetResult`. Counts always refer to
+the original (flattened) graph, whatever a target rewrote.
 
 Built runners are cached per graph object (``snnkit.deploy.cache``): an attack querying a target batch after
 batch pays the import/build once. :meth:`TorchBasedTarget.network` hands out the cached :class:`Network`; its
-runner is differentiable when called with gradients enabled (white-box attacks on the target itself).
+runner is differentiable when called with gradients enabled: :meth:`TorchBasedTarget.differentiable` hands it
+out as the target's exact differentiable view (white-box attacks on the target itself).
 """
 from __future__ import annotations
 
 import abc
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from pathlib import Path
+from typing import Callable, ClassVar
 
 import nir
 import numpy as np
 import torch
 
-from snnkit.deploy.base import DeployError, Target, TargetResult, layer_stats
+from snnkit.deploy.base import DeployError, Differentiable, Exported, Target, TargetResult
 from snnkit.deploy.cache import BuildCache
-from snnkit.energy.counting import WEIGHTED, Activity
-from snnkit.export.graph import flatten_graph, plan
+from snnkit.energy.counting import ActivityAccumulator, layer_stats
+from snnkit.graph import GraphPlan, flatten_graph, input_shape, plan, weighted_input_shapes
 
 Runner = Callable[[torch.Tensor], dict[str, torch.Tensor]]
-
-
-class ActivityAccumulator:
-    """Per-node activity summed over batches, with the same definition as ``Activity.from_output``."""
-
-    def __init__(self) -> None:
-        self._sum: dict[str, np.ndarray] = {}
-        self._nonzero: dict[str, np.ndarray] = {}
-        self._counts: dict[str, bool] = {}
-
-    def add(self, name: str, y: np.ndarray) -> None:
-        s = y.sum(axis=(0, 1), dtype=np.float64)
-        nz = (y != 0).sum(axis=(0, 1)).astype(np.int64)
-        counts = bool(np.all(y >= 0) and np.all(np.mod(y, 1) == 0))
-        if name in self._sum:
-            self._sum[name] += s
-            self._nonzero[name] += nz
-            self._counts[name] &= counts
-        else:
-            self._sum[name], self._nonzero[name], self._counts[name] = s, nz, counts
-
-    def activity(self) -> dict[str, Activity]:
-        return {n: (Activity(np.rint(self._sum[n]).astype(np.int64), False) if self._counts[n]
-                    else Activity(self._nonzero[n], True)) for n in self._sum}
 
 
 def check_input(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -71,22 +49,6 @@ def check_input(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return x
 
 
-def _input_shapes(graph: nir.NIRGraph, activity: dict[str, Activity]) -> dict[str, tuple[int, ...]]:
-    """Input shape of every weighted node: its source's recorded output shape, else from its parameters."""
-    shapes = {}
-    for name, node in graph.nodes.items():
-        if not isinstance(node, WEIGHTED):
-            continue
-        srcs = [s for s, d in graph.edges if d == name and s in activity]
-        if srcs:
-            shapes[name] = tuple(activity[srcs[0]].events.shape)
-        elif isinstance(node, (nir.Affine, nir.Linear)):
-            shapes[name] = (np.asarray(node.weight).shape[1],)
-        else:
-            raise DeployError(f"node {name!r}: its input was not recorded, so its operations cannot be counted")
-    return shapes
-
-
 def resolve_device(device: str) -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU; anything else as given (DeployError if unavailable)."""
     if device == "auto":
@@ -103,11 +65,17 @@ class Network:
     the runner, what the build recorded (``info``) and how long it took (s)."""
 
     flat: nir.NIRGraph
-    plan: object
+    plan: GraphPlan
     input_shape: tuple[int, ...]
     runner: Runner
     info: dict = field(default_factory=dict)
     build_s: float = 0.0
+
+    def output(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The Output node's value from a runner's result (importers that turn the Output node into a return
+        statement do not record it: it is then the sum of its sources)."""
+        name = self.plan.output_name
+        return out[name] if name in out else sum(out[s] for s, _ in self.plan.inputs[name])
 
 
 class TorchBasedTarget(Target):
@@ -138,10 +106,15 @@ class TorchBasedTarget(Target):
         t0 = time.perf_counter()
         flat = flatten_graph(graph)
         p = plan(flat)
-        shape = tuple(int(s) for s in np.asarray(flat.nodes[p.input_name].input_type.get("input")).tolist())
         self.info = {"device": str(self.device)}
         runner = self.build(flat)
-        return Network(flat, p, shape, runner, dict(self.info), time.perf_counter() - t0)
+        return Network(flat, p, input_shape(flat), runner, dict(self.info), time.perf_counter() - t0)
+
+    def differentiable(self, graph: nir.NIRGraph, probe: np.ndarray, *, device: str = "cpu") -> Differentiable:
+        """The target's own network with gradients on (it runs on the target's device)."""
+        net = self.network(graph)
+        return Differentiable(forward=lambda x: net.output(net.runner(x.to(self.device))), delay=0, exact=True,
+                              via=f"{self.name} (the target itself)")
 
     def run(self, graph: nir.NIRGraph, x: np.ndarray, *, record: bool = False) -> TargetResult:
         t0 = time.perf_counter()
@@ -159,8 +132,7 @@ class TorchBasedTarget(Target):
                 t0 = time.perf_counter()
                 out = runner(xb)
                 out.setdefault(p.input_name, xb)
-                if p.output_name not in out:  # importers that turn Output into a return statement
-                    out[p.output_name] = sum(out[s] for s, _ in p.inputs[p.output_name])
+                out[p.output_name] = net.output(out)
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
                 wall += time.perf_counter() - t0
@@ -170,9 +142,8 @@ class TorchBasedTarget(Target):
                     if record:
                         records.setdefault(name, []).append(y)
                 outputs.append(out[p.output_name].detach().float().cpu().numpy())
-        activity = acc.activity()
-        stats = layer_stats(flat, activity, batch=x.shape[0], steps=x.shape[1],
-                            input_shapes=_input_shapes(flat, activity))
+        stats = layer_stats(flat, acc.activity(), batch=x.shape[0], steps=x.shape[1],
+                            input_shapes=weighted_input_shapes(flat))
         return TargetResult(target=self.name, outputs=np.concatenate(outputs), layers=stats, wall_s=wall,
                             build_s=build_s, records={k: np.concatenate(v) for k, v in records.items()},
                             info=dict(self.info))
@@ -199,6 +170,37 @@ class TorchTarget(TorchBasedTarget):
         net = NIRNetwork(graph, dt=self.dt, reset=self.reset).to(self.device).eval()
         self.info.update(dt=net.dt, resets=net.resets, stepped=net.plan.has_cycles)
         return net.run
+
+
+class FrameworkTarget(TorchBasedTarget):
+    """A framework's own NIR importer behind the Target interface (``norse``, ``snntorch``).
+
+    The graph is checked against the nodes the importer maps (``supported``), rewritten around the importer's
+    known bugs (:meth:`rewrite`, ``snnkit.export.rewrite``), imported and stepped by the framework.
+    :meth:`export` writes that rewritten graph: the file a user gives the framework's importer directly.
+    """
+
+    framework: ClassVar[str] = ""
+    supported: ClassVar[tuple[type, ...]] = (nir.Input, nir.Output, nir.Affine, nir.Linear, nir.Conv2d, nir.Flatten,
+                                             nir.SumPool2d, nir.AvgPool2d, nir.LIF, nir.IF, nir.CubaLIF)
+
+    @abc.abstractmethod
+    def rewrite(self, graph: nir.NIRGraph) -> tuple[nir.NIRGraph, list[str]]:
+        """The graph the framework's importer reads correctly, and one line per change."""
+
+    def check_supported(self, graph: nir.NIRGraph) -> None:
+        """DeployError naming the first node the framework's importer has no mapping for."""
+        for name, node in graph.nodes.items():
+            if not isinstance(node, self.supported):
+                raise DeployError(f"{self.name} target: node {name!r} ({type(node).__name__}) has no "
+                                  f"{self.framework} mapping")
+
+    def export(self, graph: nir.NIRGraph, out_dir: Path, *, source: str = "graph") -> Exported:
+        from snnkit.graph import write_nir
+
+        rewritten, changes = self.rewrite(flatten_graph(graph))
+        path = write_nir(rewritten, Path(out_dir) / f"model_{self.name}.nir")
+        return Exported(files={self.name: str(path)}, notes=[f"{self.name} rewrite: {c}" for c in changes])
 
 
 class StepRecorder:

@@ -1,4 +1,4 @@
-"""Exact operation counts from a NIR graph and the activity each target recorded.
+"""Exact operation counts from a NIR graph and the activity each target recorded (the one counting rule).
 
 Definitions (docs/semantics.md, "Counting"; docs/reference/energy.md):
 
@@ -11,7 +11,8 @@ Definitions (docs/semantics.md, "Counting"; docs/reference/energy.md):
   MACs instead.
 - *neuron updates*: neurons x steps x samples for every neuron node.
 
-Everything here is numpy/torch on the host; targets only report per-node activity.
+A target only reports what each node emitted: it feeds its outputs, batch by batch, to an
+:class:`ActivityAccumulator` and hands the resulting :class:`Activity` per node to :func:`layer_stats`.
 """
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ from dataclasses import dataclass
 import nir
 import numpy as np
 
-WEIGHTED = (nir.Affine, nir.Linear, nir.Conv1d, nir.Conv2d)
-NEURONS = (nir.LIF, nir.IF, nir.CubaLIF, nir.LI, nir.CubaLI, nir.I)
+from snnkit.graph.kinds import NEURONS, POTENTIALS, WEIGHTED
+from snnkit.graph.ops import conv_padding, pair
+from snnkit.graph.shapes import neuron_count
+from snnkit.graph.topology import predecessors, topological_order
 
 
 @dataclass(frozen=True)
@@ -37,12 +40,83 @@ class Activity:
 
     @classmethod
     def from_output(cls, y: np.ndarray) -> "Activity":
-        """Reduce a node's output ``y`` of shape ``[B, T, ...]`` to its activity."""
-        y = np.asarray(y)
-        is_count = bool(np.all(y >= 0) and np.all(np.mod(y, 1) == 0))
-        if is_count:
-            return cls(events=y.sum(axis=(0, 1)).astype(np.int64), analog=False)
-        return cls(events=(y != 0).sum(axis=(0, 1)).astype(np.int64), analog=True)
+        """Reduce a node's whole output ``y`` of shape ``[B, T, ...]`` to its activity."""
+        acc = ActivityAccumulator()
+        acc.add("y", np.asarray(y))
+        return acc.activity()["y"]
+
+
+class ActivityAccumulator:
+    """Per-node :class:`Activity` of a run seen in pieces (batches, chunks): ``add`` each piece
+    ``[B, T, ...]`` of a node's output, then ``activity()``. The pieces of one node must share their shape after
+    the first two axes."""
+
+    def __init__(self) -> None:
+        self._sum: dict[str, np.ndarray] = {}
+        self._nonzero: dict[str, np.ndarray] = {}
+        self._counts: dict[str, bool] = {}
+
+    def add(self, name: str, y: np.ndarray) -> None:
+        s = y.sum(axis=(0, 1), dtype=np.float64)
+        nz = (y != 0).sum(axis=(0, 1)).astype(np.int64)
+        counts = bool(np.all(y >= 0) and np.all(np.mod(y, 1) == 0))
+        if name in self._sum:
+            self._sum[name] += s
+            self._nonzero[name] += nz
+            self._counts[name] &= counts
+        else:
+            self._sum[name], self._nonzero[name], self._counts[name] = s, nz, counts
+
+    def activity(self) -> dict[str, Activity]:
+        return {n: (Activity(np.rint(self._sum[n]).astype(np.int64), False) if self._counts[n]
+                    else Activity(self._nonzero[n], True)) for n in self._sum}
+
+
+@dataclass
+class LayerStats:
+    """Counts for one NIR node over a whole run (all samples, all steps)."""
+
+    name: str
+    kind: str
+    neurons: int = 0
+    spikes: int = 0
+    synops: int = 0
+    macs: int = 0
+    neuron_updates: int = 0
+
+
+def layer_stats(graph: nir.NIRGraph, activity: dict[str, Activity], batch: int, steps: int,
+                input_shapes: dict[str, tuple[int, ...]]) -> list[LayerStats]:
+    """Per-node counts (neuron and weighted nodes, in topological order) from per-node activity.
+
+    activity: node name -> its output activity (the graph's input node included).
+    input_shapes: node name -> the shape of that node's input (no batch), for weighted nodes
+        (``snnkit.graph.weighted_input_shapes``).
+    """
+    preds = predecessors(graph)
+    stats = []
+    for name in topological_order(graph):
+        node = graph.nodes[name]
+        st = LayerStats(name=name, kind=type(node).__name__)
+        if isinstance(node, NEURONS):
+            st.neurons = neuron_count(node)
+            st.neuron_updates = st.neurons * batch * steps
+            if name in activity and not isinstance(node, POTENTIALS):  # those emit potentials, not spikes
+                st.spikes = int(activity[name].events.sum())
+        elif isinstance(node, WEIGHTED):
+            fo = fanout(node, input_shapes[name])
+            for p in preds[name]:
+                if p not in activity:
+                    continue
+                ops = int((activity[p].events.reshape(fo.shape) * fo).sum())
+                if activity[p].analog:
+                    st.macs += ops
+                else:
+                    st.synops += ops
+        else:
+            continue
+        stats.append(st)
+    return stats
 
 
 def fanout(node: nir.NIRNode, input_shape: tuple[int, ...]) -> np.ndarray:
@@ -59,36 +133,13 @@ def fanout(node: nir.NIRNode, input_shape: tuple[int, ...]) -> np.ndarray:
     if isinstance(node, (nir.Affine, nir.Linear)):
         per_input = (w != 0).sum(axis=0)
         return per_input.reshape(input_shape)
+    nd = w.ndim - 2
     nz = torch.from_numpy((w != 0).astype(np.float64))
-    stride, padding, dilation = _conv_geometry(node)
     groups = int(np.asarray(node.groups).item())
     x = torch.zeros((1, *input_shape), dtype=torch.float64)
     conv = F.conv1d if isinstance(node, nir.Conv1d) else F.conv2d
     # The gradient of sum(conv(x)) with respect to x is exactly the per-input fan-out count.
     x.requires_grad_(True)
-    conv(x, nz, stride=stride, padding=padding, dilation=dilation, groups=groups).sum().backward()
+    conv(x, nz, stride=pair(node.stride, nd), padding=conv_padding(node), dilation=pair(node.dilation, nd),
+         groups=groups).sum().backward()
     return np.rint(x.grad[0].numpy()).astype(np.int64)
-
-
-def _conv_geometry(node: nir.NIRNode):
-    def tup(v):
-        a = np.atleast_1d(np.asarray(v))
-        return tuple(int(i) for i in a)
-
-    padding = node.padding
-    if isinstance(padding, str):
-        if padding == "valid":
-            padding = 0
-        else:  # 'same' with stride 1: symmetric padding of (k-1)/2 * dilation
-            k = np.asarray(node.weight).shape[2:]
-            d = np.broadcast_to(np.asarray(node.dilation), (len(k),))
-            padding = tuple(int(dd * (kk - 1) // 2) for kk, dd in zip(k, d))
-    return tup(node.stride), tup(padding), tup(node.dilation)
-
-
-def neuron_count(node: nir.NIRNode) -> int:
-    """Number of neurons in a neuron node (the size of its per-neuron parameters)."""
-    for attr in ("v_threshold", "tau", "tau_mem", "r"):
-        if hasattr(node, attr):
-            return int(np.asarray(getattr(node, attr)).size)
-    raise ValueError(f"not a neuron node: {type(node).__name__}")

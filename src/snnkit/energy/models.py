@@ -31,8 +31,9 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # the record types live with the targets; importing them here would import nir
-    from snnkit.deploy.base import LayerStats, TargetResult
+if TYPE_CHECKING:  # the run record lives with the targets, the counts in energy.counting (which imports nir)
+    from snnkit.deploy.base import TargetResult
+    from snnkit.energy.counting import LayerStats
 
 SCHEMA = "snnkit.energy-models/1"
 PJ = 1e-12  # joules per picojoule

@@ -10,7 +10,7 @@ Importing this package does not import torch; the functions do.
 """
 from __future__ import annotations
 
-from snnkit.export.nirfile import DEFAULT_DT, graph_metadata, read_nir, write_nir
+from snnkit.graph import DEFAULT_DT, graph_metadata, read_nir, write_nir
 from snnkit.export.report import ExportReport
 
 __all__ = ["DEFAULT_DT", "ExportReport", "NIRNetwork", "export_onnx", "from_nir", "graph_metadata", "read_nir",

@@ -30,13 +30,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from snnkit.deploy.base import DeployError
-from snnkit.export.graph import GraphPlan, flatten_graph, plan
-from snnkit.export.nirfile import graph_dt, graph_metadata, read_nir
+from snnkit.graph import DeployError, GraphPlan, flatten_graph, graph_dt, graph_metadata, plan, read_nir
+from snnkit.graph.kinds import SPIKING
 from snnkit.nn.layers import AvgPool2d, Conv2d, Flatten, SumPool2d
 from snnkit.nn.neurons import IF, LIF, CubaLIF, SpikingLayer
 
-NEURON_TYPES = (nir.LIF, nir.IF, nir.CubaLIF)
 
 
 def _f64(x) -> np.ndarray:
@@ -169,7 +167,7 @@ def node_resets(graph: nir.NIRGraph, reset: "str | dict[str, str] | None" = None
     meta = meta if isinstance(meta, dict) else {}
     out = {}
     for name, node in graph.nodes.items():
-        if isinstance(node, NEURON_TYPES):
+        if isinstance(node, SPIKING):
             mode = reset if isinstance(reset, str) else (reset or {}).get(name, meta.get(name, "zero"))
             if mode not in ("zero", "subtract"):
                 raise DeployError(f"node {name!r}: unknown reset mode {mode!r} (zero, subtract)")
@@ -223,11 +221,15 @@ class NIRNetwork(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.run(x)[self.plan.output_name]
 
-    def run(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Every node's output ``[B, T, ...]`` for input ``x [B, T, *input_shape]``."""
+    def run(self, x: torch.Tensor, *, stepped: bool | None = None) -> dict[str, torch.Tensor]:
+        """Every node's output ``[B, T, ...]`` for input ``x [B, T, *input_shape]``.
+
+        stepped: one step at a time through every layer (default: only for graphs with cycles; feed-forward
+        graphs run layer at a time, with the same results).
+        """
         self.check_input(x)
         x = x.to(torch.get_default_dtype())
-        if self.plan.has_cycles:
+        if self.plan.has_cycles if stepped is None else stepped:
             return self._run_stepped(x)
         out: dict[str, torch.Tensor] = {}
         for name, module in zip(self.plan.order, self.layers):

@@ -227,7 +227,7 @@ def to_nir(model: "SpikingModel | nn.Module", *, dt: float | None = None,
 def _network_to_nir(net, dt: float | None, report: ExportReport) -> nir.NIRGraph:
     """An imported (possibly recurrent) network back to NIR, with the same node names and edges."""
     from snnkit import __version__
-    from snnkit.export.nirfile import graph_metadata
+    from snnkit.graph import graph_metadata
 
     dt = float(dt if dt is not None else net.dt)
     report.dt = dt

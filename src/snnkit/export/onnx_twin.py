@@ -26,8 +26,7 @@ import nir
 import numpy as np
 import torch
 
-from snnkit.export.graph import flatten_graph, plan
-from snnkit.export.nirfile import graph_metadata
+from snnkit.graph import flatten_graph, graph_metadata, plan
 from snnkit.models.spiking import RateTwin, TwinUndefined, check_twin_encoder, rate_twin
 
 __all__ = ["TwinUndefined", "ann_twin", "export_onnx"]
@@ -63,7 +62,7 @@ def export_onnx(graph: nir.NIRGraph, path: "str | Path", *, probe: np.ndarray | 
     import onnx
     from onnx.reference import ReferenceEvaluator
 
-    from snnkit.models.io import atomic_write
+    from snnkit.atomic import atomic_write
 
     twin = ann_twin(graph)
     shape = tuple(int(s) for s in np.asarray(graph.nodes[plan(flatten_graph(graph)).input_name]

@@ -48,7 +48,7 @@ class ExportReport:
 
     def write(self, path: "str | Path") -> Path:
         """Write the report as JSON atomically."""
-        from snnkit.models.io import atomic_write
+        from snnkit.atomic import atomic_write
 
         path = Path(path)
         text = json.dumps(self.to_dict(), indent=2, default=float)

@@ -19,9 +19,9 @@ from typing import Callable
 import nir
 import numpy as np
 
-from snnkit.deploy.base import DeployError
+from snnkit.graph import DeployError, infer_shapes, predecessors, successors
+from snnkit.graph.kinds import WEIGHTED
 
-WEIGHTED = (nir.Affine, nir.Linear, nir.Conv2d)
 
 Changes = list[str]
 
@@ -33,26 +33,6 @@ def replace_nodes(graph: nir.NIRGraph, new: dict[str, nir.NIRNode]) -> nir.NIRGr
                         type_check=False)
 
 
-def output_shapes(graph: nir.NIRGraph) -> dict[str, tuple[int, ...]]:
-    """Every node's output shape for one sample and one step (by running the reference executor on zeros)."""
-    import torch
-
-    from snnkit.export.executor import NIRNetwork
-
-    net = NIRNetwork(graph)
-    with torch.no_grad():
-        out = net.run(torch.zeros((1, 1, *net.input_shape)))
-    return {name: tuple(y.shape[2:]) for name, y in out.items()}
-
-
-def _sources(graph: nir.NIRGraph, name: str) -> list[str]:
-    return [s for s, d in graph.edges if d == name]
-
-
-def _sinks(graph: nir.NIRGraph, name: str) -> list[str]:
-    return [d for s, d in graph.edges if s == name]
-
-
 def batch_agnostic_flatten(graph: nir.NIRGraph) -> tuple[nir.NIRGraph, Changes]:
     """Flatten nodes with ``start_dim``/``end_dim`` counted from the end of the sample shape."""
     shapes = None
@@ -62,8 +42,8 @@ def batch_agnostic_flatten(graph: nir.NIRGraph) -> tuple[nir.NIRGraph, Changes]:
             continue
         shape = node.input_type.get("input") if node.input_type else None
         if shape is None:
-            shapes = shapes or output_shapes(graph)
-            shape = shapes[_sources(graph, name)[0]]
+            shapes = shapes or {n: io[1] for n, io in infer_shapes(graph).items()}
+            shape = shapes[predecessors(graph)[name][0]]
         n = len(shape)
         start = int(node.start_dim) - n
         end = int(node.end_dim) - n if int(node.end_dim) >= 0 else int(node.end_dim)
@@ -86,8 +66,8 @@ def pool_to_conv(graph: nir.NIRGraph, *, avg: bool = True, padded_sum: bool = Tr
         is_padded_sum = isinstance(node, nir.SumPool2d) and bool(np.any(np.asarray(node.padding) != 0))
         if not ((avg and is_avg) or (padded_sum and is_padded_sum)):
             continue
-        shapes = shapes or output_shapes(graph)
-        c, h, w = shapes[_sources(graph, name)[0]]
+        shapes = shapes or {n: io[1] for n, io in infer_shapes(graph).items()}
+        c, h, w = shapes[predecessors(graph)[name][0]]
         k = np.broadcast_to(np.atleast_1d(np.asarray(node.kernel_size)), (2,)).astype(int)
         value = 1.0 / (k[0] * k[1]) if is_avg else 1.0
         weight = np.zeros((c, c, k[0], k[1]), dtype=np.float32)
@@ -124,15 +104,15 @@ def _f64(x) -> np.ndarray:
 
 def _single_weighted_source(graph: nir.NIRGraph, name: str, what: str) -> list[str]:
     """The weighted nodes feeding neuron ``name``, each feeding nothing else (else DeployError)."""
-    srcs = _sources(graph, name)
+    srcs = predecessors(graph)[name]
     for s in srcs:
         node = graph.nodes[s]
         if not isinstance(node, WEIGHTED):
             raise DeployError(f"node {name!r}: cannot move its {what} into its input layer {s!r} "
                               f"({type(node).__name__} has no weights)")
-        if _sinks(graph, s) != [name]:
+        if successors(graph)[s] != [name]:
             raise DeployError(f"node {name!r}: cannot move its {what} into {s!r}, which also feeds "
-                              f"{', '.join(repr(d) for d in _sinks(graph, s) if d != name)}")
+                              f"{', '.join(repr(d) for d in successors(graph)[s] if d != name)}")
     return srcs
 
 
@@ -140,10 +120,12 @@ def _per_output(node: nir.NIRNode, factor: np.ndarray, name: str, what: str) -> 
     """``factor`` (neuron shape or scalar) as one value per output row/channel of the weighted ``node``."""
     n_out = np.asarray(node.weight).shape[0]
     f = np.asarray(factor, dtype=np.float64)
-    if isinstance(node, nir.Conv2d) and f.ndim == 3:
+    conv = np.ndim(node.weight) > 2
+    if conv and f.ndim == np.ndim(node.weight) - 1:  # one value per neuron [C, ...]: one per channel needed
         per_channel = f.reshape(f.shape[0], -1)
         if not np.all(per_channel == per_channel[:, :1]):
-            raise DeployError(f"node {name!r}: its {what} varies within a channel, which a Conv2d cannot absorb")
+            raise DeployError(f"node {name!r}: its {what} varies within a channel, which a convolution cannot "
+                              "absorb")
         f = per_channel[:, 0]
     f = f.reshape(-1)
     if f.size == 1:
@@ -156,8 +138,8 @@ def _per_output(node: nir.NIRNode, factor: np.ndarray, name: str, what: str) -> 
 def _with_weights(node: nir.NIRNode, weight: np.ndarray, bias: np.ndarray | None) -> nir.NIRNode:
     dtype = np.asarray(node.weight).dtype
     weight = weight.astype(dtype)
-    if isinstance(node, nir.Conv2d):
-        return nir.Conv2d(input_shape=node.input_shape, weight=weight, stride=node.stride, padding=node.padding,
+    if isinstance(node, (nir.Conv1d, nir.Conv2d)):
+        return type(node)(input_shape=node.input_shape, weight=weight, stride=node.stride, padding=node.padding,
                           dilation=node.dilation, groups=node.groups,
                           bias=(np.zeros(weight.shape[0]) if bias is None else bias).astype(dtype))
     if bias is None:
@@ -191,7 +173,7 @@ def fold_input_gain(graph: nir.NIRGraph,
             w = _f64(src.weight) * f.reshape((-1,) + (1,) * (np.ndim(src.weight) - 1))
             bias = getattr(src, "bias", None)
             new[s] = _with_weights(src, w, None if bias is None else _f64(bias) * f)
-        changes.append(f"{name}: {what} (x{_describe(k)}) moved into {', '.join(_sources(graph, name))}")
+        changes.append(f"{name}: {what} (x{_describe(k)}) moved into {', '.join(predecessors(graph)[name])}")
     return (replace_nodes(graph, new) if new else graph), changes
 
 
@@ -200,7 +182,7 @@ def leak_to_bias(graph: nir.NIRGraph) -> tuple[nir.NIRGraph, Changes]:
 
     ``tau dv/dt = (v_leak - v) + r I = -v + r (I + v_leak/r)``: the same dynamics from the same zero state.
     """
-    from snnkit.export.graph import plan
+    from snnkit.graph import plan
 
     recurrent = plan(graph).recurrent
     new: dict[str, nir.NIRNode] = {}
@@ -210,11 +192,11 @@ def leak_to_bias(graph: nir.NIRGraph) -> tuple[nir.NIRGraph, Changes]:
             continue
         extra = _f64(node.v_leak) / _f64(node.r)
         # A constant current enters once, through a feed-forward source (a recurrent one is silent at t = 0).
-        s = next((s for s in _sources(graph, name) if (s, name) not in recurrent), None)
+        s = next((s for s in predecessors(graph)[name] if (s, name) not in recurrent), None)
         src = new.get(s, graph.nodes[s]) if s is not None else None
-        if not isinstance(src, WEIGHTED) or len(_sinks(graph, s)) != 1:
+        if not isinstance(src, WEIGHTED) or len(successors(graph)[s]) != 1:
             raise DeployError(f"node {name!r}: cannot move its v_leak into its input layer {s!r} "
-                              "(it must be a Linear/Affine/Conv2d feeding only this node)")
+                              "(it must be a Linear/Affine/Conv1d/Conv2d feeding only this node)")
         f = _per_output(src, extra, name, "v_leak")
         bias = getattr(src, "bias", None)
         new[s] = _with_weights(src, _f64(src.weight), (0.0 if bias is None else _f64(bias)) + f)

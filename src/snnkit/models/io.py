@@ -5,12 +5,11 @@ is ever unpickled. ``save`` writes atomically (temp file in the same folder, the
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from snnkit.atomic import atomic_write
 from snnkit.models.build import build
 from snnkit.models.spiking import SpikingModel
 
@@ -20,24 +19,6 @@ VERSION = 1
 
 class ModelFileError(ValueError):
     """A model file that cannot be used; the message names the file and the problem."""
-
-
-def atomic_write(path: "str | Path", write) -> None:
-    """Call ``write(tmp_path)`` and move the result to ``path`` only once it is complete."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; the result gets the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save(model: SpikingModel, path: "str | Path", meta: dict | None = None) -> None:

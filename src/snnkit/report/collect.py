@@ -21,9 +21,10 @@ from typing import Callable
 
 import numpy as np
 
-from snnkit.deploy.base import DeployError, TargetResult, get_target, topological_order
+from snnkit.deploy.base import TargetResult, get_target
+from snnkit.graph import DeployError, topological_order
 from snnkit.energy import EnergyModel, energy_of, resolve_models
-from snnkit.energy.counting import NEURONS
+from snnkit.graph.kinds import NEURONS
 from snnkit.report.attacks import read_attack_files, robustness_curves
 from snnkit.report.compare import accuracy, agreement, ratio
 from snnkit.report.metrics import static_metrics, workload_metrics
@@ -185,9 +186,7 @@ def _target_entry(run: TargetRun, ref: TargetRun | None, inputs: Inputs, graph, 
     steps = inputs.x.shape[1]
     preds = r.predictions(steps)
     n = int(r.outputs.shape[0])
-    macs = sum(int(layer.macs) for layer in r.layers)
-    counts = {"spikes": r.total_spikes, "synops": r.total_synops, "macs": macs,
-              "neuron_updates": r.total_neuron_updates}
+    counts = r.totals()
     entry.update(
         accuracy=accuracy(preds, inputs.labels), n_samples=n, steps=int(r.outputs.shape[1]), delay=int(r.delay),
         wall_s=r.wall_s, build_s=r.build_s, samples_per_s=n / r.wall_s if r.wall_s > 0 else None,
@@ -197,8 +196,7 @@ def _target_entry(run: TargetRun, ref: TargetRun | None, inputs: Inputs, graph, 
     if ref is not None and ref.status == "ok":
         rr = ref.result
         ag = agreement(r.aligned_outputs(steps), rr.aligned_outputs(steps))
-        ref_counts = {"spikes": rr.total_spikes, "synops": rr.total_synops,
-                      "macs": sum(int(layer.macs) for layer in rr.layers), "neuron_updates": rr.total_neuron_updates}
+        ref_counts = rr.totals()
         entry["agreement"] = asdict(ag)
         entry["counts_vs_reference"] = {k: ratio(v, ref_counts[k]) for k, v in counts.items()}
     return entry

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 import nir
 import numpy as np
 
-from snnkit.energy.counting import NEURONS, WEIGHTED, fanout
+from snnkit.energy.counting import fanout
+from snnkit.graph import weighted_input_shapes
+from snnkit.graph.kinds import NEURONS, PORTS, WEIGHTED
 
 FLOAT32_BYTES = 4
 
@@ -55,21 +57,12 @@ class WorkloadMetrics:
     spikes_per_sample: float
 
 
-def weighted_input_shape(node: nir.NIRNode) -> tuple[int, ...]:
-    """The input shape (no batch) of a weighted node, from NIR's type information or its weights."""
-    if isinstance(node, (nir.Affine, nir.Linear)):
-        return (int(np.asarray(node.weight).shape[1]),)
-    shape = np.atleast_1d(np.asarray(node.input_type["input"])).astype(int)
-    w = np.asarray(node.weight)
-    channels = int(w.shape[1]) * int(np.asarray(node.groups).item())
-    return (channels, *(int(s) for s in shape[1:]))
-
-
 def static_metrics(graph: nir.NIRGraph) -> StaticMetrics:
     """Parameter count, footprint, connection sparsity and dense ops per step of ``graph``."""
     params = synaptic = weights = zeros = dense = 0
-    for node in graph.nodes.values():
-        if isinstance(node, (nir.Input, nir.Output)):
+    input_shapes = weighted_input_shapes(graph)
+    for name, node in graph.nodes.items():
+        if isinstance(node, PORTS):
             continue
         for f in dataclasses.fields(node):
             if f.name in ("input_type", "output_type", "metadata", "input_shape"):
@@ -83,7 +76,7 @@ def static_metrics(graph: nir.NIRGraph) -> StaticMetrics:
             weights += int(w.size)
             zeros += int(np.count_nonzero(w == 0))
             ones = dataclasses.replace(node, weight=np.ones_like(w))
-            dense += int(fanout(ones, weighted_input_shape(node)).sum())
+            dense += int(fanout(ones, input_shapes[name]).sum())
     return StaticMetrics(parameters=params, synaptic_parameters=synaptic, footprint_bytes=params * FLOAT32_BYTES, weights=weights,
                          zero_weights=zeros, dense_ops_per_step=dense)
 
@@ -100,7 +93,7 @@ def workload_metrics(graph: nir.NIRGraph, result, steps: int | None = None,
     neuron_layers = [layer for layer in result.layers if isinstance(graph.nodes.get(layer.name), NEURONS)]
     updates = sum(layer.neuron_updates for layer in neuron_layers)
     spikes = sum(layer.spikes for layer in neuron_layers)
-    macs = sum(layer.macs for layer in result.layers)
+    macs = result.total_macs
     return WorkloadMetrics(
         samples=n, steps=steps,
         activation_sparsity=1.0 - spikes / updates if updates else float("nan"),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from snnkit.models.io import atomic_write
+from snnkit.atomic import atomic_write
 from snnkit.report.plots import all_plots
 
 PLOT_CAPTIONS = {

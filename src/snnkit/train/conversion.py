@@ -37,7 +37,7 @@ from torch import nn
 
 from snnkit import data as datasets
 from snnkit.models import SpikingModel, build, save
-from snnkit.models.io import atomic_write
+from snnkit.atomic import atomic_write
 from snnkit.nn.neurons import SpikingLayer
 from snnkit.train import sparsity as sp
 from snnkit.train.objectives import build_method

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from snnkit import data as datasets
 from snnkit.attack.gradients import input_gradient_sparsity
 from snnkit.models import build, load, save
-from snnkit.models.io import atomic_write
+from snnkit.atomic import atomic_write
 from snnkit.train import sparsity as masks
 from snnkit.train.objectives import accuracy, build_objective
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from snnkit.deploy.base import DeployError
+from snnkit.graph import DeployError
 from snnkit.deploy.cache import BuildCache
 from snnkit.deploy.loihi.graph import ACT_SHIFT, DECAY_UNITY, STATE_MAX, LoihiGraph, Projection
 from snnkit.deploy.loihi.prepare import QuantisedTarget

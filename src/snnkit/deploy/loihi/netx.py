@@ -159,3 +159,25 @@ def write_netx(lg: LoihiGraph, path: str | os.PathLike) -> list[str]:
     if lg.input.message_bits:
         notes.append(f"graded input: create netx's Network with input_message_bits={lg.input.message_bits}")
     return notes
+
+
+def export_netx(graph, loihi: LoihiGraph, path: str | os.PathLike, *, source: str = "graph"
+                ) -> tuple[Path | None, list[str]]:
+    """Write lava-dl's netx HDF5 for ``graph`` where it fits that format (for Loihi 2 hardware users).
+
+    loihi: the graph as the lava target quantised it. netx stores 8-bit effective weights with no per-layer
+    weight exponent, so when that quantisation chose exponents other than 0, the netx file is quantised again
+    with exponent 0 (said in the notes). Returns the file written (None when the graph does not fit) and notes.
+    """
+    from snnkit.deploy.loihi.quantize import quantize
+
+    notes: list[str] = []
+    if netx_fit(loihi):
+        alt = quantize(graph, source=source, weight_exp_range=(0, 0))
+        if netx_fit(alt):
+            return None, [f"not written: {netx_fit(alt)[0]}"]
+        notes.append("quantised separately with weight exponent 0 (netx has no per-layer weight exponent); the "
+                     "loihi/ parameters keep the finer exponents the lava target runs")
+        loihi = alt
+    notes += write_netx(loihi, path)
+    return Path(path), notes

@@ -14,10 +14,12 @@ import time
 import nir
 import numpy as np
 
-from snnkit.deploy.base import DeployError, Target, TargetResult
-from snnkit.deploy.cache import BuildCache, quantised_graph
-from snnkit.deploy.loihi.quantize import SPIKE_ENCODERS, QuantizeError, quantize
+from pathlib import Path
+
+from snnkit.deploy.base import DeployError, Differentiable, Exported, Target, TargetResult
+from snnkit.deploy.cache import BuildCache
 from snnkit.deploy.loihi.graph import LoihiGraph
+from snnkit.deploy.loihi.quantize import SPIKE_ENCODERS, QuantizeError, quantize
 from snnkit.deploy.loihi.results import build_result
 
 
@@ -80,8 +82,42 @@ class QuantisedTarget(Target):
         self._graphs = BuildCache()
 
     def quantised(self, graph: nir.NIRGraph, x: np.ndarray) -> LoihiGraph:
-        """The :class:`LoihiGraph` this target runs for ``graph`` on inputs ``x [B, T, ...]`` (cached)."""
-        return quantised_graph(self._graphs, graph, x, self.quant_options)
+        """The :class:`LoihiGraph` this target runs for ``graph`` on inputs ``x [B, T, ...]``, cached per graph
+        object and per input coding inferred from ``x`` (the only thing of ``x`` the quantisation depends on)."""
+        key = infer_input(x, getattr(graph, "metadata", None)) if np.ndim(x) >= 3 else None
+        return self._graphs.get(graph, key, lambda: prepare_graph(graph, x, **self.quant_options))
+
+    def differentiable(self, graph: nir.NIRGraph, probe: np.ndarray, *, device: str = "cpu") -> Differentiable:
+        """The emulator's differentiable mode on this target's quantised graph: bit-identical forward values,
+        straight-through gradients (a model of the target: adaptive attacks only)."""
+        from snnkit.deploy.loihi.emulator import LoihiModule
+
+        if probe is None:
+            raise DeployError(f"{self.name}: a differentiable view needs probe inputs (its input coding is inferred "
+                              "from them)")
+        lg = self.quantised(graph, probe)
+        module = LoihiModule(lg, device=device)
+        return Differentiable(forward=module, delay=lg.delay, exact=False, via="loihi-emu differentiable mode")
+
+    def export(self, graph: nir.NIRGraph, out_dir: Path, *, source: str = "graph") -> Exported:
+        """``OUT/loihi/``: the graph quantised to Loihi 2 fixed point (with its ``export_report.json``), and
+        lava-dl's netx HDF5 where the graph fits that format (:func:`snnkit.deploy.loihi.netx.export_netx`)."""
+        from snnkit.deploy.loihi.netx import export_netx
+
+        try:
+            loihi = quantize(graph, source=source, **self.quant_options)
+        except (QuantizeError, ValueError) as e:
+            raise DeployError(str(e)) from None
+        folder = Path(out_dir) / "loihi"
+        out = Exported(files={"lava": str(loihi.save(folder))},
+                       warnings=[f"lava: {lossy}" for lossy in loihi.report.get("lossy", [])],
+                       details={"quantisation_report": str(folder / "export_report.json"),
+                                "delay_steps": int(loihi.delay)})
+        netx_path, netx_notes = export_netx(graph, loihi, folder / "model_netx.h5", source=source)
+        out.notes += [f"netx: {n}" for n in netx_notes]
+        if netx_path is not None:
+            out.files["netx"] = str(netx_path)
+        return out
 
     def run(self, graph: nir.NIRGraph, x: np.ndarray, *, record: bool = False) -> TargetResult:
         t0 = time.perf_counter()

@@ -20,13 +20,12 @@ from dataclasses import dataclass
 import nir
 import numpy as np
 
-from snnkit.deploy.base import DeployError
 from snnkit.deploy.loihi import nirops
-from snnkit.export.graph import flatten_graph
 from snnkit.deploy.loihi.graph import (ACT_SHIFT, BIAS_EXP_MAX, BIAS_MANT_MAX, DECAY_UNITY, STATE_MAX, VTH_MAX,
                                        InputSpec, LoihiGraph, NeuronLayer, Projection)
+from snnkit.graph import DEFAULT_DT, DeployError, flatten_graph, infer_shapes, predecessors
+from snnkit.graph.kinds import CONNECTIONS, PORTS, SPIKING
 
-DEFAULT_DT = 1e-4
 SPIKE_ENCODERS = {"poisson", "latency", "rate", "spikes"}
 EXP_RANGE = (-8, 7)  # Loihi 2 weight exponent range used here
 
@@ -71,154 +70,29 @@ def quantize(graph: nir.NIRGraph, *, input_mode: str = "auto", input_range: floa
     Loihi 2 cannot run.
     """
     meta = dict(getattr(graph, "metadata", None) or {})
-    dt = float(dt if dt is not None else meta.get("dt", DEFAULT_DT))
-    if not dt > 0:
-        raise QuantizeError(f"{source}: dt must be > 0, got {dt}")
-    lo_e, hi_e = (int(v) for v in weight_exp_range)
-    if not EXP_RANGE[0] <= lo_e <= hi_e <= EXP_RANGE[1] or hi_e < 0:
-        raise QuantizeError(f"weight_exp_range must lie in {EXP_RANGE} and include a value >= 0, got "
-                            f"{weight_exp_range}")
-    try:
-        flat = flatten_graph(graph)
-    except (ValueError, DeployError) as e:
-        raise QuantizeError(f"{source}: {e}") from None
-    nodes, edges = dict(flat.nodes), list(flat.edges)
-    top = set(graph.nodes)
-    preds: dict[str, list[str]] = {n: [] for n in nodes}
-    succs: dict[str, list[str]] = {n: [] for n in nodes}
-    for s, d in edges:
-        preds[d].append(s)
-        succs[s].append(d)
-
-    inputs = [n for n, v in nodes.items() if isinstance(v, nir.Input) and n in top]
-    outputs = [n for n, v in nodes.items() if isinstance(v, nir.Output) and n in top]
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise QuantizeError(f"{source}: needs exactly one Input and one Output node "
-                            f"(found {len(inputs)} and {len(outputs)})")
-    in_name, out_name = inputs[0], outputs[0]
-    for n, v in nodes.items():
-        if isinstance(v, nir.Input) or isinstance(v, nir.Output):
-            continue
-        if not isinstance(v, nirops.SPIKING + nirops.CONNECTIONS):
-            why = {"LI": "non-spiking leaky integrator", "CubaLI": "non-spiking leaky integrator",
-                   "I": "non-spiking integrator", "Delay": "synaptic delay", "Threshold": "bare threshold"}
-            kind = type(v).__name__
-            raise QuantizeError(f"{source}: node {n!r} ({kind}, {why.get(kind, 'node type')}) is not supported "
-                                f"on Loihi 2 by snnkit (spiking layers: LIF, IF, CubaLIF)")
-
-    spiking = [n for n, v in nodes.items() if isinstance(v, nirops.SPIKING)]
-    if not spiking:
-        raise QuantizeError(f"{source}: the graph has no spiking layer (LIF, IF, CubaLIF)")
-
-    def is_source(n: str) -> bool:
-        return n == in_name or n in spiking
-
-    # the Output node must be fed directly by one spiking layer
-    out_src = preds[out_name][0] if len(preds[out_name]) == 1 else None
-    if out_src is None or out_src not in spiking:
-        raise QuantizeError(f"{source}: the Output node must be fed by a spiking layer (a non-spiking readout "
-                            f"cannot leave Loihi as spikes)")
-
-    try:
-        node_shapes = nirops.infer_shapes(nodes, edges, in_name)
-    except ValueError as e:
-        raise QuantizeError(f"{source}: {e}") from None
-    missing = [n for n in spiking if n not in node_shapes]
-    if missing:
-        raise QuantizeError(f"{source}: spiking layer {missing[0]!r} is not reachable from the input")
-    in_shape = node_shapes[in_name][1]
-    spec = _input_spec(in_name, in_shape, input_mode, input_range, input_bits, meta)
-    x_max_in = float(input_range) if input_range is not None else 1.0
-    if spec.mode == "spikes":
-        x_max_in = 1.0
-
-    shapes = {n: node_shapes[n][1] for n in [in_name, *spiking]}
-
-    regions = {}
-    for n in spiking:
-        try:
-            regions[n] = nirops.region_into(n, nodes, preds, is_source)
-        except ValueError as e:
-            raise QuantizeError(f"{source}: {e}") from None
-        if not regions[n].sources:
-            raise QuantizeError(f"{source}: spiking layer {n!r} has no input")
-
-    depth = _depths(spiking, regions, in_name, source)
-    order = sorted(spiking, key=lambda n: (depth[n], spiking.index(n)))
-
-    reset_meta = meta.get("reset", {})
+    dt, exp_range = _check_options(meta, dt, weight_exp_range, source)
+    st = _structure(graph, source)
+    spec = _input_spec(st.in_name, st.shapes[st.in_name], input_mode, input_range, input_bits, meta)
+    x_max_in = 1.0 if spec.mode == "spikes" else (float(input_range) if input_range is not None else 1.0)
     layers: list[NeuronLayer] = []
     projections: list[Projection] = []
     report_layers = []
     notes: list[str] = []
-    for n in order:
-        node = nodes[n]
-        region = regions[n]
-        shape = shapes[n]
-        nparams = _neuron_params(n, node, shape, dt)
-        conv = nirops.as_conv_chain(region, nodes, node_shapes)
-        if conv is not None and tuple(conv.out_shape) != tuple(shape):
-            conv = None
-        if conv is not None and region.sources[0] == in_name and spec.mode == "analog":
-            # Analog input needs a negative weight exponent (a floor shift of the summed input), which
-            # Lava's Conv cannot apply: this stage becomes a Sparse/Dense with the same connections.
-            conv = None
-            notes.append(f"{n}: convolution of the analog input mapped to Sparse/Dense (Lava's Conv ignores "
-                         f"weight_exp)")
-        try:
-            if conv is not None:
-                maps = None
-                const = np.broadcast_to(conv.bias[:, None, None], shape).reshape(-1)
-            else:
-                maps, const = nirops.linear_maps(region, nodes, node_shapes, shape)
-        except ValueError as e:
-            raise QuantizeError(f"{source}: layer {n!r}: {e}") from None
-        row = nparams["gain"] / nparams["theta"]  # per neuron: threshold units per input current unit
-        incoming: list[_Incoming] = []
-        if conv is not None:
-            rc = row.reshape(shape)
-            per_channel = rc.reshape(rc.shape[0], -1)
-            if np.ptp(per_channel, axis=1).max(initial=0) <= 1e-12 * np.abs(per_channel).max(initial=1):
-                src = region.sources[0]
-                w = conv.weight * per_channel[:, :1, None, None]
-                incoming.append(_Incoming(src, list(region.order), w, conv, *_in_scale(src, in_name, spec, x_max_in),
-                                          recurrent=False))
-            else:  # per-position scales cannot live in a shared kernel: use the exact dense matrix
-                maps, const = nirops.linear_maps(region, nodes, node_shapes, shape)
-                conv = None
-        if conv is None:
-            for src, a in maps.items():
-                w = a * row[:, None]
-                incoming.append(_Incoming(src, _region_nodes_from(region, src, nodes), w, None,
-                                          *_in_scale(src, in_name, spec, x_max_in), recurrent=(src == n)))
-        bias_f = (nparams["bias_v"] + nparams["bias_in"] * const) / nparams["theta"]
-        if n in region.sources:
-            ff_nodes = {m for s_ in region.sources if s_ != n for m in _region_nodes_from(region, s_, nodes)}
-            rec_only = [m for m in _region_nodes_from(region, n, nodes) if m not in ff_nodes]
-            if any(np.any(np.asarray(getattr(nodes[m], "bias", 0.0) if getattr(nodes[m], "bias", None) is not None
-                                     else 0.0) != 0) for m in rec_only):
-                notes.append(f"{n}: the recurrent connection's bias is a constant of the neuron on Loihi, so it "
-                             f"also acts at t = 0 (the reference adds it from t = 1)")
-        if nparams["kind"] == "CubaLIF" and np.any(const != 0):
-            notes.append(f"{n}: CubaLIF with a connection bias: Loihi adds it to v as a constant (the steady "
-                         f"state of the synaptic current); the first ~tau_syn/dt steps differ")
-        layer, projs, rep = _quantize_layer(n, nparams, shape, depth[n], incoming, bias_f, spec,
-                                            headroom_bits, sparse_below, (lo_e, hi_e))
-        reset = reset_meta.get(n) if isinstance(reset_meta, dict) else reset_meta
-        reset = reset or (node.metadata or {}).get("reset") or "zero"
-        if reset == "subtract":
-            rep["lossy"].append("reset by subtraction is not available in Lava's LIF: runs with reset to zero")
-        if np.any(np.asarray(node.v_reset if getattr(node, "v_reset", None) is not None else 0.0) != 0):
-            rep["lossy"].append("v_reset != 0 is not available in Lava's LIF: runs with reset to zero")
+    for n in st.order:
+        nparams = _neuron_params(n, st.nodes[n], st.shapes[n], dt)
+        incoming, bias_f, layer_notes = _incoming(n, st, nparams, spec, x_max_in, source)
+        layer, projs, rep = _quantize_layer(n, nparams, st.shapes[n], st.depth[n], incoming, bias_f, spec,
+                                            headroom_bits, sparse_below, exp_range)
+        rep["lossy"] += _lossy_resets(n, st.nodes[n], meta)
+        notes += layer_notes
         layers.append(layer)
         projections.extend(projs)
         report_layers.append(rep)
-
     report = {
         "source": source,
         "target": "loihi2",
         "dt": dt,
-        "delay_steps": depth[out_src],
+        "delay_steps": st.depth[st.out_src],
         "input": {"mode": spec.mode, "scale": spec.scale, "max_int": spec.max_int,
                   "message_bits": spec.message_bits},
         "layers": report_layers,
@@ -226,10 +100,158 @@ def quantize(graph: nir.NIRGraph, *, input_mode: str = "auto", input_range: floa
         "lossy": sorted({f"{r['name']}: {m}" for r in report_layers for m in r["lossy"]}),
         "overflow_risk": [r["name"] for r in report_layers if r["headroom"]["overflow_risk"]],
     }
-    return LoihiGraph(input=spec, layers=layers, projections=projections, output=out_src, dt=dt, report=report)
+    return LoihiGraph(input=spec, layers=layers, projections=projections, output=st.out_src, dt=dt, report=report)
+
+
+def _check_options(meta: dict, dt: float | None, weight_exp_range, source: str) -> tuple[float, tuple[int, int]]:
+    """The step length (s) and the weight exponent range, checked."""
+    dt = float(dt if dt is not None else meta.get("dt", DEFAULT_DT))
+    if not dt > 0:
+        raise QuantizeError(f"{source}: dt must be > 0, got {dt}")
+    lo_e, hi_e = (int(v) for v in weight_exp_range)
+    if not EXP_RANGE[0] <= lo_e <= hi_e <= EXP_RANGE[1] or hi_e < 0:
+        raise QuantizeError(f"weight_exp_range must lie in {EXP_RANGE} and include a value >= 0, got "
+                            f"{weight_exp_range}")
+    return dt, (lo_e, hi_e)
 
 
 # --- structure ------------------------------------------------------------------------------------------
+
+@dataclass
+class _Structure:
+    """What runs where: the flat graph's nodes, its Input and the spiking layer feeding its Output, every
+    spiking layer with its shape, the connection region feeding it, its depth (synapse stages from the input,
+    one step of delay each) and the order layers are built in."""
+
+    nodes: dict[str, nir.NIRNode]
+    in_name: str
+    out_src: str
+    node_shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]]
+    shapes: dict[str, tuple[int, ...]]
+    regions: dict[str, nirops.Region]
+    depth: dict[str, int]
+    order: list[str]
+
+
+def _structure(graph: nir.NIRGraph, source: str) -> _Structure:
+    """Check that the graph can run on Loihi 2 and find its structure (one-line QuantizeError if not)."""
+    try:
+        flat = flatten_graph(graph)
+    except (ValueError, DeployError) as e:
+        raise QuantizeError(f"{source}: {e}") from None
+    nodes = dict(flat.nodes)
+    preds = predecessors(flat)
+    top = set(graph.nodes)
+    inputs = [n for n, v in nodes.items() if isinstance(v, nir.Input) and n in top]
+    outputs = [n for n, v in nodes.items() if isinstance(v, nir.Output) and n in top]
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise QuantizeError(f"{source}: needs exactly one Input and one Output node "
+                            f"(found {len(inputs)} and {len(outputs)})")
+    in_name, out_name = inputs[0], outputs[0]
+    for n, v in nodes.items():
+        if not isinstance(v, (*PORTS, *SPIKING, *CONNECTIONS)):
+            why = {"LI": "non-spiking leaky integrator", "CubaLI": "non-spiking leaky integrator",
+                   "I": "non-spiking integrator", "Delay": "synaptic delay", "Threshold": "bare threshold"}
+            kind = type(v).__name__
+            raise QuantizeError(f"{source}: node {n!r} ({kind}, {why.get(kind, 'node type')}) is not supported "
+                                f"on Loihi 2 by snnkit (spiking layers: LIF, IF, CubaLIF)")
+    spiking = [n for n, v in nodes.items() if isinstance(v, SPIKING)]
+    if not spiking:
+        raise QuantizeError(f"{source}: the graph has no spiking layer (LIF, IF, CubaLIF)")
+    out_src = preds[out_name][0] if len(preds[out_name]) == 1 else None
+    if out_src is None or out_src not in spiking:
+        raise QuantizeError(f"{source}: the Output node must be fed by a spiking layer (a non-spiking readout "
+                            f"cannot leave Loihi as spikes)")
+    try:
+        node_shapes = infer_shapes(flat, in_name)
+    except (ValueError, DeployError) as e:
+        raise QuantizeError(f"{source}: {e}") from None
+    missing = [n for n in spiking if n not in node_shapes]
+    if missing:
+        raise QuantizeError(f"{source}: spiking layer {missing[0]!r} is not reachable from the input")
+    regions = {}
+    for n in spiking:
+        try:
+            regions[n] = nirops.region_into(n, nodes, preds, lambda m: m == in_name or m in spiking)
+        except ValueError as e:
+            raise QuantizeError(f"{source}: {e}") from None
+        if not regions[n].sources:
+            raise QuantizeError(f"{source}: spiking layer {n!r} has no input")
+    depth = _depths(spiking, regions, in_name, source)
+    return _Structure(nodes=nodes, in_name=in_name, out_src=out_src, node_shapes=node_shapes,
+                      shapes={n: node_shapes[n][1] for n in [in_name, *spiking]}, regions=regions, depth=depth,
+                      order=sorted(spiking, key=lambda n: (depth[n], spiking.index(n))))
+
+
+# --- float projections ----------------------------------------------------------------------------------
+
+def _incoming(n: str, st: _Structure, nparams: dict, spec: InputSpec, x_max_in: float, source: str
+              ) -> tuple[list[_Incoming], np.ndarray, list[str]]:
+    """Layer ``n``'s projections as float weights in threshold units (a convolution kept as one where it can
+    be), its bias in threshold units, and notes on what differs from the reference."""
+    nodes, region, shape, in_name = st.nodes, st.regions[n], st.shapes[n], st.in_name
+    notes: list[str] = []
+    conv = nirops.as_conv_chain(region, nodes, st.node_shapes)
+    if conv is not None and tuple(conv.out_shape) != tuple(shape):
+        conv = None
+    if conv is not None and region.sources[0] == in_name and spec.mode == "analog":
+        # Analog input needs a negative weight exponent (a floor shift of the summed input), which
+        # Lava's Conv cannot apply: this stage becomes a Sparse/Dense with the same connections.
+        conv = None
+        notes.append(f"{n}: convolution of the analog input mapped to Sparse/Dense (Lava's Conv ignores "
+                     f"weight_exp)")
+    try:
+        if conv is not None:
+            maps = None
+            const = np.broadcast_to(conv.bias[:, None, None], shape).reshape(-1)
+        else:
+            maps, const = nirops.linear_maps(region, nodes, st.node_shapes, shape)
+    except ValueError as e:
+        raise QuantizeError(f"{source}: layer {n!r}: {e}") from None
+    row = nparams["gain"] / nparams["theta"]  # per neuron: threshold units per input current unit
+    incoming: list[_Incoming] = []
+    if conv is not None:
+        rc = row.reshape(shape)
+        per_channel = rc.reshape(rc.shape[0], -1)
+        if np.ptp(per_channel, axis=1).max(initial=0) <= 1e-12 * np.abs(per_channel).max(initial=1):
+            src = region.sources[0]
+            w = conv.weight * per_channel[:, :1, None, None]
+            incoming.append(_Incoming(src, list(region.order), w, conv, *_in_scale(src, in_name, spec, x_max_in),
+                                      recurrent=False))
+        else:  # per-position scales cannot live in a shared kernel: use the exact dense matrix
+            maps, const = nirops.linear_maps(region, nodes, st.node_shapes, shape)
+            conv = None
+    if conv is None:
+        for src, a in maps.items():
+            w = a * row[:, None]
+            incoming.append(_Incoming(src, _region_nodes_from(region, src, nodes), w, None,
+                                      *_in_scale(src, in_name, spec, x_max_in), recurrent=(src == n)))
+    bias_f = (nparams["bias_v"] + nparams["bias_in"] * const) / nparams["theta"]
+    if n in region.sources:
+        ff_nodes = {m for s_ in region.sources if s_ != n for m in _region_nodes_from(region, s_, nodes)}
+        rec_only = [m for m in _region_nodes_from(region, n, nodes) if m not in ff_nodes]
+        if any(np.any(np.asarray(getattr(nodes[m], "bias", 0.0) if getattr(nodes[m], "bias", None) is not None
+                                 else 0.0) != 0) for m in rec_only):
+            notes.append(f"{n}: the recurrent connection's bias is a constant of the neuron on Loihi, so it "
+                         f"also acts at t = 0 (the reference adds it from t = 1)")
+    if nparams["kind"] == "CubaLIF" and np.any(const != 0):
+        notes.append(f"{n}: CubaLIF with a connection bias: Loihi adds it to v as a constant (the steady "
+                     f"state of the synaptic current); the first ~tau_syn/dt steps differ")
+    return incoming, bias_f, notes
+
+
+def _lossy_resets(n: str, node: nir.NIRNode, meta: dict) -> list[str]:
+    """What of layer ``n``'s reset Lava's LIF cannot do (it resets to zero)."""
+    reset_meta = meta.get("reset", {})
+    reset = reset_meta.get(n) if isinstance(reset_meta, dict) else reset_meta
+    reset = reset or (node.metadata or {}).get("reset") or "zero"
+    lossy = []
+    if reset == "subtract":
+        lossy.append("reset by subtraction is not available in Lava's LIF: runs with reset to zero")
+    if np.any(np.asarray(node.v_reset if getattr(node, "v_reset", None) is not None else 0.0) != 0):
+        lossy.append("v_reset != 0 is not available in Lava's LIF: runs with reset to zero")
+    return lossy
+
 
 def _region_nodes_from(region: nirops.Region, src: str, nodes) -> list[str]:
     """Region nodes on some path from ``src`` to the target (for reporting and counting)."""

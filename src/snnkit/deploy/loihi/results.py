@@ -1,6 +1,6 @@
 """Turn the per-layer spike rasters of a Loihi run (Lava or emulator) into a :class:`TargetResult`.
 
-Host side, numpy. Counting follows docs/semantics.md through ``snnkit.deploy.base.layer_stats``: activity of
+Host side, numpy. Counting follows docs/semantics.md through ``snnkit.energy.counting``: activity of
 every spiking layer and of the input comes from the rasters; a connection node whose output feeds a weighted
 node (a pooling or Flatten before a Conv/Affine) gets its activity by applying it, in numpy, to the rasters.
 Counts cover the target's own time axis (``T + delay`` steps per sample).
@@ -10,41 +10,20 @@ from __future__ import annotations
 import nir
 import numpy as np
 
-from snnkit.deploy.base import TargetResult, layer_stats
-from snnkit.deploy.loihi import nirops
+from snnkit.deploy.base import TargetResult
 from snnkit.deploy.loihi.graph import LoihiGraph
-from snnkit.energy.counting import NEURONS, WEIGHTED, Activity
+from snnkit.energy.counting import Activity, ActivityAccumulator, layer_stats
+from snnkit.graph import predecessors, weighted_input_shapes
+from snnkit.graph.kinds import NEURONS, PORTS, WEIGHTED
+from snnkit.graph.ops import apply_node
 
 _CHUNK = 64
-
-
-class _Accumulator:
-    """Activity.from_output over a run seen in chunks."""
-
-    def __init__(self):
-        self.sums = None
-        self.nonzero = None
-        self.is_count = True
-
-    def add(self, y: np.ndarray) -> None:
-        s = y.sum(axis=(0, 1))
-        nz = (y != 0).sum(axis=(0, 1))
-        self.sums = s if self.sums is None else self.sums + s
-        self.nonzero = nz if self.nonzero is None else self.nonzero + nz
-        self.is_count = self.is_count and bool(np.all(y >= 0) and np.all(np.mod(y, 1) == 0))
-
-    def activity(self) -> Activity:
-        if self.is_count:
-            return Activity(events=np.rint(self.sums).astype(np.int64), analog=False)
-        return Activity(events=self.nonzero.astype(np.int64), analog=True)
 
 
 def _activities(graph: nir.NIRGraph, lg: LoihiGraph, rasters: dict[str, np.ndarray],
                 x: np.ndarray) -> dict[str, Activity]:
     nodes = graph.nodes
-    preds: dict[str, list[str]] = {n: [] for n in nodes}
-    for s, d in graph.edges:
-        preds[d].append(s)
+    preds = predecessors(graph)
     activity = {lg.input.name: Activity.from_output(x)}
     for layer in lg.layers:
         r = rasters[layer.name]
@@ -56,7 +35,7 @@ def _activities(graph: nir.NIRGraph, lg: LoihiGraph, rasters: dict[str, np.ndarr
     known = {lg.input.name: (x, lg.input.shape)}
     for layer in lg.layers:
         known[layer.name] = (rasters[layer.name], layer.shape)
-    accs = {n: _Accumulator() for n in needed}
+    acc = ActivityAccumulator()
     b = x.shape[0]
     for start in range(0, b, _CHUNK):
         cache: dict[str, np.ndarray] = {}
@@ -71,22 +50,21 @@ def _activities(graph: nir.NIRGraph, lg: LoihiGraph, rasters: dict[str, np.ndarr
             else:
                 ins = [value(p) for p in preds[n]]
                 t = max(i.shape[1] for i in ins)
-                acc = None
+                total = None
                 for i in ins:
                     i = np.pad(i, [(0, 0), (0, t - i.shape[1])] + [(0, 0)] * (i.ndim - 2))
-                    acc = i if acc is None else acc + i.reshape(acc.shape)
-                bb, tt = acc.shape[:2]
+                    total = i if total is None else total + i.reshape(total.shape)
+                bb, tt = total.shape[:2]
                 node = nodes[n]
-                flat = acc.reshape(bb * tt, *acc.shape[2:])
-                out = flat if isinstance(node, (nir.Input, nir.Output)) else nirops.apply_node(node, flat)
+                flat = total.reshape(bb * tt, *total.shape[2:])
+                out = flat if isinstance(node, PORTS) else apply_node(node, flat)
                 y = out.reshape(bb, tt, *out.shape[1:])
             cache[n] = y
             return y
 
         for n in needed:
-            accs[n].add(value(n))
-    for n, acc in accs.items():
-        activity[n] = acc.activity()
+            acc.add(n, value(n))
+    activity.update(acc.activity())
     return activity
 
 
@@ -98,10 +76,7 @@ def build_result(target: str, graph: nir.NIRGraph, lg: LoihiGraph, rasters: dict
     b, t = x.shape[:2]
     t_out = lg.steps_out(t)
     activity = _activities(graph, lg, rasters, x)
-    shapes = nirops.infer_shapes(graph.nodes, graph.edges, lg.input.name)
-    input_shapes = {name: shapes[name][0] for name, node in graph.nodes.items()
-                    if isinstance(node, WEIGHTED) and name in shapes}
-    layers = layer_stats(graph, activity, b, t_out, input_shapes)
+    layers = layer_stats(graph, activity, b, t_out, weighted_input_shapes(graph))
     out_layer = lg.layer(lg.output)
     outputs = rasters[lg.output].reshape(b, t_out, -1).astype(np.float32)
     records = {}

@@ -1,6 +1,6 @@
-"""Reading and writing ``.nir`` files, and the snnkit metadata they carry.
+"""Reading and writing ``.nir`` files, and the snnkit metadata they carry (torch-free).
 
-``read_nir`` turns every way a file can be unusable into one :class:`~snnkit.deploy.base.DeployError` line that
+``read_nir`` turns every way a file can be unusable into one :class:`~snnkit.graph.DeployError` line that
 names the file; ``write_nir`` writes atomically with ``nir.write``. ``graph_metadata`` returns the graph
 metadata as plain Python values (HDF5 hands back numpy scalars and bytes).
 """
@@ -11,7 +11,8 @@ from pathlib import Path
 import nir
 import numpy as np
 
-from snnkit.deploy.base import DeployError
+from snnkit.atomic import atomic_write
+from snnkit.graph.errors import DeployError
 
 DEFAULT_DT = 1e-4
 """Step length (s) for graphs whose metadata has no ``dt`` (third-party files; docs/semantics.md)."""
@@ -42,8 +43,6 @@ def read_nir(path: "str | Path") -> nir.NIRGraph:
 
 def write_nir(graph: nir.NIRGraph, path: "str | Path") -> Path:
     """Write ``graph`` to ``path`` with ``nir.write`` (temp file + rename); returns the path."""
-    from snnkit.models.io import atomic_write
-
     path = Path(path)
     clean = nir.NIRGraph(nodes=graph.nodes, edges=graph.edges,
                          metadata={k: v for k, v in (graph.metadata or {}).items() if not k.startswith("_")},

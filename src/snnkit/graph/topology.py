@@ -1,13 +1,14 @@
-"""Structure of a NIR graph as snnkit executes it: flattening, inputs/outputs, order and recurrent edges.
+"""Structure of a NIR graph: neighbours, order, flattening, and how snnkit executes it (torch-free).
 
-Everything here is pure NIR/numpy (no torch), so targets outside the torch world can use it too.
-
-- Nested subgraphs are flattened: a node ``inner`` of subgraph ``outer`` becomes ``outer.inner``; an edge into
-  (out of) the subgraph goes to its ``Input`` (from its ``Output``) node, and those inner Input/Output nodes are
-  then contracted away.
-- Node order is ``snnkit.deploy.base.topological_order`` (a depth-first order from the graph's Input node).
-  An edge whose destination does not come after its source in that order closes a cycle: it is a *recurrent*
-  edge and, in the reference semantics (docs/semantics.md), reads its source's output of the previous step.
+- :func:`predecessors` / :func:`successors`: each node's sources / destinations, in edge order.
+- :func:`topological_order`: a depth-first order from the graph's Input node; every node follows its sources,
+  except along an edge that closes a cycle.
+- :func:`flatten_graph`: nested subgraphs inlined; a node ``inner`` of subgraph ``outer`` becomes
+  ``outer.inner``; an edge into (out of) the subgraph goes to its ``Input`` (from its ``Output``) node, and those
+  inner Input/Output nodes are then contracted away.
+- :func:`plan`: the execution plan of a flat graph. An edge whose destination does not come after its source
+  in the topological order closes a cycle: it is a *recurrent* edge and, in the reference semantics
+  (docs/semantics.md), reads its source's output of the previous step.
 """
 from __future__ import annotations
 
@@ -15,7 +16,44 @@ from dataclasses import dataclass
 
 import nir
 
-from snnkit.deploy.base import DeployError, topological_order
+from snnkit.graph.errors import DeployError
+
+
+def predecessors(graph: nir.NIRGraph) -> dict[str, list[str]]:
+    """Node name -> the sources of its incoming edges, in edge order (every node has an entry)."""
+    preds: dict[str, list[str]] = {name: [] for name in graph.nodes}
+    for src, dst in graph.edges:
+        preds.setdefault(dst, []).append(src)
+    return preds
+
+
+def successors(graph: nir.NIRGraph) -> dict[str, list[str]]:
+    """Node name -> the destinations of its outgoing edges, in edge order (every node has an entry)."""
+    succ: dict[str, list[str]] = {name: [] for name in graph.nodes}
+    for src, dst in graph.edges:
+        succ.setdefault(src, []).append(dst)
+    return succ
+
+
+def topological_order(graph: nir.NIRGraph) -> list[str]:
+    """Node names in an order where every node follows its sources; edges closing a cycle are ignored."""
+    succ = successors(graph)
+    order: list[str] = []
+    state: dict[str, int] = {}
+
+    def visit(n: str) -> None:
+        state[n] = 1
+        for m in succ[n]:
+            if state.get(m, 0) == 0:
+                visit(m)
+        state[n] = 2
+        order.append(n)
+
+    roots = [n for n, node in graph.nodes.items() if isinstance(node, nir.Input)] or list(graph.nodes)
+    for r in roots + sorted(graph.nodes):
+        if state.get(r, 0) == 0:
+            visit(r)
+    return order[::-1]
 
 
 def flatten_graph(graph: nir.NIRGraph) -> nir.NIRGraph:
@@ -97,20 +135,19 @@ def plan(graph: nir.NIRGraph) -> GraphPlan:
     inputs: dict[str, list[tuple[str, bool]]] = {n: [] for n in order}
     for s, d in graph.edges:
         inputs[d].append((s, (s, d) in recurrent))
-    reachable = _reachable(graph, ins[0])
-    if outs[0] not in reachable:
+    from_input = reachable(graph, ins[0])
+    if outs[0] not in from_input:
         raise DeployError(f"the Output node {outs[0]!r} is not reachable from the Input node {ins[0]!r}")
-    order = [n for n in order if n in reachable]
+    order = [n for n in order if n in from_input]
     for n in order:
         if n != ins[0] and not any(not rec for _, rec in inputs[n]):
             raise DeployError(f"node {n!r} has only recurrent inputs; it needs a feed-forward source")
     return GraphPlan(order, {n: inputs[n] for n in order}, ins[0], outs[0], recurrent)
 
 
-def _reachable(graph: nir.NIRGraph, start: str) -> set[str]:
-    succ: dict[str, list[str]] = {n: [] for n in graph.nodes}
-    for s, d in graph.edges:
-        succ[s].append(d)
+def reachable(graph: nir.NIRGraph, start: str) -> set[str]:
+    """The nodes reachable from ``start`` (itself included)."""
+    succ = successors(graph)
     seen, stack = {start}, [start]
     while stack:
         for m in succ[stack.pop()]:
@@ -118,12 +155,3 @@ def _reachable(graph: nir.NIRGraph, start: str) -> set[str]:
                 seen.add(m)
                 stack.append(m)
     return seen
-
-
-def input_shape(graph: nir.NIRGraph) -> tuple[int, ...]:
-    """The shape of one step of the graph's input (no batch or time axis)."""
-    node = graph.nodes[plan(graph).input_name]
-    shape = node.input_type.get("input")
-    if shape is None:
-        raise DeployError("the graph's Input node has no shape")
-    return tuple(int(s) for s in shape)
