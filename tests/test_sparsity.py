@@ -150,5 +150,6 @@ def test_snn_train_sparsity_flags(tmp_path):
     out = json.loads(res.stdout)
     assert out["weight_sparsity"]["total"] == pytest.approx(0.95, abs=1e-3)
     bad = subprocess.run([str(BIN / "snn-train"), "--epochs", "1", "--sparsity", "0.9", "--prune", "hydra",
-                          "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=120)
+                          "--prune-epochs", "0", "--out", str(tmp_path / "bad")], capture_output=True, text=True,
+                         timeout=120)
     assert bad.returncode == 2 and "score-training epoch" in bad.stderr

@@ -92,6 +92,7 @@ def test_snn_train_help_and_bad_input(tmp_path):
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch,target", [("mlp", 0.96), ("convnet", 0.97)])
 def test_acceptance_digits_accuracy_and_time(tmp_path, arch, target):
     """Issue 2 acceptance: MLP >= 96 %, ConvNet >= 97 % on digits (T=8, direct).

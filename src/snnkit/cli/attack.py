@@ -28,7 +28,12 @@ import json
 import sys
 from pathlib import Path
 
-from snnkit.cli.common import add_json_flag, emit, run
+from snnkit.cli.common import add_json_flag, check_data_dir, either, emit, run
+
+ITERATIVE = ["pgd", "pgd-l2", "bim", "apgd-ce", "apgd-dlr", "transfer", "ensemble", "adaptive", "standard"]
+SETTING_USERS = {"--steps": ("steps", ITERATIVE), "--queries": ("queries", ["square", "standard"]),
+                 "--eot": ("eot", ["fgsm", *ITERATIVE]), "--surrogate": ("surrogate", ["ensemble", "standard"])}
+"""Attack settings (flag: argparse dest, the attacks that read it); given without one of them they are refused."""
 
 
 def parser() -> argparse.ArgumentParser:
@@ -43,8 +48,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--norm", default="Linf", choices=("Linf", "L2"), help="threat model (default Linf)")
     p.add_argument("--steps", type=int, help="iterations of every gradient attack (default: PGD/transfer 20, "
                                              "APGD 100, adaptive 50)")
-    p.add_argument("--queries", type=int, default=1000, help="Square's query budget per sample (default 1000)")
-    p.add_argument("--eot", type=int, default=1, help="gradient draws averaged per step (Poisson inputs)")
+    p.add_argument("--queries", type=int, help="Square's query budget per sample (default 1000)")
+    p.add_argument("--eot", type=int, help="gradient draws averaged per step (Poisson inputs; default 1)")
     p.add_argument("--surrogate", action="append", metavar="SPEC",
                    help="ensemble surrogate (repeatable; default: the standard set of triangle, rectangular, "
                         "escape, atan, fast sigmoid, sigmoid, straight-through)")
@@ -70,6 +75,13 @@ def _dataset_name(args: argparse.Namespace, meta: dict) -> str:
     return name
 
 
+def check_settings(args: argparse.Namespace, attacks: list[str]) -> None:
+    """Refuse an attack setting that none of ``attacks`` reads, naming the attacks that do."""
+    for flag, (dest, users) in SETTING_USERS.items():
+        if getattr(args, dest) is not None and not set(users) & set(attacks):
+            raise ValueError(f"{flag} needs --attack {either(users)}")
+
+
 def _main(args: argparse.Namespace) -> int:
     import snnkit
     from snnkit import data
@@ -82,10 +94,12 @@ def _main(args: argparse.Namespace) -> int:
     from snnkit.nn.surrogate import parse as parse_surrogate
 
     attacks = parse_attacks(args.attack)
+    check_settings(args, attacks)
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, not {args.limit}")
-    settings = Settings(eps=args.eps, norm=args.norm, steps=args.steps, queries=args.queries, seed=args.seed,
-                        batch_size=args.batch_size, eot=args.eot,
+    settings = Settings(eps=args.eps, norm=args.norm, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
+                        queries=Settings.queries if args.queries is None else args.queries,
+                        eot=Settings.eot if args.eot is None else args.eot,
                         surrogates=tuple(args.surrogate) if args.surrogate else DEFAULT_SURROGATES,
                         device=str(resolve_device(args.device)), progress=not args.quiet)
     for spec in settings.surrogates:
@@ -93,6 +107,7 @@ def _main(args: argparse.Namespace) -> int:
     meta = read(args.model).get("meta") or {}
     model = snnkit.load(args.model)
     dataset = _dataset_name(args, meta)
+    check_data_dir(args.data_dir, dataset)
     shape = tuple(model.config.get("input_shape", ()))
     if tuple(data.info(dataset).input_shape) != shape:
         raise ValueError(f"{args.model}: the model takes inputs of shape {list(shape)}, data set {dataset} has "

@@ -35,6 +35,24 @@ def run(prog: str, main: Callable[[argparse.Namespace], int | None], parser: arg
         return 130
 
 
+def either(names: list[str]) -> str:
+    """``"a, b or c"``: alternatives for a one-line message."""
+    return " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+
+
+def check_data_dir(data_dir: str | None, dataset: str | None, needs: str = "--dataset") -> None:
+    """Refuse ``--data-dir`` where it would be ignored: without a data set, or with one that ships with snnkit.
+
+    needs: what names the data set in the message (``--dataset``, or ``a model trained on`` where the model file
+    says which)."""
+    from snnkit.data import DATASETS, info
+
+    if data_dir is None or (dataset is not None and info(dataset).needs_data_dir):
+        return
+    shipped = f" ({dataset} ships with snnkit)" if dataset else ""
+    raise ValueError(f"--data-dir needs {needs} {either([n for n in DATASETS if info(n).needs_data_dir])}{shipped}")
+
+
 def emit(payload: dict, as_json: bool, human: Callable[[dict], str]) -> None:
     """Print ``payload`` as JSON (``--json``) or as the human-readable text ``human(payload)``."""
     if as_json:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from snnkit.cli.common import add_json_flag, emit, run
+from snnkit.cli.common import add_json_flag, check_data_dir, either, emit, run
 
 
 def parser() -> argparse.ArgumentParser:
@@ -34,9 +34,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="with --dataset: the first N test samples")
     p.add_argument("--data-dir", help="with --dataset: folder of data sets read from files")
     p.add_argument("--timesteps", type=int, help="steps T (default: the graph's metadata; required otherwise)")
-    p.add_argument("--dt", type=float, help="step length in seconds for graphs without one (default 1e-4)")
-    p.add_argument("--device", default="auto", help="torch target: cpu | cuda | auto (default auto)")
-    p.add_argument("--batch-size", type=int, default=256, help="samples per call (default 256)")
+    p.add_argument("--dt", type=float,
+                   help="step length in seconds (default: the graph's; 1e-4 for graphs without one)")
+    p.add_argument("--device", default="auto", help="torch and loihi-emu targets: cpu | cuda | auto (default auto); "
+                   "the others run on the CPU")
+    p.add_argument("--batch-size", type=int, help="samples per call (default: the target's; 256 on torch, norse and "
+                   "snntorch, 512 on loihi-emu)")
     p.add_argument("--save-output", metavar="OUT.npz", help="write the output spikes [B, T, C] here")
     add_json_flag(p)
     return p
@@ -59,18 +62,47 @@ def load_graph(source: str):
         raise ValueError(f"{path}: {exc}") from None
 
 
-def make_target(name: str, **options):
-    """``get_target(name, ...)`` with only the options that target accepts (unset ones dropped)."""
+def target_options(name: str) -> set[str]:
+    """The keyword options target ``name`` (one of ``TARGETS``) accepts: its class's, and through ``**kwargs``
+    those of the base classes they are passed on to (the quantisation options of the Loihi targets)."""
     import importlib
     import inspect
 
+    from snnkit.deploy.base import TARGETS
+
+    module, cls = TARGETS[name].split(":")
+    accepted: set[str] = set()
+    for klass in getattr(importlib.import_module(module), cls).__mro__:
+        params = inspect.signature(klass.__init__).parameters.values()
+        accepted |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return accepted
+
+
+def make_target(name: str, **options):
+    """``get_target(name, ...)`` with only the options that target accepts (unset ones dropped)."""
     from snnkit.deploy.base import TARGETS, get_target
 
     if name in TARGETS:
-        module, cls = TARGETS[name].split(":")
-        accepted = inspect.signature(getattr(importlib.import_module(module), cls)).parameters
+        accepted = target_options(name)
         options = {k: v for k, v in options.items() if v is not None and k in accepted}
     return get_target(name, **options)
+
+
+def check_target_flags(args: argparse.Namespace) -> None:
+    """Refuse ``--device`` / ``--batch-size`` where the target would ignore them, naming the targets that take
+    them. Targets without a device option run on the CPU, so ``--device cpu`` (or ``auto``) suits every one."""
+    from snnkit.deploy.base import TARGETS
+
+    if args.target not in TARGETS:
+        return  # get_target says so
+    accepted = target_options(args.target)
+    for flag, key, value in (("--device", "device", None if args.device in ("cpu", "auto") else args.device),
+                             ("--batch-size", "batch_size", args.batch_size)):
+        if value is not None and key not in accepted:
+            takers = [t for t in TARGETS if key in target_options(t)]
+            raise ValueError(f"{flag} needs --target {either(takers)} ({args.target} does not take it)")
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -96,6 +128,8 @@ def _main(args: argparse.Namespace) -> int:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return type(exc)(msg if msg.startswith(source) else f"{source}: {msg}")
 
+    check_target_flags(args)
+    check_data_dir(args.data_dir, args.dataset)
     target = make_target(args.target, device=args.device, dt=args.dt, batch_size=args.batch_size)
     target.check_available()
     try:

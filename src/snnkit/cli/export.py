@@ -20,7 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from snnkit.cli.common import add_json_flag, emit, run
+from snnkit.cli.common import add_json_flag, check_data_dir, emit, run
 
 TARGETS = ("nir", "norse", "snntorch", "onnx", "lava")
 
@@ -117,6 +117,7 @@ def _main(args: argparse.Namespace) -> int:
     model_path = Path(args.model)
     model = snnkit.load(model_path)
     meta = read_model_file(model_path).get("meta", {})
+    check_data_dir(args.data_dir, meta.get("dataset"), needs="a model trained on")
     out = Path(args.out) if args.out else model_path.parent / f"export-{args.target}"
     report = ExportReport(model=str(model_path), target=args.target)
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from snnkit.cli.common import add_json_flag, emit, run
+from snnkit.cli.common import add_json_flag, check_data_dir, emit, run
 
 
 def parser() -> argparse.ArgumentParser:
@@ -75,6 +75,7 @@ def _main(args: argparse.Namespace) -> int:
     import snnkit
     from snnkit.cli.deploy import make_target
     from snnkit.deploy.base import TARGETS
+    from snnkit.deploy.torch_target import resolve_device
     from snnkit.energy import resolve_models
     from snnkit.export import to_nir
     from snnkit.report.attacks import read_attack_files
@@ -89,6 +90,9 @@ def _main(args: argparse.Namespace) -> int:
         raise ValueError("--limit needs --dataset and a positive N")
     if args.labels and not (args.input or args.raw_input):
         raise ValueError("--labels goes with --input or --raw-input (data sets bring their labels)")
+    check_data_dir(args.data_dir, args.dataset)
+    if args.device:
+        resolve_device(args.device)  # the torch reference runs on it: an unavailable device fails before any work
     resolve_models(args.energy_model)  # fail on a bad model file before any work
     read_attack_files(args.attack_json)
 

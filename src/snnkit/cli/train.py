@@ -3,7 +3,15 @@ from __future__ import annotations
 
 import argparse
 
-from snnkit.cli.common import add_json_flag, emit, run
+from snnkit.cli.common import add_json_flag, check_data_dir, either, emit, run
+
+ARCH_OPTIONS = {"hidden": ["mlp"], "channels": ["convnet"], "fc": ["convnet", "vgg"], "vgg_depth": ["vgg"],
+                "vgg_width": ["vgg"]}
+"""Model options (``argparse`` dests) and the architectures that read them."""
+PRUNE_OPTIONS = ("prune", "prune_epochs", "prune_lr")
+"""Options that only matter with ``--sparsity S > 0``."""
+CONVERT_OPTIONS = ("ann_epochs", "ann_method", "ann_lr", "ann_finetune_epochs", "percentile", "threshold_scale")
+"""Options that only matter with ``--pipeline convert`` (None: ``ConversionConfig``'s default)."""
 
 
 def parser() -> argparse.ArgumentParser:
@@ -37,7 +45,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--schedule", default="cosine", choices=["cosine", "none"])
-    p.add_argument("--method", default="standard", help="training method spec (standard, pgd-at, trades, ...)")
+    p.add_argument("--method", default="standard", help="training method spec: standard, pgd-at, trades, fgsm-at "
+                   "(parameters after a colon, e.g. pgd-at:eps=0.1)")
     p.add_argument("--reg", action="append", default=[], metavar="SPEC", help="regulariser spec, repeatable")
     p.add_argument("--seed", type=int, default=0)
     sparse = p.add_argument_group("sparse connectivity (snnkit.train.sparsity)")
@@ -46,20 +55,22 @@ def parser() -> argparse.ArgumentParser:
     sparse.add_argument("--prune", choices=["magnitude", "hydra", "harp"],
                         help="how masks are chosen (default: magnitude; hydra for --pipeline convert)")
     sparse.add_argument("--prune-epochs", type=int, help="score-training epochs for hydra/harp, dense epochs before "
-                        "magnitude pruning (default: 0; 10 for --pipeline convert)")
-    sparse.add_argument("--prune-lr", type=float, default=0.01, help="Adam learning rate of scores/rates (default 0.01)")
+                        "magnitude pruning (default: hydra/harp round(EPOCHS / 4), at least 1, the ratio of 20 "
+                        "score-training to 80 fine-tuning epochs of the robust-conversion paper; magnitude 0; "
+                        "10 for --pipeline convert)")
+    sparse.add_argument("--prune-lr", type=float, help="Adam learning rate of scores/rates (default 0.01)")
     sparse.add_argument("--init", help="start from this model.pt instead of a fresh model (its config is used)")
     conv = p.add_argument_group("robust ANN-to-SNN conversion (--pipeline convert; snnkit.train.conversion)")
     conv.add_argument("--pipeline", choices=["direct", "convert"], default="direct",
                       help="direct: train the SNN; convert: robust ANN -> pruning -> weight transfer and thresholds "
                       "-> SNN fine-tuning with --method/--epochs (use --neuron if --reset subtract --surrogate "
                       "triangle:gamma=1)")
-    conv.add_argument("--ann-epochs", type=int, default=30, help="ANN training epochs (default 30)")
-    conv.add_argument("--ann-method", default="trades", help="ANN training method spec (default trades)")
-    conv.add_argument("--ann-lr", type=float, default=1e-3, help="ANN Adam learning rate (default 1e-3)")
-    conv.add_argument("--ann-finetune-epochs", type=int, default=10, help="sparse ANN fine-tuning epochs (default 10)")
-    conv.add_argument("--percentile", type=float, default=99.7, help="threshold percentile of pre-activations (99.7)")
-    conv.add_argument("--threshold-scale", type=float, default=0.3, help="threshold = scale x percentile (0.3)")
+    conv.add_argument("--ann-epochs", type=int, help="ANN training epochs (default 30)")
+    conv.add_argument("--ann-method", help="ANN training method spec (default trades)")
+    conv.add_argument("--ann-lr", type=float, help="ANN Adam learning rate (default 1e-3)")
+    conv.add_argument("--ann-finetune-epochs", type=int, help="sparse ANN fine-tuning epochs (default 10)")
+    conv.add_argument("--percentile", type=float, help="threshold percentile of pre-activations (99.7)")
+    conv.add_argument("--threshold-scale", type=float, help="threshold = scale x percentile (0.3)")
     p.add_argument("--limit", type=int, help="evaluate on the first N test samples only")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice; 1 is often fastest "
@@ -88,17 +99,56 @@ def model_config(args: argparse.Namespace) -> dict:
     return cfg
 
 
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def given(args: argparse.Namespace, dests) -> dict:
+    """``{dest: value}`` of the options among ``dests`` that were given (not None)."""
+    return {d: getattr(args, d) for d in dests if getattr(args, d) is not None}
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse an option that the rest of the command line would leave unused, naming the option it needs."""
+    for dest, archs in ARCH_OPTIONS.items():
+        if getattr(args, dest) is not None and args.model not in archs:
+            raise ValueError(f"{_flag(dest)} needs --model {either(archs)}")
+    for dest in given(args, PRUNE_OPTIONS):
+        if args.sparsity == 0:
+            raise ValueError(f"{_flag(dest)} needs --sparsity S > 0")
+    for dest in given(args, CONVERT_OPTIONS):
+        if args.pipeline != "convert":
+            raise ValueError(f"{_flag(dest)} needs --pipeline convert")
+    check_data_dir(args.data_dir, args.dataset)
+
+
+def prune_method(args: argparse.Namespace) -> str:
+    return args.prune or ("hydra" if args.pipeline == "convert" else "magnitude")
+
+
+def prune_epochs(args: argparse.Namespace) -> int:
+    """``--prune-epochs``, else 10 for ``--pipeline convert``; for hydra/harp ``round(epochs / 4)``, at least 1 (the
+    paper's 20 score-training epochs before 80 of fine-tuning); 0 for magnitude (prune the initial weights)."""
+    if args.prune_epochs is not None:
+        return args.prune_epochs
+    if args.pipeline == "convert":
+        return 10
+    return max(1, round(args.epochs / 4)) if prune_method(args) in ("hydra", "harp") else 0
+
+
 def _main(args: argparse.Namespace) -> int:
     import torch
 
+    from snnkit.deploy.torch_target import resolve_device
     from snnkit.train import TrainConfig, train
 
+    check_options(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = str(resolve_device(args.device))
     convert = args.pipeline == "convert"
-    sparse = {} if convert else dict(sparsity=args.sparsity, prune=args.prune or "magnitude",
-                                     prune_epochs=args.prune_epochs or 0, prune_lr=args.prune_lr, init=args.init)
+    sparse = {} if convert else dict(sparsity=args.sparsity, prune=prune_method(args),
+                                     prune_epochs=prune_epochs(args), init=args.init, **given(args, ["prune_lr"]))
     cfg = TrainConfig(dataset=args.dataset, model=model_config(args), epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
                       weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed, method=args.method,
@@ -108,11 +158,8 @@ def _main(args: argparse.Namespace) -> int:
 
         if args.init or args.resume:
             raise ValueError("--pipeline convert starts from scratch; --init and --resume do not apply")
-        conv = ConversionConfig(ann_epochs=args.ann_epochs, ann_method=args.ann_method, ann_lr=args.ann_lr,
-                                prune=args.prune or "hydra", sparsity=args.sparsity,
-                                prune_epochs=10 if args.prune_epochs is None else args.prune_epochs,
-                                prune_lr=args.prune_lr, ann_finetune_epochs=args.ann_finetune_epochs,
-                                percentile=args.percentile, threshold_scale=args.threshold_scale)
+        conv = ConversionConfig(prune=prune_method(args), sparsity=args.sparsity, prune_epochs=prune_epochs(args),
+                                **given(args, ["prune_lr", *CONVERT_OPTIONS]))
         metrics = convert_pipeline(cfg, conv, args.out, progress=not args.no_progress)
     else:
         metrics = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)

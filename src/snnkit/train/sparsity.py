@@ -89,8 +89,9 @@ def weight_sparsity(model: nn.Module) -> dict:
 
 
 def keep_count(numel: int, keep: float) -> int:
-    """Number of weights kept for a keep fraction (at least one per layer)."""
-    return min(numel, max(1, int(round(keep * numel))))
+    """Number of weights kept for a keep fraction: at most ``keep * numel``, so a layer is at least as sparse as
+    asked (``1 - 0.9`` is a hair under 0.1, hence the relative slack), and at least one per layer."""
+    return min(numel, max(1, math.floor(keep * numel * (1 + 1e-9))))
 
 
 def topk_mask(scores: torch.Tensor, keep: float) -> torch.Tensor:
