@@ -5,14 +5,16 @@ Forward values must be bit-identical to stepping ``lif_step``; gradients equal t
 ``snnkit.nn.native``) and ``torch`` (the pure-torch loop used when no compiler is available).
 """
 import ctypes
+import dataclasses
 import math
+import re
 
 import pytest
 import torch
 
 from snnkit.nn import LIF, functional as F, native
 from snnkit.nn.native import build as native_build
-from snnkit.nn.surrogate import SURROGATES, Surrogate, kernel_form, parse
+from snnkit.nn.surrogate import SURROGATES, ATan, Surrogate, from_kernel_form, kernel_form, parse
 
 
 @pytest.fixture(params=["native", "torch"])
@@ -325,6 +327,50 @@ def test_scan_operator_matches_the_function(path):
                                        torch.autograd.grad((s_ref * w).sum() + h_ref.sum(), x)[0])
     opcheck(torch.ops.snnkit.lif_scan.default, (x, beta, th, vr, False, 0, math.pi, 1.0, True, True),
             test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+
+
+KERNEL_SURROGATES = sorted(name for name, cls in SURROGATES.items() if cls.kernel_code >= 0)
+
+
+def _with_other_parameters(cls: type) -> Surrogate:
+    """``cls`` with every parameter 0.7 times its default (the kernels' p1, p2 must follow them)."""
+    return cls(**{f.name: 0.7 * f.default for f in dataclasses.fields(cls)})
+
+
+def test_kernel_cases_are_the_surrogate_classes():
+    """The C kernels' derivative cases are exactly the ``kernel_code`` of nn/surrogate.py's classes, one class
+    each; ``from_kernel_form`` inverts ``kernel_form``; a surrogate the kernels do not know has code -1."""
+    source = native_build._INCLUDED.read_text()
+    cases = sorted(int(c) for c in re.findall(r"^\s*case (\d+):", source, re.MULTILINE))
+    assert sorted(SURROGATES[name].kernel_code for name in KERNEL_SURROGATES) == cases == list(range(len(cases)))
+    for name in KERNEL_SURROGATES:
+        for surrogate in (SURROGATES[name](), _with_other_parameters(SURROGATES[name])):
+            code, p1, p2 = kernel_form(surrogate)
+            assert code == type(surrogate).kernel_code and from_kernel_form(code, p1, p2) == surrogate
+
+    class SharperATan(ATan):  # a subclass may redefine the derivative: not the built-in case
+        def derivative(self, u):
+            return 2 * super().derivative(u)
+
+    assert kernel_form(SharperATan())[0] == kernel_form(ShiftedATan())[0] == kernel_form(None)[0] == -1
+    with pytest.raises(ValueError, match="no built-in surrogate"):
+        from_kernel_form(-1, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("name", KERNEL_SURROGATES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_kernel_derivative_is_the_surrogate_derivative(name, dtype):
+    """Each surrogate class's C case gives what its torch ``derivative`` gives at ``u = h - threshold``."""
+    if native.load() is None:
+        pytest.skip("no compiled kernels on this machine (no C compiler, or SNNKIT_NATIVE=0)")
+    x = torch.randn(9, 4, 50, generator=torch.Generator().manual_seed(2), dtype=dtype) * 0.8
+    beta, th, vr = (torch.tensor(v, dtype=dtype) for v in (0.9, 0.4, 0.0))
+    tol = dict(rtol=1e-6, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-13, atol=1e-13)
+    for surrogate in (SURROGATES[name](), _with_other_parameters(SURROGATES[name])):
+        _, h, sg = native.forward(x, beta, th, vr, False, surrogate, with_h=True)
+        expected = surrogate.derivative(h - th)
+        assert expected.abs().sum() > 0
+        torch.testing.assert_close(sg, expected, **tol)
 
 
 def test_buffer_pool_reuses_only_released_buffers():

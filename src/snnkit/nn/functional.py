@@ -255,7 +255,7 @@ def _fits_scan_op(x, beta, threshold, v_reset) -> bool:
     """Whether ``snnkit::lif_scan`` computes exactly what :func:`lif_scan` would (checked while tracing; the
     surrogate must also be a built-in one, ``snnkit.nn.surrogate.kernel_form``)."""
     return native.supports(x) and all(torch.is_tensor(p) and not p.requires_grad and p.dtype == x.dtype
-                                           for p in (beta, threshold, v_reset))
+                                      for p in (beta, threshold, v_reset))
 
 
 def _with_strides(t: "torch.Tensor | None", shape, strides, like: torch.Tensor) -> torch.Tensor:

@@ -212,7 +212,9 @@ class StraightThrough(Surrogate):
 SURROGATES: dict[str, type[Surrogate]] = {
     cls.name: cls for cls in (Triangle, Rectangular, Sigmoid, FastSigmoid, ATan, Escape, StraightThrough)
 }
-_BY_KERNEL_CODE: dict[int, type[Surrogate]] = {cls.kernel_code: cls for cls in SURROGATES.values()}
+_BY_KERNEL_CODE: dict[int, type[Surrogate]] = {
+    cls.kernel_code: cls for cls in SURROGATES.values() if cls.kernel_code >= 0
+}
 _ALIASES = {"superspike": "fast_sigmoid", "arctan": "atan", "ste": "straight_through", "rect": "rectangular",
             "spike_rate_escape": "escape", "triangular": "triangle"}
 

@@ -1,9 +1,7 @@
-"""How the compiled kernels walk a tensor ``x [T, B, ...]``: the :class:`Plan` of one shape, strides and dtype.
-
-The kernels see ``O x T x N`` elements, element ``(o, t, n)`` at ``o * so + t * st + n`` (strides in
-elements; ``n`` runs over one contiguous neuron block, in any dimension order, so channels-last activations are
-read as they are). The input may have any batch and time strides (an input expanded over time, stride 0, is
-not copied); outputs keep the input's neuron order, batch outer unless the input stores time outer.
+"""How the compiled kernels walk a tensor ``x [T, B, ...]``: as ``O x T x N`` elements (batch, steps, neurons),
+element ``(o, t, n)`` at ``o * so + t * st + n`` (strides in elements). :func:`plan` gives the :class:`Plan` of
+one shape, strides and dtype (cached); :func:`supports`, :func:`neuron_order` and :func:`out_strides` are what
+callers ask of it.
 """
 from __future__ import annotations
 
