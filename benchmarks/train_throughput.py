@@ -287,9 +287,9 @@ def make_config(fw: Framework, setting: str, arch: str, seed: int, threads: int)
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
         if fw.key == "snnkit":
-            from snnkit.nn import native_scan
+            from snnkit.nn import native
 
-            native_scan.set_enabled(native)
+            native.set_enabled(native)
         loss = F.cross_entropy(fwd(xb), yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -2,6 +2,7 @@
 semantics, batching, the target's result record, the differentiable mode, and CPU/GPU agreement."""
 from __future__ import annotations
 
+import math
 
 import nir
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from snnkit.deploy.base import DeployError, get_target
-from snnkit.deploy.loihi import quantize
+from snnkit.deploy.loihi import emulator, quantize
 from snnkit.deploy.loihi.emulator import LoihiEmulator, LoihiEmulatorTarget, LoihiModule, conv2d_im2col
 from snnkit.deploy.loihi.prepare import infer_input, prepare_graph
 from snnkit.energy.counting import fanout
@@ -151,6 +152,54 @@ def test_differentiable_mode_has_identical_forward_and_useful_gradients():
         up = LoihiEmulator(lg).run(torch.clamp(xt + step, 0, 1))[lg.output].sum(1)[:, 0]
         down = LoihiEmulator(lg).run(torch.clamp(xt - step, 0, 1))[lg.output].sum(1)[:, 0]
     assert up.sum() > down.sum()
+
+
+class _FormerSpikeFn(torch.autograd.Function):
+    """The emulator's spike before it used snnkit.nn.surrogate.ATan: its own arctan formula, written out."""
+
+    @staticmethod
+    def forward(ctx, z, alpha):
+        ctx.save_for_backward(z)
+        ctx.alpha = alpha
+        return (z > 0).to(z.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (z,) = ctx.saved_tensors
+        a = ctx.alpha
+        return grad * (a / 2) / (1 + (math.pi / 2 * a * z) ** 2), None
+
+
+def _former_spike(h, thr, alpha):
+    return _FormerSpikeFn.apply((h - thr) / thr, alpha)
+
+
+def test_spike_surrogate_is_the_former_arctan_formula(monkeypatch):
+    """The spike takes nn.surrogate.ATan on (h - thr) / thr: the same spikes as the formula it replaced and the
+    same gradients up to the order of one multiplication (grad * (a/2 / D) against (grad * a/2) / D: at most an
+    ulp or two), for the spike alone and through a whole differentiable emulator."""
+    gen = torch.Generator().manual_seed(3)
+    thr = float(37 << 6)
+    for alpha in (2.0, 0.5, 3.7):
+        h = torch.randint(-3 * int(thr), 3 * int(thr), (4000,), generator=gen).double().requires_grad_(True)
+        up = torch.randn(4000, generator=gen, dtype=torch.float64)
+        s, s_old = emulator._spike(h, thr, alpha), _former_spike(h, thr, alpha)
+        assert torch.equal(s, s_old) and 0 < float(s.detach().sum()) < 4000
+        (g,), (g_old,) = (torch.autograd.grad(out, h, up) for out in (s, s_old))
+        torch.testing.assert_close(g, g_old, rtol=1e-15, atol=0)
+
+    g, x = _analog_mlp(5)
+    lg = prepare_graph(g, x)
+    grads, outs = [], []
+    for spike in (emulator._spike, _former_spike):
+        monkeypatch.setattr(emulator, "_spike", spike)
+        xt = torch.from_numpy(x).double().requires_grad_(True)
+        out = LoihiModule(lg)(xt)
+        (grad,) = torch.autograd.grad((out * torch.linspace(-1, 1, out.shape[-1], dtype=out.dtype)).sum(), xt)
+        outs.append(out.detach())
+        grads.append(grad)
+    assert torch.equal(outs[0], outs[1]) and grads[0].abs().sum() > 0
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-12, atol=1e-14 * float(grads[1].abs().max()))
 
 
 @pytest.mark.parametrize("geom", [((1, 1), (0, 0), (1, 1), 1), ((2, 1), (1, 2), (1, 1), 2), ((1, 2), (2, 0), (2, 1), 3)])

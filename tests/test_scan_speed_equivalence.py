@@ -2,29 +2,32 @@
 
 Forward values must be bit-identical to stepping ``lif_step``; gradients equal to autograd through the steps
 (float tolerance). Every case runs on both paths: ``native`` (the compiled C kernels of
-``snnkit.nn.native_scan``) and ``torch`` (the pure-torch loop used when no compiler is available).
+``snnkit.nn.native``) and ``torch`` (the pure-torch loop used when no compiler is available).
 """
 import ctypes
+import dataclasses
 import math
+import re
 
 import pytest
 import torch
 
-from snnkit.nn import LIF, functional as F, native_scan
-from snnkit.nn.surrogate import SURROGATES, Surrogate, parse
+from snnkit.nn import LIF, functional as F, native
+from snnkit.nn.native import build as native_build
+from snnkit.nn.surrogate import SURROGATES, ATan, Surrogate, from_kernel_form, kernel_form, parse
 
 
 @pytest.fixture(params=["native", "torch"])
 def path(request):
     """Select one implementation for the test; the native one skips only if it cannot be built here."""
     if request.param == "native":
-        native_scan.set_enabled(True)
-        if native_scan.load() is None:
+        native.set_enabled(True)
+        if native.load() is None:
             pytest.skip("no C compiler (or the built kernels disagreed with torch): only the torch path exists")
     else:
-        native_scan.set_enabled(False)
+        native.set_enabled(False)
     yield request.param
-    native_scan.set_enabled(True)
+    native.set_enabled(True)
 
 
 def steps(x, beta, threshold, v_reset, surrogate, subtract):
@@ -176,7 +179,7 @@ def test_input_constant_over_time_is_read_without_copy(path, subtract):
     x = x0.unsqueeze(0).expand(7, 5, 3, 4)
     beta, th, vr = torch.tensor(0.9), torch.tensor(0.8), torch.tensor(0.0)
     if path == "native":
-        assert native_scan.supports(x) and F._native_params(x, beta, th, vr) is not None
+        assert native.supports(x) and F._native_params(x, beta, th, vr) is not None
     s, h = F.lif_scan(x, beta, th, vr, parse("atan"), subtract)
     s_ref, h_ref = steps(x, beta, th, vr, parse("atan"), subtract)
     assert torch.equal(s, s_ref) and torch.equal(h, h_ref) and s.sum() > 0
@@ -193,7 +196,7 @@ def test_channels_last_input_is_read_as_it_is(path, kind):
     x = y.reshape(B, T, C, H, W).transpose(0, 1).requires_grad_(True)  # [T, B, C, H, W] view
     beta, th, vr = params_for(kind, (C, H, W), torch.float32)
     if path == "native":
-        assert native_scan.neuron_order(x) == [1, 2, 0] and F._native_params(x, beta, th, vr) is not None
+        assert native.neuron_order(x) == [1, 2, 0] and F._native_params(x, beta, th, vr) is not None
     s, h = F.lif_scan(x, beta, th, vr, parse("atan"))
     s_ref, h_ref = steps(x, beta, th, vr, parse("atan"), False)
     assert torch.equal(s, s_ref) and torch.equal(h, h_ref) and s.sum() > 0
@@ -229,18 +232,18 @@ def test_inputs_the_kernels_do_not_take_fall_back_exactly(path, case):
 
 def test_native_and_torch_paths_agree_on_a_model():
     """A whole ConvNet-shaped LIF stack: the two implementations give the same spikes and close gradients."""
-    native_scan.set_enabled(True)
-    if native_scan.load() is None:
+    native.set_enabled(True)
+    if native.load() is None:
         pytest.skip("no C compiler (or the built kernels disagreed with torch): nothing to compare")
     torch.manual_seed(0)
     lif = LIF(beta=0.9, threshold=1.0)
     x = (torch.randn(16, 8, 32, 8, 8) * 1.5).requires_grad_(True)
     results = []
     for enabled in (True, False):
-        native_scan.set_enabled(enabled)
+        native.set_enabled(enabled)
         s = lif(x)
         results.append((s, torch.autograd.grad((s * s.detach().cumsum(1)).sum(), x)[0]))
-    native_scan.set_enabled(True)
+    native.set_enabled(True)
     (s1, g1), (s2, g2) = results
     assert torch.equal(s1, s2)
     torch.testing.assert_close(g1, g2, rtol=1e-5, atol=1e-6)
@@ -251,36 +254,36 @@ def test_build_failures_fall_back_to_torch(monkeypatch):
     x = torch.randn(5, 2, 3)
     expected = steps(x, torch.tensor(0.9), torch.tensor(0.3), torch.tensor(0.0), parse("atan"), False)
     for patch in ("_compiler", "_agrees_with_torch"):
-        monkeypatch.setattr(native_scan, "_lib", False)
-        monkeypatch.setattr(native_scan, patch, (lambda: None) if patch == "_compiler" else (lambda lib: False))
-        assert native_scan.load() is None
+        monkeypatch.setattr(native_build, "_lib", False)
+        monkeypatch.setattr(native_build, patch, (lambda: None) if patch == "_compiler" else (lambda lib: False))
+        assert native.load() is None
         s, h = F.lif_scan(x, torch.tensor(0.9), torch.tensor(0.3), torch.tensor(0.0), parse("atan"))
         assert torch.equal(s, expected[0]) and torch.equal(h, expected[1])
         monkeypatch.undo()
 
 
 def test_library_is_built_once_into_the_cache_and_env_switch_disables_it(tmp_path, monkeypatch):
-    cc = native_scan._compiler()
+    cc = native_build._compiler()
     if cc is None:
         pytest.skip("no C compiler on this machine")
     monkeypatch.setenv("SNNKIT_CACHE", str(tmp_path))
     agree = []
     for fused in (True, False):  # torch's addcmul rounds once or twice, by CPU: exactly one form reproduces it
-        built = native_scan._build(cc, fused)
+        built = native_build._build(cc, fused)
         assert built.parent == tmp_path and built.name.startswith("lif_scan_") and built.suffix == ".so"
         stamp = built.stat().st_mtime_ns
-        assert native_scan._build(cc, fused) == built and built.stat().st_mtime_ns == stamp  # cached, not rebuilt
+        assert native_build._build(cc, fused) == built and built.stat().st_mtime_ns == stamp  # cached, not rebuilt
         lib = ctypes.CDLL(str(built))
-        native_scan._declare(lib)
-        agree.append(native_scan._agrees_with_torch(lib))
+        native_build._declare(lib)
+        agree.append(native_build._agrees_with_torch(lib))
     assert len(list(tmp_path.iterdir())) == 2, "two libraries and no temporary build files"
     assert agree.count(True) == 1, agree
-    monkeypatch.setattr(native_scan, "_lib", False)
-    monkeypatch.setattr(native_scan, "_enabled", True)
-    assert native_scan.load() is not None, "load() must find the form that agrees"
+    monkeypatch.setattr(native_build, "_lib", False)
+    monkeypatch.setattr(native_build, "_enabled", True)
+    assert native.load() is not None, "load() must find the form that agrees"
     for value, expected in (("0", False), ("off", False), ("1", True)):
         monkeypatch.setenv("SNNKIT_NATIVE", value)
-        assert native_scan._env_enabled() is expected
+        assert native_build._env_enabled() is expected
 
 
 @pytest.mark.parametrize("arch", ["mlp", "convnet"])
@@ -314,7 +317,7 @@ def test_scan_operator_matches_the_function(path):
     x = (torch.randn(6, 4, 3, 5) * 1.2).transpose(0, 1).requires_grad_(True)  # [T, B, ...] batch-major
     beta, th, vr = torch.rand(3, 1) * 0.5 + 0.45, torch.tensor(0.7), torch.tensor(0.0)
     for surrogate in (parse("atan:alpha=2"), parse("triangle:gamma=0.5")):
-        code, p1, p2 = native_scan.surrogate_code(surrogate)
+        code, p1, p2 = kernel_form(surrogate)
         for subtract in (False, True):
             s, h, sg = torch.ops.snnkit.lif_scan(x, beta, th, vr, subtract, code, p1, p2, True, True)
             s_ref, h_ref = F.lif_scan(x, beta, th, vr, surrogate, subtract)
@@ -326,8 +329,52 @@ def test_scan_operator_matches_the_function(path):
             test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
 
 
+KERNEL_SURROGATES = sorted(name for name, cls in SURROGATES.items() if cls.kernel_code >= 0)
+
+
+def _with_other_parameters(cls: type) -> Surrogate:
+    """``cls`` with every parameter 0.7 times its default (the kernels' p1, p2 must follow them)."""
+    return cls(**{f.name: 0.7 * f.default for f in dataclasses.fields(cls)})
+
+
+def test_kernel_cases_are_the_surrogate_classes():
+    """The C kernels' derivative cases are exactly the ``kernel_code`` of nn/surrogate.py's classes, one class
+    each; ``from_kernel_form`` inverts ``kernel_form``; a surrogate the kernels do not know has code -1."""
+    source = native_build._INCLUDED.read_text()
+    cases = sorted(int(c) for c in re.findall(r"^\s*case (\d+):", source, re.MULTILINE))
+    assert sorted(SURROGATES[name].kernel_code for name in KERNEL_SURROGATES) == cases == list(range(len(cases)))
+    for name in KERNEL_SURROGATES:
+        for surrogate in (SURROGATES[name](), _with_other_parameters(SURROGATES[name])):
+            code, p1, p2 = kernel_form(surrogate)
+            assert code == type(surrogate).kernel_code and from_kernel_form(code, p1, p2) == surrogate
+
+    class SharperATan(ATan):  # a subclass may redefine the derivative: not the built-in case
+        def derivative(self, u):
+            return 2 * super().derivative(u)
+
+    assert kernel_form(SharperATan())[0] == kernel_form(ShiftedATan())[0] == kernel_form(None)[0] == -1
+    with pytest.raises(ValueError, match="no built-in surrogate"):
+        from_kernel_form(-1, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("name", KERNEL_SURROGATES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_kernel_derivative_is_the_surrogate_derivative(name, dtype):
+    """Each surrogate class's C case gives what its torch ``derivative`` gives at ``u = h - threshold``."""
+    if native.load() is None:
+        pytest.skip("no compiled kernels on this machine (no C compiler, or SNNKIT_NATIVE=0)")
+    x = torch.randn(9, 4, 50, generator=torch.Generator().manual_seed(2), dtype=dtype) * 0.8
+    beta, th, vr = (torch.tensor(v, dtype=dtype) for v in (0.9, 0.4, 0.0))
+    tol = dict(rtol=1e-6, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-13, atol=1e-13)
+    for surrogate in (SURROGATES[name](), _with_other_parameters(SURROGATES[name])):
+        _, h, sg = native.forward(x, beta, th, vr, False, surrogate, with_h=True)
+        expected = surrogate.derivative(h - th)
+        assert expected.abs().sum() > 0
+        torch.testing.assert_close(sg, expected, **tol)
+
+
 def test_buffer_pool_reuses_only_released_buffers():
-    pool = native_scan.BufferPool(max_bytes=10 * 2**20)
+    pool = native.BufferPool(max_bytes=10 * 2**20)
     if pool._free_count is None:
         pytest.skip("this torch has no storage use-count introspection: the pool is off")
     a = pool.empty((4, 5), torch.float32)
@@ -361,7 +408,7 @@ def test_buffer_pool_reuses_only_released_buffers():
 
 
 def test_buffer_pool_cap_and_off_switch():
-    pool = native_scan.BufferPool(max_bytes=1000)
+    pool = native.BufferPool(max_bytes=1000)
     big = pool.empty((1000,), torch.float32)  # 4000 bytes: over the cap, never pooled
     assert big.shape == (1000,) and pool.nbytes == 0
     small = [pool.empty((50,), torch.float32) for _ in range(6)]  # 200 bytes each, all in use: 5 fit
@@ -369,6 +416,6 @@ def test_buffer_pool_cap_and_off_switch():
     del small
     pool.empty((100,), torch.float32)  # 400 bytes: free buffers are dropped to make room
     assert pool.nbytes <= 1000
-    off = native_scan.BufferPool(max_bytes=0)
+    off = native.BufferPool(max_bytes=0)
     t = off.empty((3,), torch.float32)
     assert t.shape == (3,) and off.nbytes == 0

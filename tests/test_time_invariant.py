@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from snnkit.models import build
-from snnkit.nn import native_scan
+from snnkit.nn import native
 from snnkit.nn.layers import AvgPool2d, SumPool2d, time_invariant
 
 
@@ -89,17 +89,17 @@ def test_pool_other_windows_use_aten():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_pool_kernels_equal_the_torch_form(dtype):
-    if native_scan.load() is None:
+    if native.load() is None:
         pytest.skip("no compiled kernels on this machine (no C compiler, or SNNKIT_NATIVE=0)")
     x = torch.randn(2, 3, 5, 6, 4, dtype=dtype, requires_grad=True)  # analog values: rounding order matters
     g = torch.randn(2, 3, 5, 3, 2, dtype=dtype)
     results = []
-    for native in (True, False):
-        native_scan.set_enabled(native)
+    for enabled in (True, False):
+        native.set_enabled(enabled)
         try:
             y = AvgPool2d(2)(x)
             (grad,) = torch.autograd.grad(y, x, g)
         finally:
-            native_scan.set_enabled(True)
+            native.set_enabled(True)
         results.append((y, grad))
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])

@@ -7,7 +7,7 @@ Two forms of the same equations:
 - ``lif_scan`` runs a whole sequence in one autograd node with a hand-written backward (the fast path for
   feed-forward layers): the membrane update is the only sequential part, so a layer's synaptic input is
   computed for all steps at once before the scan. On the CPU its loops are compiled C kernels
-  (:mod:`snnkit.nn.native_scan`, built with the system C compiler; a torch loop otherwise); under
+  (:mod:`snnkit.nn.native`, built with the system C compiler; a torch loop otherwise); under
   ``torch.compile`` it is the operator ``snnkit::lif_scan``.
 
 Both give bit-identical forward values (tests/test_scan_speed_equivalence.py); gradients agree to rounding. The reset is detached from the graph in both (the gradient does not flow
@@ -19,8 +19,8 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from snnkit.nn import native_scan
-from snnkit.nn.surrogate import Surrogate
+from snnkit.nn import native
+from snnkit.nn.surrogate import Surrogate, from_kernel_form, kernel_form
 
 
 class LIFState(NamedTuple):
@@ -98,7 +98,7 @@ class _LIFScan(torch.autograd.Function):
         if grad_s is None and grad_h is None:
             return None, None, None, None, None, None, None
         if beta_k is not None:
-            dh_all = native_scan.backward(grad_s, grad_h, sg_all, s_all, beta_k, ctx.subtract)
+            dh_all = native.backward(grad_s, grad_h, sg_all, s_all, beta_k, ctx.subtract)
         else:
             dh_all = _scan_backward_torch(grad_s, grad_h, sg_all, s_all, beta, ctx.subtract)
         gx = dh_all if need_x else None
@@ -132,7 +132,7 @@ def _native_params(x: torch.Tensor, beta, threshold, v_reset) -> "list[torch.Ten
     """
     if torch.compiler.is_compiling():
         return None  # never reach ctypes while torch.compile traces (the traced torch loop is used)
-    if not torch.is_tensor(beta) or not native_scan.supports(x) or native_scan.load() is None:
+    if not torch.is_tensor(beta) or not native.supports(x) or native.load() is None:
         return None
     neuron_shape = x.shape[2:]
     params = []
@@ -146,7 +146,7 @@ def _native_params(x: torch.Tensor, beta, threshold, v_reset) -> "list[torch.Ten
         params.append(p if p.dtype == x.dtype else p.to(x.dtype))
     if all(p.dim() == 0 for p in params):
         return params
-    order = native_scan.neuron_order(x)  # per-neuron values laid out like x's neuron block (channels-last...)
+    order = native.neuron_order(x)  # per-neuron values laid out like x's neuron block (channels-last...)
     return [p.expand(neuron_shape).permute(*order).reshape(-1).contiguous() for p in params]
 
 
@@ -160,8 +160,8 @@ def _scan_forward(x, beta, threshold, v_reset, subtract: bool, surrogate: "Surro
     """
     params = _native_params(x, beta, threshold, v_reset)
     if params is not None:
-        s, h, sg = native_scan.forward(x, *params, subtract, surrogate, with_h)
-        if surrogate is not None and native_scan.surrogate_code(surrogate)[0] < 0:
+        s, h, sg = native.forward(x, *params, subtract, surrogate, with_h)
+        if surrogate is not None and kernel_form(surrogate)[0] < 0:
             sg = surrogate.derivative(sg)  # the kernels left u = h - threshold for this surrogate
         return s, h, sg, params[0]
     v = torch.zeros_like(x[0])
@@ -225,7 +225,7 @@ def lif_scan(x: torch.Tensor, beta, threshold, v_reset, surrogate: Surrogate, su
     scan runs eagerly outside the graph.
     """
     if torch.compiler.is_compiling() and x.device.type == "cpu":
-        code, p1, p2 = native_scan.surrogate_code(surrogate)
+        code, p1, p2 = kernel_form(surrogate)
         if code >= 0 and _fits_scan_op(x, beta, threshold, v_reset):
             wants_grad = torch.is_grad_enabled() and x.requires_grad
             s, h, _ = torch.ops.snnkit.lif_scan(x, beta, threshold, v_reset, subtract, code, p1, p2, with_h,
@@ -253,9 +253,9 @@ _lif_scan_eager = torch.compiler.disable(_lif_scan, reason="the LIF scan runs ea
 
 def _fits_scan_op(x, beta, threshold, v_reset) -> bool:
     """Whether ``snnkit::lif_scan`` computes exactly what :func:`lif_scan` would (checked while tracing; the
-    surrogate must also be a built-in one, ``native_scan.surrogate_code``)."""
-    return native_scan.supports(x) and all(torch.is_tensor(p) and not p.requires_grad and p.dtype == x.dtype
-                                           for p in (beta, threshold, v_reset))
+    surrogate must also be a built-in one, ``snnkit.nn.surrogate.kernel_form``)."""
+    return native.supports(x) and all(torch.is_tensor(p) and not p.requires_grad and p.dtype == x.dtype
+                                      for p in (beta, threshold, v_reset))
 
 
 def _with_strides(t: "torch.Tensor | None", shape, strides, like: torch.Tensor) -> torch.Tensor:
@@ -269,18 +269,18 @@ def _with_strides(t: "torch.Tensor | None", shape, strides, like: torch.Tensor) 
 def _lif_scan_op(x: torch.Tensor, beta: torch.Tensor, threshold: torch.Tensor, v_reset: torch.Tensor,
                  subtract: bool, code: int, p1: float, p2: float, with_h: bool, with_sg: bool
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(s, h, sg)`` of the scan (``h``/``sg`` empty unless asked for), stored with ``native_scan.out_strides``.
+    """``(s, h, sg)`` of the scan (``h``/``sg`` empty unless asked for), stored with ``native.out_strides``.
 
-    The surrogate is given as ``native_scan.surrogate_code``'s ``(code, p1, p2)``."""
-    surrogate = native_scan.surrogate_from_code(code, p1, p2) if with_sg else None
+    The surrogate is given as ``snnkit.nn.surrogate.kernel_form``'s ``(code, p1, p2)``."""
+    surrogate = from_kernel_form(code, p1, p2) if with_sg else None
     s, h, sg, _ = _scan_forward(x, beta, threshold, v_reset, subtract, surrogate, with_h)
-    shape, strides = tuple(x.shape), native_scan.out_strides(x)
+    shape, strides = tuple(x.shape), native.out_strides(x)
     return tuple(_with_strides(t, shape, strides, x) for t in (s, h if with_h else None, sg))
 
 
 @_lif_scan_op.register_fake
 def _(x, beta, threshold, v_reset, subtract, code, p1, p2, with_h, with_sg):
-    strides = native_scan.out_strides(x)
+    strides = native.out_strides(x)
     return tuple(x.new_empty_strided(x.shape, strides) if wanted else x.new_empty(0)
                  for wanted in (True, with_h, with_sg))
 
@@ -292,7 +292,7 @@ def _lif_scan_backward_op(grad_s: Optional[torch.Tensor], grad_h: Optional[torch
     """``dL/dh`` for ``snnkit::lif_scan`` (the recurrence of ``_LIFScan.backward``), stored like ``s``."""
     params = _native_params(s, beta, threshold, v_reset)
     if params is not None:
-        dh = native_scan.backward(grad_s, grad_h, sg, s, params[0], subtract)
+        dh = native.backward(grad_s, grad_h, sg, s, params[0], subtract)
     else:
         dh = _scan_backward_torch(grad_s, grad_h, sg, s, beta, subtract)
     return _with_strides(dh, tuple(s.shape), s.stride(), s)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snnkit.nn import native_scan
+from snnkit.nn import native
 
 
 def time_invariant(x: torch.Tensor) -> bool:
@@ -44,7 +44,7 @@ class _Pool2x2(torch.autograd.Function):
 
     ATen's NCHW ``avg_pool2d`` and its backward run per output plane; on the small feature maps of these
     networks they were measured 5x (forward) and 2.5x (backward) slower than this torch form, and the
-    compiled kernels (:func:`snnkit.nn.native_scan.pool2x2`, same order of additions) are faster still.
+    compiled kernels (:func:`snnkit.nn.native.pool2x2`, same order of additions) are faster still.
     The sum is ``(x00 + x10) + (x01 + x11)``: exact for spikes and integers, within rounding of ATen's order for
     other values.
     """
@@ -53,7 +53,7 @@ class _Pool2x2(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
         n, c, h, w = x.shape
         ctx.shape, ctx.scale = x.shape, scale
-        y = native_scan.pool2x2(x, scale)
+        y = native.pool2x2(x, scale)
         if y is not None:
             return y
         rows = x.view(n * c * h // 2, 2, w)
@@ -63,7 +63,7 @@ class _Pool2x2(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         n, c, h, w = ctx.shape
-        dx = native_scan.pool2x2_backward(grad.contiguous(), ctx.scale)
+        dx = native.pool2x2_backward(grad.contiguous(), ctx.scale)
         if dx is not None:
             return dx, None
         g = (grad * ctx.scale).reshape(n * c * h // 2, w // 2)

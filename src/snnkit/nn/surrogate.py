@@ -17,6 +17,10 @@ Formulas (U = u), as in docs/reference/robustness.md:
 A spec string names a surrogate and its parameters: ``"atan:alpha=2"``, ``"triangle:gamma=0.5"``,
 ``"escape:k=1,b=2"``. ``support`` is the half-width of the region where the derivative is at least a tenth of
 its peak (exact for the compact ones); MPD-SGR uses it as its default ``gamma``.
+
+The compiled LIF kernels (``src/snnkit/nn/native/lif_scan_real.h``) evaluate the same derivatives in C: each
+class names its case there (``kernel_code``) and the two numbers that case takes (``kernel_params``, inverted
+by ``from_kernel_params``); :func:`kernel_form` and :func:`from_kernel_form` are what the scan passes around.
 """
 from __future__ import annotations
 
@@ -34,6 +38,17 @@ class Surrogate(abc.ABC):
     """Base class: a Heaviside forward with the derivative of a smooth stand-in backward."""
 
     name = "base"
+    kernel_code = -1
+    """This derivative's case in the compiled kernels' ``deriv_row`` (-1: they do not compute it)."""
+
+    def kernel_params(self) -> tuple[float, float]:
+        """``(p1, p2)``, the parameters of case ``kernel_code`` of the kernels."""
+        return 0.0, 0.0
+
+    @classmethod
+    def from_kernel_params(cls, p1: float, p2: float) -> "Surrogate":
+        """The surrogate whose :meth:`kernel_params` are ``(p1, p2)``."""
+        return cls()
 
     @abc.abstractmethod
     def derivative(self, u: torch.Tensor) -> torch.Tensor:
@@ -73,6 +88,14 @@ class Surrogate(abc.ABC):
 class Triangle(Surrogate):
     gamma: float = 1.0
     name = "triangle"
+    kernel_code = 2
+
+    def kernel_params(self):
+        return self.gamma, self.gamma**2
+
+    @classmethod
+    def from_kernel_params(cls, p1, p2):
+        return cls(gamma=p1)
 
     def derivative(self, u):
         return (self.gamma - u.abs()).clamp(min=0) / self.gamma**2
@@ -86,6 +109,14 @@ class Triangle(Surrogate):
 class Rectangular(Surrogate):
     width: float = 1.0
     name = "rectangular"
+    kernel_code = 3
+
+    def kernel_params(self):
+        return self.width / 2, self.width
+
+    @classmethod
+    def from_kernel_params(cls, p1, p2):
+        return cls(width=p2)
 
     def derivative(self, u):
         return (u.abs() < self.width / 2).to(u.dtype) / self.width
@@ -99,6 +130,14 @@ class Rectangular(Surrogate):
 class Sigmoid(Surrogate):
     k: float = 4.0
     name = "sigmoid"
+    kernel_code = 4
+
+    def kernel_params(self):
+        return self.k, 0.0
+
+    @classmethod
+    def from_kernel_params(cls, p1, p2):
+        return cls(k=p1)
 
     def derivative(self, u):
         sig = torch.sigmoid(self.k * u)
@@ -109,6 +148,14 @@ class Sigmoid(Surrogate):
 class FastSigmoid(Surrogate):
     k: float = 25.0
     name = "fast_sigmoid"
+    kernel_code = 1
+
+    def kernel_params(self):
+        return self.k, 0.0
+
+    @classmethod
+    def from_kernel_params(cls, p1, p2):
+        return cls(k=p1)
 
     def derivative(self, u):
         return 1.0 / (self.k * u.abs() + 1.0) ** 2
@@ -118,6 +165,14 @@ class FastSigmoid(Surrogate):
 class ATan(Surrogate):
     alpha: float = 2.0
     name = "atan"
+    kernel_code = 0
+
+    def kernel_params(self):
+        return math.pi / 2 * self.alpha, self.alpha / 2
+
+    @classmethod
+    def from_kernel_params(cls, p1, p2):
+        return cls(alpha=2 * p2)
 
     def derivative(self, u):
         return (self.alpha / 2) / (1 + (math.pi / 2 * self.alpha * u) ** 2)
@@ -128,6 +183,14 @@ class Escape(Surrogate):
     k: float = 2.5
     b: float = 5.0
     name = "escape"
+    kernel_code = 5
+
+    def kernel_params(self):
+        return self.k, self.b
+
+    @classmethod
+    def from_kernel_params(cls, p1, p2):
+        return cls(k=p1, b=p2)
 
     def derivative(self, u):
         return self.k * torch.exp(-self.b * u.abs())
@@ -136,6 +199,7 @@ class Escape(Surrogate):
 @dataclass(frozen=True)
 class StraightThrough(Surrogate):
     name = "straight_through"
+    kernel_code = 6
 
     def derivative(self, u):
         return torch.ones_like(u)
@@ -147,6 +211,9 @@ class StraightThrough(Surrogate):
 
 SURROGATES: dict[str, type[Surrogate]] = {
     cls.name: cls for cls in (Triangle, Rectangular, Sigmoid, FastSigmoid, ATan, Escape, StraightThrough)
+}
+_BY_KERNEL_CODE: dict[int, type[Surrogate]] = {
+    cls.kernel_code: cls for cls in SURROGATES.values() if cls.kernel_code >= 0
 }
 _ALIASES = {"superspike": "fast_sigmoid", "arctan": "atan", "ste": "straight_through", "rect": "rectangular",
             "spike_rate_escape": "escape", "triangular": "triangle"}
@@ -169,6 +236,24 @@ def parse(spec: "str | Surrogate") -> Surrogate:
             raise ValueError(f"surrogate {name!r}: bad parameter {item!r} (parameters: {sorted(allowed) or 'none'})")
         kwargs[key.strip()] = float(value)
     return cls(**kwargs)
+
+
+def kernel_form(surrogate) -> tuple[int, float, float]:
+    """``(code, p1, p2)``: how the compiled kernels evaluate ``surrogate``'s derivative; code -1 when they do not.
+
+    Only the exact built-in classes have a code (a subclass may redefine ``derivative``).
+    """
+    cls = type(surrogate)
+    if _BY_KERNEL_CODE.get(getattr(cls, "kernel_code", -1)) is not cls:
+        return -1, 0.0, 0.0
+    return (cls.kernel_code, *surrogate.kernel_params())
+
+
+def from_kernel_form(code: int, p1: float, p2: float) -> Surrogate:
+    """The built-in surrogate that :func:`kernel_form` maps to ``(code, p1, p2)`` (its inverse)."""
+    if code not in _BY_KERNEL_CODE:
+        raise ValueError(f"no built-in surrogate has kernel code {code}")
+    return _BY_KERNEL_CODE[code].from_kernel_params(p1, p2)
 
 
 class _SpikeFn(torch.autograd.Function):

@@ -15,7 +15,8 @@ projection); a layer with a recurrent projection is stepped.
 
 ``differentiable=True`` keeps every forward value bit-identical and adds straight-through gradients: the
 rounding, shifts, wraps and saturation pass the gradient of their real-valued counterpart, and the spike
-passes an arctan surrogate (width set by the threshold). This is the model adaptive attacks differentiate.
+passes the arctan surrogate of :mod:`snnkit.nn.surrogate` (width set by the threshold). This is the model
+adaptive attacks differentiate.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from snnkit.graph import DeployError
 from snnkit.deploy.cache import BuildCache
 from snnkit.deploy.loihi.graph import ACT_SHIFT, DECAY_UNITY, STATE_MAX, LoihiGraph, Projection
 from snnkit.deploy.loihi.prepare import QuantisedTarget
+from snnkit.nn.surrogate import ATan
 
 _TWO31 = 2.0 ** 31
 _TWO23 = float(STATE_MAX)
@@ -104,20 +106,10 @@ class _NoTF32:
         return False
 
 
-class _SpikeFn(torch.autograd.Function):
-    """Heaviside of ``(v - thr) / thr`` with an arctan surrogate gradient."""
-
-    @staticmethod
-    def forward(ctx, z: torch.Tensor, alpha: float):
-        ctx.save_for_backward(z)
-        ctx.alpha = alpha
-        return (z > 0).to(z.dtype)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (z,) = ctx.saved_tensors
-        a = ctx.alpha
-        return grad * (a / 2) / (1 + (math.pi / 2 * a * z) ** 2), None
+def _spike(h: torch.Tensor, thr: float, alpha: float) -> torch.Tensor:
+    """Fire where ``h > thr`` (0/1 in h's dtype), differentiable: the gradient of :class:`snnkit.nn.surrogate.ATan`
+    (sharpness ``alpha``) on the scaled potential ``(h - thr) / thr``, so its width is set by the threshold."""
+    return ATan(alpha=alpha).spike((h - thr) / thr)
 
 
 class LoihiEmulator:
@@ -268,7 +260,7 @@ class LoihiEmulator:
                 sats += (h.abs() > vmax).sum()
                 h = _ste(h, torch.clamp(h, -vmax, vmax))
             if self.differentiable:
-                s = _SpikeFn.apply((h - thr) / thr, self.surrogate_alpha)
+                s = _spike(h, thr, self.surrogate_alpha)
             else:
                 s = (h > thr).to(torch.float64)
             v = h * (1 - s.detach())

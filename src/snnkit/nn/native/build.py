@@ -1,0 +1,158 @@
+"""Compiling, caching and loading the C kernels (``lif_scan.c``), and choosing the form that matches torch.
+
+The source (no torch headers, so it compiles in well under a second) is built with the system C compiler
+(``$CC``, else ``cc``, ``gcc``, ``clang``) into ``$SNNKIT_CACHE`` (default ``~/.cache/snnkit``), named by a
+hash of the source, flags, compiler and CPU, and loaded with ctypes. torch's vectorised kernels (AVX2,
+AVX-512, NEON) fuse the multiply-add of the charge into one rounding, its generic kernel rounds twice, so the
+library is built in both forms (``-DSNNKIT_FUSED=1`` or ``0``) and :func:`load` keeps the one that reproduces
+``torch.addcmul`` bit for bit on a probe. ``SNNKIT_NATIVE=0`` turns the kernels off; if there is no
+compiler, the build fails or neither form agrees with torch, :func:`load` returns ``None`` (use torch).
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+_SOURCE = Path(__file__).with_name("lif_scan.c")
+_INCLUDED = Path(__file__).with_name("lif_scan_real.h")  # included by _SOURCE, once per floating type
+_FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared"]
+_ENV_SWITCH = "SNNKIT_NATIVE"
+_lib: "ctypes.CDLL | None | bool" = False  # False: not tried yet
+
+
+def _env_enabled() -> bool:
+    return os.environ.get(_ENV_SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+_enabled = _env_enabled()
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("SNNKIT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "snnkit")
+    return Path(root)
+
+
+def _cpu_tag() -> str:
+    """What the compiled code depends on besides the source: the machine and its instruction set."""
+    flags = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                flags = line
+                break
+    except OSError:
+        pass
+    return f"{platform.machine()}|{platform.processor()}|{flags}"
+
+
+def _compiler() -> "str | None":
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _build(cc: str, fused: bool = True) -> Path:
+    """The library in one form (fused or two-rounding charge), compiled into the cache unless it is there."""
+    flags = [*_FLAGS, f"-DSNNKIT_FUSED={int(fused)}"]
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    sources = [_SOURCE.read_text(), _INCLUDED.read_text()]
+    key = hashlib.sha256("\0".join([*sources, " ".join(flags), version, _cpu_tag()]).encode()).hexdigest()[:20]
+    out_dir = _cache_dir()
+    lib_path = out_dir / f"lif_scan_{key}.so"
+    if lib_path.is_file():
+        return lib_path
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        tmp_lib = Path(tmp) / lib_path.name
+        subprocess.run([cc, *flags, str(_SOURCE), "-o", str(tmp_lib), "-lm"], check=True, capture_output=True,
+                       timeout=120)
+        os.replace(tmp_lib, lib_path)  # atomic: concurrent builders all produce the same file
+    return lib_path
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    """The kernels' C signatures, for ctypes (pointers as ``void *``, sizes and strides as ``long``)."""
+    p, i64, i32 = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
+    for suf, real in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
+        fwd = getattr(lib, f"lif_forward_{suf}")
+        fwd.argtypes = [p, i64, i64, p, p, p, i64, i64, i64, i64, i64, p, p, p, i32, i32, i32, real, real]
+        fwd.restype = i32
+        bwd = getattr(lib, f"lif_backward_{suf}")
+        bwd.argtypes = [p, p, p, p, p, i64, i64, i64, i64, i64, p, i32, i32]
+        bwd.restype = i32
+        for name in ("pool2_forward", "pool2_backward"):
+            fn = getattr(lib, f"{name}_{suf}")
+            fn.argtypes = [p, p, i64, i64, i64, real]
+            fn.restype = None
+
+
+def _agrees_with_torch(lib: ctypes.CDLL) -> bool:
+    """The library's forward must reproduce torch's step arithmetic (``addcmul``) bit for bit."""
+    from snnkit.nn.native.kernels import RAW_U, forward  # kernels.py finds the library through this module
+
+    gen = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.float64):
+        x = torch.randn(7, 3, 37, generator=gen, dtype=dtype) * 0.7
+        for beta, th, vr in ((torch.rand(37, generator=gen, dtype=dtype), torch.full((37,), 0.5, dtype=dtype),
+                              torch.zeros(37, dtype=dtype)),
+                             (torch.tensor(0.9, dtype=dtype), torch.tensor(0.5, dtype=dtype),
+                              torch.tensor(0.1, dtype=dtype))):
+            for subtract in (False, True):
+                s, h, u = forward(x, beta, th, vr, subtract, RAW_U, with_h=True, lib=lib)
+                v = torch.zeros(3, 37, dtype=dtype)
+                for t in range(7):
+                    ht = torch.addcmul(x[t], beta, v)
+                    st = ht > th
+                    if not (torch.equal(ht, h[t]) and torch.equal(st.to(dtype), s[t])
+                            and torch.equal(ht - th, u[t])):
+                        return False
+                    v = ht - st * th if subtract else torch.where(st, vr, ht)
+    return True
+
+
+def load() -> "ctypes.CDLL | None":
+    """The compiled kernels, building them on first use; ``None`` when off or unavailable (then use torch)."""
+    global _lib
+    if not _enabled:
+        return None
+    if _lib is False:
+        _lib = _try_load()
+    return _lib
+
+
+def loaded() -> "ctypes.CDLL | None":
+    """The library :func:`load` found, even while :func:`set_enabled` has turned it off (outputs of an earlier
+    forward still take its backward); None before :func:`load` or when unavailable."""
+    return _lib or None
+
+
+def set_enabled(flag: bool) -> None:
+    """Turn the compiled kernels on or off for this process (the default comes from ``$SNNKIT_NATIVE``)."""
+    global _enabled
+    _enabled = bool(flag)
+
+
+def _try_load() -> "ctypes.CDLL | None":
+    """The form of the library that agrees with torch on this CPU (fused first), or None."""
+    cc = _compiler()
+    if cc is None:
+        return None
+    for fused in (True, False):
+        try:
+            lib = ctypes.CDLL(str(_build(cc, fused)))
+            _declare(lib)
+        except (OSError, subprocess.SubprocessError, AttributeError):
+            return None
+        if _agrees_with_torch(lib):
+            return lib
+    return None

@@ -1,0 +1,106 @@
+"""Calls into the compiled kernels: the LIF scan (:func:`forward`, :func:`backward`) and 2 x 2 pooling.
+
+Tensors are handed over as raw pointers with the layout of :mod:`snnkit.nn.native.layout`; outputs come from
+:data:`snnkit.nn.native.buffers.POOL`. Callers check :func:`~snnkit.nn.native.layout.supports` and
+:func:`~snnkit.nn.native.build.load` first (the pooling functions check themselves and return None).
+"""
+from __future__ import annotations
+
+import ctypes
+
+import torch
+
+from snnkit.nn.native import build
+from snnkit.nn.native.buffers import POOL
+from snnkit.nn.native.layout import Plan, plan, suffix
+from snnkit.nn.surrogate import kernel_form
+
+RAW_U = object()  # pass as ``surrogate`` to :func:`forward` to get ``u = h - threshold`` instead of a derivative
+
+
+def _empty(p: Plan, dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised output laid out as the plan says (a view of a pooled buffer)."""
+    return POOL.empty(p.buf_shape, dtype).permute(p.to_logical)
+
+
+def forward(x: torch.Tensor, beta: torch.Tensor, th: torch.Tensor, vr: torch.Tensor, subtract: bool,
+            surrogate, with_h: bool, lib: "ctypes.CDLL | None" = None):
+    """LIF over ``x [T, B, ...]`` (see :func:`~snnkit.nn.native.layout.supports`).
+
+    ``beta``, ``th``, ``vr``: all 0-dim, or all contiguous ``[N]`` (one value per neuron, in the memory order of
+    x's neuron block, :func:`~snnkit.nn.native.layout.neuron_order`), of x's dtype.
+    ``surrogate``: None (no gradient wanted), :data:`RAW_U`, or the surrogate whose derivative to evaluate at
+    ``u = h - th``. ``lib``: the library to call (default: the loaded one).
+    Returns ``(s, h, sg)`` with x's shape and :func:`~snnkit.nn.native.layout.out_strides`: spikes (0/1 in x's
+    dtype), pre-reset potentials (None unless ``with_h``) and the surrogate derivative per step (None when
+    ``surrogate`` is None; ``h - th`` for a surrogate the kernels do not know, code -1 of
+    :func:`snnkit.nn.surrogate.kernel_form`).
+    """
+    p = plan(x)
+    s = _empty(p, x.dtype)
+    h = _empty(p, x.dtype) if with_h else None
+    sg = _empty(p, x.dtype) if surrogate is not None else None
+    code, p1, p2 = kernel_form(surrogate)
+    failed = getattr(lib or build.loaded(), "lif_forward_" + p.suffix)(
+        x.data_ptr(), p.xso, p.xst, s.data_ptr(), None if h is None else h.data_ptr(),
+        None if sg is None else sg.data_ptr(), p.O, p.T, p.N, p.so, p.st, beta.data_ptr(), th.data_ptr(),
+        vr.data_ptr(), int(beta.dim() > 0), int(subtract), code, p1, p2)
+    if failed:
+        raise MemoryError(f"LIF scan kernel: no memory for {p.N} neuron states")
+    return s, h, sg
+
+
+def backward(grad_s: "torch.Tensor | None", grad_h: "torch.Tensor | None", sg: torch.Tensor, s: torch.Tensor,
+             beta: torch.Tensor, subtract: bool) -> torch.Tensor:
+    """Gradient at the pre-reset potentials, ``dL/dh [T, B, ...]``, by the reverse recurrence.
+
+    ``dh[t] = grad_s[t] sg[t] + grad_h[t] + beta dh[t+1] (1 - s[t])`` (no ``1 - s`` factor for subtract: the
+    reset is detached). ``s`` is the forward's spike tensor (its layout is the one the kernels read; the other
+    tensors are copied to it only if they differ); ``beta`` is 0-dim or contiguous ``[N]``.
+    """
+    p = plan(s)
+    dh = _empty(p, s.dtype)
+    gs, gh, sg = (_like(g, s) for g in (grad_s, grad_h, sg))
+    failed = getattr(build.loaded(), "lif_backward_" + p.suffix)(
+        None if gs is None else gs.data_ptr(), None if gh is None else gh.data_ptr(), sg.data_ptr(),
+        s.data_ptr(), dh.data_ptr(), p.O, p.T, p.N, p.so, p.st, beta.data_ptr(), int(beta.dim() > 0),
+        int(subtract))
+    if failed:
+        raise MemoryError(f"LIF scan kernel: no memory for {p.N} neuron states")
+    return dh
+
+
+def pool2x2(x: torch.Tensor, scale: float) -> "torch.Tensor | None":
+    """2 x 2 window sums times ``scale`` (stride 2) of a contiguous CPU float ``x [N, C, H, W]`` (even H, W),
+    or None when the kernels are off or cannot read ``x`` (the caller then uses torch)."""
+    lib = build.load()
+    if lib is None or not _pool_input(x):
+        return None
+    n, c, h, w = x.shape
+    y = POOL.empty((n, c, h // 2, w // 2), x.dtype)
+    getattr(lib, "pool2_forward_" + suffix(x.dtype))(x.data_ptr(), y.data_ptr(), n * c, h, w, scale)
+    return y
+
+
+def pool2x2_backward(grad: torch.Tensor, scale: float) -> "torch.Tensor | None":
+    """The gradient of :func:`pool2x2` at its input, from ``grad [N, C, H/2, W/2]``; None as for pool2x2."""
+    lib = build.load()
+    if lib is None or not _pool_input(grad):
+        return None
+    n, c, h2, w2 = grad.shape
+    dx = POOL.empty((n, c, 2 * h2, 2 * w2), grad.dtype)
+    getattr(lib, "pool2_backward_" + suffix(grad.dtype))(grad.data_ptr(), dx.data_ptr(), n * c, 2 * h2, 2 * w2,
+                                                          scale)
+    return dx
+
+
+def _pool_input(x: torch.Tensor) -> bool:
+    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and x.dim() == 4
+            and x.is_contiguous() and x.numel() > 0 and not torch.compiler.is_compiling())
+
+
+def _like(g: "torch.Tensor | None", ref: torch.Tensor) -> "torch.Tensor | None":
+    """``g`` stored with ``ref``'s strides (a copy only when they differ, e.g. an expanded gradient)."""
+    if g is None or (g.stride() == ref.stride() and g.dtype == ref.dtype):
+        return g
+    return torch.empty_like(ref).copy_(g)
