@@ -65,7 +65,7 @@ def test_acceptance_lava_transfer_square_adaptive_from_the_cli(model_file, tmp_p
     check = res["recheck"]
     assert check["on"] == "lava" and check["answered_by"] == "loihi-emu" and check["samples"] == 4 * 20
     assert check["outputs_bit_exact"] and check["verdicts_agree"] and check["differing_verdicts"] == 0
-    assert [a["robust_accuracy"] for a in res["attacks"]] == [a["emulator_robust_accuracy"] for a in res["attacks"]]
+    assert [a["robust_accuracy"] for a in res["attacks"]] == [a["proxy_robust_accuracy"] for a in res["attacks"]]
     assert res["queries"]["answered"]["by"] == "loihi-emu"
     assert 1 <= res["queries"]["Square-300"]["mean_per_sample"] <= 300
     assert res["adaptive_via"] == "loihi-emu differentiable mode"

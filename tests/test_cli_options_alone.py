@@ -14,6 +14,7 @@ from snnkit.cli import deploy as deploy_cli
 from snnkit.cli import export as export_cli
 from snnkit.cli import report as report_cli
 from snnkit.cli import train as train_cli
+from snnkit.deploy.base import accepted_options, make_target, target_class
 from snnkit.models import build, save
 from snnkit.train import sparsity as sp
 
@@ -92,9 +93,9 @@ def test_deploy_option_the_target_would_ignore_is_refused(model_file, encoded_in
 
 def test_deploy_options_reach_the_loihi_targets_through_their_quantisation_options():
     """``--dt`` (a quantisation option of loihi-emu and lava, taken through ``**kwargs``) is no longer dropped."""
-    assert {"dt", "device", "batch_size"} <= deploy_cli.target_options("loihi-emu")
-    assert "dt" in deploy_cli.target_options("lava") and "batch_size" not in deploy_cli.target_options("lava")
-    target = deploy_cli.make_target("loihi-emu", dt=2e-3, device="cpu", batch_size=7)
+    assert {"dt", "device", "batch_size"} <= accepted_options(target_class("loihi-emu"))
+    assert "dt" in accepted_options(target_class("lava")) and "batch_size" not in accepted_options(target_class("lava"))
+    target = make_target("loihi-emu", dt=2e-3, device="cpu", batch_size=7)
     assert target.quant_options == {"dt": 2e-3} and target.batch_size == 7
 
 

@@ -1,5 +1,5 @@
 """snnkit.energy: the figure data, energy arithmetic against hand computation, user model files, and the
-shared operation counter (deploy.base.layer_stats / energy.counting) against brute force and NeuroBench."""
+shared operation counter (energy.counting.layer_stats) against brute force and NeuroBench."""
 from __future__ import annotations
 
 import json

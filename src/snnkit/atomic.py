@@ -1,6 +1,7 @@
-"""Writing a file so that it is either complete or absent: never half-written (stdlib only)."""
+"""Writing a file so that it is either complete or absent: never half-written (stdlib; numpy for ``.npz``)."""
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -22,3 +23,12 @@ def atomic_write(path: "str | Path", write) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def save_npz(path: "str | Path", arrays: dict) -> None:
+    """``numpy.savez`` of ``arrays`` (name -> array) to ``path``, atomically."""
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))

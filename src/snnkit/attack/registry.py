@@ -159,42 +159,55 @@ def _standard(c: Context) -> dict[str, Attack]:
 
 @dataclass(frozen=True)
 class AttackSpec:
-    """A named attack: what it needs of the side (module docstring), how to build it, one line of help."""
+    """A named attack: what it needs of the side (module docstring), how to build it, one line of help, and
+    which :class:`Settings` it reads besides eps, norm and seed (``steps``, ``queries``, ``eot``, ``surrogates``)."""
 
     name: str
     needs: str
     build: Callable[[Context], dict[str, Attack]]
     help: str
+    reads: tuple[str, ...] = ()
 
 
-def _specs() -> dict[str, AttackSpec]:
-    s = lambda c: c.settings  # noqa: E731
-    table = [
-        AttackSpec("fgsm", "gradients", lambda c: _one(FGSM(c.scores, s(c).eps, norm=s(c).norm, eot_samples=s(c).eot,
-                                                            seed=s(c).seed)), "one signed-gradient step"),
-        AttackSpec("pgd", "gradients", lambda c: _one(c.pgd(c.scores, s(c).steps_for("pgd"))),
-                   "projected gradient descent, random start (default 20 steps)"),
-        AttackSpec("pgd-l2", "gradients",
-                   lambda c: {f"PGD-L2-{s(c).steps_for('pgd')}": c.pgd(c.scores, s(c).steps_for("pgd"), "L2")},
-                   "PGD in the L2 ball"),
-        AttackSpec("bim", "gradients", lambda c: _one(BIM(c.scores, s(c).eps, steps=s(c).steps, norm=s(c).norm,
-                                                          eot_samples=s(c).eot, seed=s(c).seed)),
-                   "basic iterative method (Kurakin et al.'s step rule)"),
-        AttackSpec("apgd-ce", "gradients", lambda c: _one(c.apgd(c.scores, "ce")), "auto-PGD, cross-entropy (100)"),
-        AttackSpec("apgd-dlr", "gradients", lambda c: _one(c.apgd(c.scores, "dlr")),
-                   "auto-PGD, difference of logits ratio (needs >= 3 classes)"),
-        AttackSpec("square", "queries", _square, "Square: score-based, --queries per sample"),
-        AttackSpec("noise", "queries", _noise, "Gaussian noise, std = eps, projected"),
-        AttackSpec("transfer", "sources", _transfer,
-                   "PGD crafted on the reference, its non-spiking twin and its rate-backprop view"),
-        AttackSpec("ensemble", "sources", _ensemble, "transfer plus the reference under every ensemble surrogate"),
-        AttackSpec("adaptive", "model", _adaptive, "PGD through the side's differentiable model (default 50)"),
-        AttackSpec("standard", "any", _standard, "the honest suite, worst case over all"),
-    ]
-    return {a.name: a for a in table}
+def _fgsm(c: Context) -> dict[str, Attack]:
+    s = c.settings
+    return _one(FGSM(c.scores, s.eps, norm=s.norm, eot_samples=s.eot, seed=s.seed))
 
 
-ATTACKS: dict[str, AttackSpec] = _specs()
+def _pgd(c: Context, norm: str | None = None) -> dict[str, Attack]:
+    steps = c.settings.steps_for("pgd")
+    return {f"PGD-L2-{steps}" if norm == "L2" else f"PGD-{steps}": c.pgd(c.scores, steps, norm)}
+
+
+def _bim(c: Context) -> dict[str, Attack]:
+    s = c.settings
+    return _one(BIM(c.scores, s.eps, steps=s.steps, norm=s.norm, eot_samples=s.eot, seed=s.seed))
+
+
+GRADIENT_READS = ("steps", "eot")
+
+ATTACKS: dict[str, AttackSpec] = {a.name: a for a in [
+    AttackSpec("fgsm", "gradients", _fgsm, "one signed-gradient step", ("eot",)),
+    AttackSpec("pgd", "gradients", _pgd, "projected gradient descent, random start (default 20 steps)",
+               GRADIENT_READS),
+    AttackSpec("pgd-l2", "gradients", lambda c: _pgd(c, "L2"), "PGD in the L2 ball", GRADIENT_READS),
+    AttackSpec("bim", "gradients", _bim, "basic iterative method (Kurakin et al.'s step rule)", GRADIENT_READS),
+    AttackSpec("apgd-ce", "gradients", lambda c: _one(c.apgd(c.scores, "ce")), "auto-PGD, cross-entropy (100)",
+               GRADIENT_READS),
+    AttackSpec("apgd-dlr", "gradients", lambda c: _one(c.apgd(c.scores, "dlr")),
+               "auto-PGD, difference of logits ratio (needs >= 3 classes)", GRADIENT_READS),
+    AttackSpec("square", "queries", _square, "Square: score-based, --queries per sample", ("queries",)),
+    AttackSpec("noise", "queries", _noise, "Gaussian noise, std = eps, projected"),
+    AttackSpec("transfer", "sources", _transfer,
+               "PGD crafted on the reference, its non-spiking twin and its rate-backprop view", GRADIENT_READS),
+    AttackSpec("ensemble", "sources", _ensemble, "transfer plus the reference under every ensemble surrogate",
+               (*GRADIENT_READS, "surrogates")),
+    AttackSpec("adaptive", "model", _adaptive, "PGD through the side's differentiable model (default 50)",
+               GRADIENT_READS),
+    AttackSpec("standard", "any", _standard, "the honest suite, worst case over all",
+               (*GRADIENT_READS, "queries", "surrogates")),
+]}
+"""Every named attack, in the order ``--help`` lists them."""
 
 
 def parse_attacks(spec: str) -> list[str]:
@@ -206,6 +219,11 @@ def parse_attacks(spec: str) -> list[str]:
         if n not in ATTACKS:
             raise ValueError(f"unknown attack {n!r}; available: {', '.join(ATTACKS)}")
     return list(dict.fromkeys(names))
+
+
+def readers(setting: str) -> list[str]:
+    """The named attacks that read ``setting`` (a :class:`Settings` field)."""
+    return [n for n, spec in ATTACKS.items() if setting in spec.reads]
 
 
 def build_attacks(names: list[str], context: Context) -> dict[str, Attack]:

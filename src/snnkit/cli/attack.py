@@ -2,23 +2,22 @@
 
     snn-attack MODEL.pt --target lava --attack transfer,square,adaptive --eps 0.1 --limit 20 --json
 
-Targets: torch, norse, snntorch (white-box on the target's own network), loihi-emu and lava (no gradients:
-transfer from the reference, Square with queries answered by loihi-emu, adaptive PGD through loihi-emu's
-differentiable mode; on lava the clean inputs and every final adversarial example are re-run on Lava, whose
-verdicts are the target's numbers, and compared with the emulator's). ``--attack`` takes one name or a comma-
-separated list: fgsm, pgd, pgd-l2, bim, apgd-ce, apgd-dlr (targets with gradients), square, noise, transfer
-(PGD crafted on the reference, its non-spiking twin and its rate-backprop view), ensemble (those plus the
-reference under every surrogate of the ensemble), adaptive, standard (the honest suite, worst case over all).
+What can be done to a target, the target says: torch, norse, snntorch offer their own network with gradients
+(white-box attacks on the target itself); loihi-emu and lava offer none (transfer from the reference, Square,
+adaptive PGD through loihi-emu's differentiable mode); lava answers queries through loihi-emu, bit-exact and much
+faster, and the clean inputs and every final adversarial example are then re-run on Lava, whose verdicts are the
+target's numbers, compared with the proxy's. ``--attack`` takes one name or a comma-separated list of those
+below (``snnkit.attack.registry``): the gradient attacks need a target with gradients.
 Defaults: PGD and transfer crafting 20 steps, APGD 100, adaptive PGD 50 (``--steps`` sets them all), Square
 1000 queries per sample (``--queries``).
 
 JSON (``--json``): target, attack, eps, norm, n_samples, seed, clean_accuracy, robust_accuracy (the target's
 per-sample worst case over the attacks), worst_case_accuracy, transfer_success_rate, attacks (per attack: name,
-kind, family, eps, norm, robust_accuracy, seconds, queries, transfer success rate, and on lava the emulator's
-robust accuracy), warnings (gradient-masking checks), queries (Square's mean/median per sample, what the
-target answered), reference (the same for the model itself), evaluations (reference and target, the form
-``snn-report --attack-json`` reads), recheck (lava: outputs_bit_exact, verdicts_agree, Lava's wall time),
-settings, notes, wall_s. ``--save-adv OUT.npz``: x, y and per side (reference_*, target_*) the attack names,
+kind, family, eps, norm, robust_accuracy, seconds, queries, transfer success rate, and where a query proxy
+answered, the proxy's robust accuracy), warnings (gradient-masking checks), queries (Square's mean/median per
+sample, what the target answered), reference (the same for the model itself), evaluations (reference and target,
+the form ``snn-report --attack-json`` reads), recheck and proxy (where a proxy answered: outputs_bit_exact,
+verdicts_agree, the target's wall time), settings, notes, wall_s. ``--save-adv OUT.npz``: x, y and per side (reference_*, target_*) the attack names,
 the adversarial examples ``[A, N, ...]`` and the per-sample correctness ``[A, N]``.
 """
 from __future__ import annotations
@@ -30,19 +29,19 @@ from pathlib import Path
 
 from snnkit.cli.common import add_json_flag, check_data_dir, either, emit, run
 
-ITERATIVE = ["pgd", "pgd-l2", "bim", "apgd-ce", "apgd-dlr", "transfer", "ensemble", "adaptive", "standard"]
-SETTING_USERS = {"--steps": ("steps", ITERATIVE), "--queries": ("queries", ["square", "standard"]),
-                 "--eot": ("eot", ["fgsm", *ITERATIVE]), "--surrogate": ("surrogate", ["ensemble", "standard"])}
-"""Attack settings (flag: argparse dest, the attacks that read it); given without one of them they are refused."""
+SETTING_FLAGS = {"--steps": "steps", "--queries": "queries", "--eot": "eot", "--surrogate": "surrogates"}
+"""Attack settings by flag and the :class:`~snnkit.attack.registry.Settings` field they set; each is refused
+without an attack that reads it (``AttackSpec.reads``)."""
 
 
 def parser() -> argparse.ArgumentParser:
-    from snnkit.attack.reattack import ATTACKS, TARGETS
+    from snnkit.attack.registry import ATTACKS
+    from snnkit.deploy.base import REFERENCE, target_names
 
-    p = argparse.ArgumentParser(prog="snn-attack", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="snn-attack", description=__doc__ + "\nattacks:\n" + "\n".join(
+        f"  {a.name:<10} {a.help}" for a in ATTACKS.values()), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL.pt", help="model file (snn-train)")
-    p.add_argument("--target", default="torch", help=f"{' | '.join(TARGETS)} (default torch)")
+    p.add_argument("--target", default=REFERENCE, help=f"{' | '.join(target_names())} (default {REFERENCE})")
     p.add_argument("--attack", required=True, metavar="NAME[,NAME...]", help=", ".join(ATTACKS))
     p.add_argument("--eps", type=float, required=True, help="perturbation budget in input units ([0, 1] scale)")
     p.add_argument("--norm", default="Linf", choices=("Linf", "L2"), help="threat model (default Linf)")
@@ -77,8 +76,11 @@ def _dataset_name(args: argparse.Namespace, meta: dict) -> str:
 
 def check_settings(args: argparse.Namespace, attacks: list[str]) -> None:
     """Refuse an attack setting that none of ``attacks`` reads, naming the attacks that do."""
-    for flag, (dest, users) in SETTING_USERS.items():
-        if getattr(args, dest) is not None and not set(users) & set(attacks):
+    from snnkit.attack.registry import readers
+
+    for flag, setting in SETTING_FLAGS.items():
+        users = readers(setting)
+        if getattr(args, flag.lstrip("-")) is not None and not set(users) & set(attacks):
             raise ValueError(f"{flag} needs --attack {either(users)}")
 
 
@@ -86,11 +88,13 @@ def _main(args: argparse.Namespace) -> int:
     import snnkit
     from snnkit import data
     from snnkit.attack.ensemble import DEFAULT_SURROGATES
-    from snnkit.attack.reattack import Settings, parse_attacks, reattack
-    from snnkit.cli.deploy import _save_npz, make_target
+    from snnkit.atomic import atomic_write, save_npz
+    from snnkit.attack.reattack import reattack
+    from snnkit.attack.registry import Settings, parse_attacks
+    from snnkit.deploy.base import make_target
     from snnkit.deploy.torch_target import resolve_device
     from snnkit.export.exporter import to_nir
-    from snnkit.models.io import atomic_write, read
+    from snnkit.models.io import read
     from snnkit.nn.surrogate import parse as parse_surrogate
 
     attacks = parse_attacks(args.attack)
@@ -122,11 +126,12 @@ def _main(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"snn-attack: {message}", file=sys.stderr, flush=True)
 
-    result = reattack(model, graph, args.target, attacks, x, y, settings, make_target=make_target, log=log)
-    arrays = result.pop("_arrays")
-    result = {"model": str(args.model), "dataset": dataset, "split": "test", "limit": args.limit, **result}
+    target = make_target(args.target, device=settings.device, batch_size=settings.batch_size)
+    outcome = reattack(model, graph, target, attacks, x, y, settings, log=log)
+    result = {"model": str(args.model), "dataset": dataset, "split": "test", "limit": args.limit,
+              **outcome.summary}
     if args.save_adv:
-        _save_npz(Path(args.save_adv), arrays)
+        save_npz(Path(args.save_adv), outcome.arrays)
         result["saved_adversarial"] = str(args.save_adv)
     if args.output:
         text = json.dumps(result, indent=2, default=float)
@@ -141,25 +146,26 @@ def _pct(v) -> str:
 
 def _human(r: dict) -> str:
     ref, target = r["reference"], r["target"]
-    emu = {a["name"]: a.get("emulator_robust_accuracy") for a in r["attacks"]} if "recheck" in r else {}
+    proxy = r.get("proxy", {})
+    emu = {a["name"]: a.get("proxy_robust_accuracy") for a in r["attacks"]} if proxy else {}
     limit = f" (first {r['limit']})" if r.get("limit") else ""
     lines = [f"{r['model']} on {target}: {r['dataset']} test split{limit}, {r['n_samples']} samples, "
              f"eps {r['eps']:g} ({r['norm']}), seed {r['seed']}"]
-    head = f"  {'':28s}{'reference':>11s}{target:>11s}" + (f"{'loihi-emu':>11s}" if emu else "")
+    head = f"  {'':28s}{'reference':>11s}{target:>11s}" + (f"{proxy['target']:>11s}" if emu else "")
     lines.append(head)
 
     def row(label: str, a, b, c=None) -> str:
         return f"  {label:28s}{_pct(a):>11s}{_pct(b):>11s}" + (f"{_pct(c):>11s}" if emu else "")
 
     lines.append(row("clean accuracy", ref["clean_accuracy"], r["clean_accuracy"],
-                     r.get("emulator", {}).get("clean_accuracy")))
+                     proxy.get("clean_accuracy")))
     ref_attacks = {a["name"]: a for a in ref["attacks"]}
     tgt_attacks = {a["name"]: a for a in r["attacks"]}
     for name in dict.fromkeys([*ref_attacks, *tgt_attacks]):
         lines.append(row(name, ref_attacks.get(name, {}).get("robust_accuracy"),
                          tgt_attacks.get(name, {}).get("robust_accuracy"), emu.get(name)))
     lines.append(row("worst case", ref["worst_case_accuracy"], r["worst_case_accuracy"],
-                     r.get("emulator", {}).get("worst_case_accuracy")))
+                     proxy.get("worst_case_accuracy")))
     if r.get("transfer_success_rate") is not None or ref.get("transfer_success_rate") is not None:
         lines.append(row("transfer success rate", ref.get("transfer_success_rate"), r.get("transfer_success_rate")))
     for label, q in (("reference", ref.get("queries", {})), (target, r.get("queries", {}))):
@@ -176,7 +182,7 @@ def _human(r: dict) -> str:
         lines.append(f"  re-check on {c['on']}: {c['samples']} inputs (clean + every adversarial example); outputs "
                      f"bit-exact with {c['answered_by']}: {'yes' if c['outputs_bit_exact'] else 'NO'}; verdicts agree: "
                      f"{'yes' if c['verdicts_agree'] else 'NO (%d differ)' % c['differing_verdicts']}; "
-                     f"Lava {c['lava_wall_s']:.1f} s")
+                     f"{c['on']} {c['target_wall_s']:.1f} s")
     lines += [f"  warning (reference): {w}" for w in ref["warnings"]]
     lines += [f"  warning ({target}): {w}" for w in r["warnings"]]
     lines += [f"  note: {n}" for n in r.get("notes", [])]

@@ -12,7 +12,7 @@ EXIT_USAGE = 2
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean "bad input": reported in one line, no traceback."""
     from snnkit.data import DataError
-    from snnkit.deploy.base import DeployError
+    from snnkit.graph import DeployError
     from snnkit.deploy.lava.env import LavaEnvError
     from snnkit.models.io import ModelFileError
 

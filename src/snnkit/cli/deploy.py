@@ -4,7 +4,7 @@ The source is a model file (``MODEL.pt``, exported to NIR in memory) or a NIR gr
 is a data set's test split, encoded with the encoder recorded in the graph (``--dataset``; graphs without one get
 the analog values at every step), or an array (``--input X.npy``, ``[T, ...]`` or ``[B, T, ...]``, spikes or
 currents). Targets: torch (snnkit's executor, the reference; CUDA when available), norse, snntorch, lava,
-loihi-emu.
+loihi-emu, and any registered with ``snnkit.deploy.register_target`` or the ``snnkit.targets`` entry points.
 
 JSON (``--json``): target, source, input, n_samples, timesteps, accuracy (with labels), layers (per node:
 name, kind, neurons, spikes, synops, macs, neuron_updates), total_spikes, total_synops, total_macs,
@@ -14,7 +14,6 @@ total_neuron_updates, wall_s, build_s, delay, info. ``--save-output OUT.npz`` st
 from __future__ import annotations
 
 import argparse
-import io
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +22,12 @@ from snnkit.cli.common import add_json_flag, check_data_dir, either, emit, run
 
 
 def parser() -> argparse.ArgumentParser:
+    from snnkit.deploy.base import target_names
+
     p = argparse.ArgumentParser(prog="snn-deploy", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", metavar="MODEL.pt|GRAPH.nir", help="model file (snn-train) or NIR graph")
-    p.add_argument("--target", required=True,
-                   help="torch | norse | snntorch | lava | loihi-emu")
+    p.add_argument("--target", required=True, help=" | ".join(target_names()))
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--dataset", help="run on this data set's test split (encoded as the graph says)")
     src.add_argument("--input", metavar="X.npy", help="run on this array: [T, ...] or [B, T, ...]")
@@ -47,7 +47,7 @@ def parser() -> argparse.ArgumentParser:
 
 def load_graph(source: str):
     """A NIR graph from a ``.nir`` file, or from a model file via ``to_nir``."""
-    from snnkit.export.nirfile import read_nir
+    from snnkit.graph import read_nir
 
     path = Path(source)
     if path.suffix.lower() == ".nir":
@@ -62,65 +62,24 @@ def load_graph(source: str):
         raise ValueError(f"{path}: {exc}") from None
 
 
-def target_options(name: str) -> set[str]:
-    """The keyword options target ``name`` (one of ``TARGETS``) accepts: its class's, and through ``**kwargs``
-    those of the base classes they are passed on to (the quantisation options of the Loihi targets)."""
-    import importlib
-    import inspect
-
-    from snnkit.deploy.base import TARGETS
-
-    module, cls = TARGETS[name].split(":")
-    accepted: set[str] = set()
-    for klass in getattr(importlib.import_module(module), cls).__mro__:
-        params = inspect.signature(klass.__init__).parameters.values()
-        accepted |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"}
-        if not any(p.kind is p.VAR_KEYWORD for p in params):
-            break
-    return accepted
-
-
-def make_target(name: str, **options):
-    """``get_target(name, ...)`` with only the options that target accepts (unset ones dropped)."""
-    from snnkit.deploy.base import TARGETS, get_target
-
-    if name in TARGETS:
-        accepted = target_options(name)
-        options = {k: v for k, v in options.items() if v is not None and k in accepted}
-    return get_target(name, **options)
-
-
-def check_target_flags(args: argparse.Namespace) -> None:
+def check_target_flags(target: str, device: str | None, batch_size: int | None) -> None:
     """Refuse ``--device`` / ``--batch-size`` where the target would ignore them, naming the targets that take
     them. Targets without a device option run on the CPU, so ``--device cpu`` (or ``auto``) suits every one."""
-    from snnkit.deploy.base import TARGETS
+    from snnkit.deploy.base import accepted_options, target_class, target_names
 
-    if args.target not in TARGETS:
-        return  # get_target says so
-    accepted = target_options(args.target)
-    for flag, key, value in (("--device", "device", None if args.device in ("cpu", "auto") else args.device),
-                             ("--batch-size", "batch_size", args.batch_size)):
+    accepted = accepted_options(target_class(target))
+    for flag, key, value in (("--device", "device", None if device in (None, "cpu", "auto") else device),
+                             ("--batch-size", "batch_size", batch_size)):
         if value is not None and key not in accepted:
-            takers = [t for t in TARGETS if key in target_options(t)]
-            raise ValueError(f"{flag} needs --target {either(takers)} ({args.target} does not take it)")
-
-
-def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    from snnkit.models.io import atomic_write
-
-    def write(tmp: str) -> None:
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        Path(tmp).write_bytes(buf.getvalue())
-
-    atomic_write(path, write)
+            takers = [t for t in target_names() if key in accepted_options(target_class(t))]
+            raise ValueError(f"{flag} needs --target {either(takers)} ({target} does not take it)")
 
 
 def _main(args: argparse.Namespace) -> int:
-    from snnkit.deploy.base import DeployError
+    from snnkit.atomic import save_npz
+    from snnkit.deploy.base import make_target
     from snnkit.deploy.inputs import dataset_input, load_array
-    from snnkit.export.graph import flatten_graph, input_shape
-    from snnkit.export.nirfile import graph_metadata
+    from snnkit.graph import DeployError, flatten_graph, graph_metadata, input_shape
 
     source = str(args.source)
 
@@ -128,7 +87,7 @@ def _main(args: argparse.Namespace) -> int:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return type(exc)(msg if msg.startswith(source) else f"{source}: {msg}")
 
-    check_target_flags(args)
+    check_target_flags(args.target, args.device, args.batch_size)
     check_data_dir(args.data_dir, args.dataset)
     target = make_target(args.target, device=args.device, dt=args.dt, batch_size=args.batch_size)
     target.check_available()
@@ -154,8 +113,7 @@ def _main(args: argparse.Namespace) -> int:
         raise located(exc) from None
     T = inp.timesteps
     summary = result.summary()
-    summary.update(source=source, input=inp.source, timesteps=T,
-                   total_macs=int(sum(layer.macs for layer in result.layers)))
+    summary.update(source=source, input=inp.source, timesteps=T)
     if inp.encoder is not None:
         summary["encoder"] = inp.encoder
     preds = result.predictions(T)
@@ -165,7 +123,7 @@ def _main(args: argparse.Namespace) -> int:
         arrays = {"outputs": result.aligned_outputs(T).astype(np.float32), "predictions": preds}
         if inp.y is not None:
             arrays["labels"] = inp.y
-        _save_npz(Path(args.save_output), arrays)
+        save_npz(Path(args.save_output), arrays)
         summary["saved_output"] = str(args.save_output)
     emit(summary, args.json, _human)
     return 0

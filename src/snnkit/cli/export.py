@@ -1,15 +1,16 @@
 """``snn-export``: write a trained model as a NIR graph, plus what a target needs, plus an export report.
 
 Always writes ``OUTDIR/model.nir`` (``nir.write``) and ``OUTDIR/export_report.json`` (node mapping, lossy cases as
-warnings, the checks below). Per target:
+warnings, the checks below). ``--target``:
 
 - ``nir``: nothing more.
-- ``norse`` / ``snntorch``: ``OUTDIR/model_<target>.nir``, the graph rewritten for that framework's importer
-  (the work-arounds are listed in the report), and a check that the framework, fed the same encoded probe
-  samples, gives the reference's output spikes.
 - ``onnx``: ``OUTDIR/model.onnx``, the non-spiking twin (same weights, one step, rate functions for the neurons),
   checked with ``onnx.checker``. Models without a twin (latency code, recurrent graphs) are told so (exit 2).
-- ``lava``: ``OUTDIR/loihi/``, the graph quantised to Loihi 2 fixed point (``snnkit.deploy.loihi``).
+- a deployment target that loads files of its own (``Target.export``): what it writes, e.g. ``norse`` /
+  ``snntorch``: ``OUTDIR/model_<target>.nir``, the graph rewritten for that framework's importer (the
+  work-arounds are listed in the report); ``lava``: ``OUTDIR/loihi/``, the graph quantised to Loihi 2 fixed point,
+  and lava-dl's netx HDF5 where the graph fits it. Then a check that the target (or its bit-exact query proxy),
+  fed the same encoded probe samples, gives the reference's output spikes.
 
 Every export also checks the round trip model -> NIR file -> snnkit on the probe samples (bit-identical outputs
 expected).
@@ -22,14 +23,22 @@ from pathlib import Path
 
 from snnkit.cli.common import add_json_flag, check_data_dir, emit, run
 
-TARGETS = ("nir", "norse", "snntorch", "onnx", "lava")
+FORMATS = ("nir", "onnx")
+"""What snn-export writes without a target: the NIR graph alone, or with the ANN twin as ONNX."""
+
+
+def choices() -> list[str]:
+    """``--target`` values: the formats, then every target that writes files of its own."""
+    from snnkit.deploy.base import exports, target_names
+
+    return [*FORMATS, *(t for t in target_names() if exports(t))]
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="snn-export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL.pt", help="model file written by snn-train")
-    p.add_argument("--target", required=True, choices=TARGETS, help="what to export for (see above)")
+    p.add_argument("--target", required=True, choices=choices(), help="what to export for (see above)")
     p.add_argument("-o", "--out", metavar="OUTDIR",
                    help="output folder (default: export-<target> next to the model file)")
     p.add_argument("--dt", type=float, help="step length in seconds written to the graph (default: the model's)")
@@ -76,7 +85,7 @@ def _round_trip(model, path: Path, x) -> dict:
     import torch
 
     from snnkit.export.executor import from_nir
-    from snnkit.export.nirfile import read_nir
+    from snnkit.graph import read_nir
 
     net = from_nir(read_nir(path))
     with torch.no_grad():
@@ -88,19 +97,21 @@ def _round_trip(model, path: Path, x) -> dict:
             "outputs": int(ref.numel())}
 
 
-def _target_check(graph, target: str, x_enc, report) -> dict:
-    """Run the reference and ``target`` on the encoded probe; how far they agree."""
-    from snnkit.deploy.base import get_target
+def _target_check(graph, target, x_enc, report) -> dict:
+    """Run the reference and ``target`` (through its query proxy when it has one: bit-identical outputs) on the
+    encoded probe; how far they agree."""
+    from snnkit.deploy.base import REFERENCE, get_target
 
-    ref = get_target("torch", device="cpu").run(graph, x_enc)
-    res = get_target(target).run(graph, x_enc)
+    runner = target.query_proxy() or target
+    ref = get_target(REFERENCE, device="cpu").run(graph, x_enc)
+    res = runner.run(graph, x_enc)
     for w in res.info.get("warnings", []):
-        report.warn(f"{target}: {w}")
+        report.warn(f"{target.name}: {w}")
     for c in res.info.get("rewrites", []):
-        report.note(f"{target} rewrite: {c}")
+        report.note(f"{target.name} rewrite: {c}")
     T = x_enc.shape[1]
     out_ref, out = ref.aligned_outputs(T), res.aligned_outputs(T)
-    return {"samples": int(len(x_enc)), "framework": res.info.get("framework"),
+    return {"samples": int(len(x_enc)), "run_on": runner.name, "framework": res.info.get("framework"),
             "output_spikes_equal": int((out_ref == out).sum()), "outputs": int(out_ref.size),
             "identical": bool((out_ref == out).all()),
             "predictions_equal": float((ref.predictions(T) == res.predictions(T)).mean())}
@@ -110,7 +121,7 @@ def _main(args: argparse.Namespace) -> int:
     import snnkit
     from snnkit.deploy.inputs import encode
     from snnkit.export.exporter import to_nir
-    from snnkit.export.nirfile import graph_metadata, write_nir
+    from snnkit.graph import graph_metadata, write_nir
     from snnkit.export.report import ExportReport
     from snnkit.models.io import read as read_model_file
 
@@ -133,25 +144,7 @@ def _main(args: argparse.Namespace) -> int:
         report.checks["probe"] = what
         report.checks["round_trip"] = _round_trip(model, out / "model.nir", x)
         x_enc = encode(x.numpy(), graph_metadata(graph))
-    if args.target in ("norse", "snntorch"):
-        from snnkit.deploy.base import DeployError
-        from snnkit.deploy.norse_target import norse_graph
-        from snnkit.deploy.snntorch_target import snntorch_graph
-        from snnkit.export.nirfile import graph_dt
-
-        try:
-            rewritten, changes = (norse_graph(graph) if args.target == "norse"
-                                  else snntorch_graph(graph, graph_dt(graph)))
-        except DeployError as exc:  # a parameter the framework cannot represent: reported, nothing changed
-            report.warn(str(exc))
-            message, status = f"snn-export: no {args.target} graph written: {exc}", 2
-        else:
-            report.files[args.target] = str(write_nir(rewritten, out / f"model_{args.target}.nir"))
-            for c in changes:
-                report.note(f"{args.target} rewrite: {c}")
-            if x_enc is not None:
-                report.checks[args.target] = _target_check(graph, args.target, x_enc, report)
-    elif args.target == "onnx":
+    if args.target == "onnx":
         from snnkit.export.onnx_twin import TwinUndefined, export_onnx
 
         try:
@@ -164,16 +157,25 @@ def _main(args: argparse.Namespace) -> int:
             report.checks["onnx"] = {"exported": False, "reason": str(exc)}
             message = f"snn-export: no ONNX file written: {exc}"
             status = 2
-    elif args.target == "lava":
-        from snnkit.deploy.loihi import quantize
+    elif args.target not in FORMATS:
+        from snnkit.deploy.base import make_target
+        from snnkit.graph import DeployError
 
-        loihi = quantize(graph, source=str(model_path))
-        report.files["lava"] = str(loihi.save(out / "loihi"))
-        report.checks["lava"] = {"quantisation_report": str(out / "loihi" / "export_report.json"),
-                                 "delay_steps": int(loihi.delay)}
-        for lossy in loihi.report.get("lossy", []):
-            report.warn(f"lava: {lossy}")
-        _export_netx(graph, loihi, model_path, out / "loihi" / "model_netx.h5", report)
+        target = make_target(args.target, dt=args.dt)
+        try:
+            exported = target.export(graph, out, source=str(model_path))
+        except DeployError as exc:  # something the target cannot carry: reported, nothing written for it
+            report.warn(str(exc))
+            message, status = f"snn-export: no {args.target} files written: {exc}", 2
+        else:
+            report.files.update(exported.files)
+            for n in exported.notes:
+                report.note(n)
+            for w in exported.warnings:
+                report.warn(w)
+            report.checks[args.target] = dict(exported.details)
+            if x_enc is not None:
+                report.checks[args.target].update(_target_check(graph, target, x_enc, report))
     report.files["report"] = str(out / "export_report.json")
     report.write(out / "export_report.json")
     summary = {"model": str(model_path), "target": args.target, "out": str(out), "files": report.files,
@@ -182,27 +184,6 @@ def _main(args: argparse.Namespace) -> int:
     if message:
         print(message, file=sys.stderr)
     return status
-
-
-def _export_netx(graph, loihi, model_path, path, report) -> None:
-    """Write lava-dl's netx HDF5 where the graph fits it (for Loihi 2 hardware users).
-
-    netx stores 8-bit effective weights with no per-layer weight exponent, so when the Lava quantisation chose
-    exponents other than 0, the netx file is quantised again with exponent 0 (said in the report).
-    """
-    from snnkit.deploy.loihi import netx_fit, quantize, write_netx
-
-    if netx_fit(loihi):
-        alt = quantize(graph, source=str(model_path), weight_exp_range=(0, 0))
-        if netx_fit(alt):
-            report.note(f"netx: not written: {netx_fit(alt)[0]}")
-            return
-        report.note("netx: quantised separately with weight exponent 0 (netx has no per-layer weight exponent); "
-                    "the loihi/ parameters keep the finer exponents the lava target runs")
-        loihi = alt
-    for note in write_netx(loihi, path):
-        report.note(f"netx: {note}")
-    report.files["netx"] = str(path)
 
 
 def _human(s: dict) -> str:

@@ -15,8 +15,9 @@ from snnkit.cli.common import add_json_flag, check_data_dir, emit, run
 
 
 def parser() -> argparse.ArgumentParser:
-    from snnkit.deploy.base import TARGETS
+    from snnkit.deploy.base import REFERENCE, target_names
 
+    names = ",".join(target_names())
     p = argparse.ArgumentParser(prog="snn-report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL.pt", help="model file written by snn-train")
@@ -28,8 +29,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", metavar="Y.npy", help="labels [N] for --input/--raw-input (accuracy needs them)")
     p.add_argument("--limit", type=int, help="--dataset: the first N test samples only")
     p.add_argument("--data-dir", help="folder holding MNIST/Fashion-MNIST IDX files or CIFAR-10 batches")
-    p.add_argument("--targets", default=",".join(TARGETS),
-                   help=f"comma-separated targets (default: all: {','.join(TARGETS)}); torch always runs as the reference")
+    p.add_argument("--targets", default=names,
+                   help=f"comma-separated targets (default: all: {names}); {REFERENCE} always runs as the reference")
     p.add_argument("--attack-json", action="extend", nargs="+", default=[], metavar="FILE",
                    help="snn-attack --json output file(s) to include (robust accuracy vs eps)")
     p.add_argument("--energy-model", action="extend", nargs="+", metavar="NAME|FILE",
@@ -73,8 +74,7 @@ def _main(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     import snnkit
-    from snnkit.cli.deploy import make_target
-    from snnkit.deploy.base import TARGETS
+    from snnkit.deploy.base import make_target, target_names
     from snnkit.deploy.torch_target import resolve_device
     from snnkit.energy import resolve_models
     from snnkit.export import to_nir
@@ -83,9 +83,10 @@ def _main(args: argparse.Namespace) -> int:
     from snnkit.report.writers import write_report
 
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    unknown = [t for t in targets if t not in TARGETS]
+    available = target_names()
+    unknown = [t for t in targets if t not in available]
     if unknown or not targets:
-        raise ValueError(f"unknown target(s) {', '.join(unknown) or '(none given)'}; available: {', '.join(TARGETS)}")
+        raise ValueError(f"unknown target(s) {', '.join(unknown) or '(none given)'}; available: {', '.join(available)}")
     if args.limit is not None and (args.limit < 1 or not args.dataset):
         raise ValueError("--limit needs --dataset and a positive N")
     if args.labels and not (args.input or args.raw_input):

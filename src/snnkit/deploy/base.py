@@ -29,8 +29,9 @@ import numpy as np
 from snnkit.energy.counting import LayerStats
 from snnkit.graph.errors import DeployError
 
-__all__ = ["DeployError", "Differentiable", "Exported", "LayerStats", "TARGETS", "Target", "TargetResult",
-           "accepted_options", "get_target", "make_target", "register_target", "target_class", "target_names"]
+__all__ = ["DeployError", "Differentiable", "Exported", "LayerStats", "REFERENCE", "TARGETS", "Target", "TargetResult",
+           "accepted_options", "exports", "get_target", "make_target", "register_target", "target_class",
+           "target_names"]
 
 
 @dataclass
@@ -183,6 +184,10 @@ PLUGIN_GROUP = "snnkit.targets"
 """Entry-point group through which another installed package adds targets (``name = "module:Class"``)."""
 
 
+REFERENCE = "torch"
+"""The target that runs the reference semantics (docs/semantics.md); every other one is compared with it."""
+
+
 def register_target(name: str, spec: str) -> None:
     """Make the Target class at ``spec`` (``"package.module:Class"``) available as ``name`` in this process."""
     if ":" not in spec:
@@ -222,6 +227,11 @@ def accepted_options(cls: type) -> set[str]:
         if not any(p.kind == p.VAR_KEYWORD for p in params):
             break
     return names
+
+
+def exports(name: str) -> bool:
+    """Whether the target ``name`` writes files of its own (implements :meth:`Target.export`)."""
+    return target_class(name).export is not Target.export
 
 
 def get_target(name: str, **options) -> Target:

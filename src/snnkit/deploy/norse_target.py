@@ -12,7 +12,7 @@ Norse 1.1.0's importer has known gaps (docs/reference/nir-conventions.md); the g
 | ``v_reset`` ignored (always 0) | each cell's ``p.v_reset`` set from the graph after import |
 | CubaLIF's synapse also leaks towards ``v_leak`` | the synapse's ``v_leak`` set to 0 after import |
 | state starts at ``v_leak`` | every cell starts from a zero state passed in at ``t = 0`` |
-| nested subgraphs | flattened before import (``snnkit.export.graph``) |
+| nested subgraphs | flattened before import (``snnkit.graph.flatten_graph``) |
 
 Norse integrates a LIF as ``v + dt/tau ((v_leak - v) + I)`` rather than ``beta v + (1-beta)(v_leak + r I)``:
 the same equation with another rounding, so spikes agree except where a membrane lands within float32
@@ -101,8 +101,7 @@ class NorseTarget(FrameworkTarget):
     name = "norse"
     framework = "Norse"
 
-    def rewrite(self, graph: nir.NIRGraph) -> tuple[nir.NIRGraph, list[str]]:
-        self.check_supported(graph)
+    def work_arounds(self, graph: nir.NIRGraph) -> tuple[nir.NIRGraph, list[str]]:
         return norse_graph(graph)
 
     def build(self, graph: nir.NIRGraph) -> Runner:

@@ -148,8 +148,7 @@ class SnnTorchTarget(FrameworkTarget):
     name = "snntorch"
     framework = "snnTorch"
 
-    def rewrite(self, graph: nir.NIRGraph) -> tuple[nir.NIRGraph, list[str]]:
-        self.check_supported(graph)
+    def work_arounds(self, graph: nir.NIRGraph) -> tuple[nir.NIRGraph, list[str]]:
         return snntorch_graph(graph, graph_dt(graph, self.dt))
 
     def build(self, graph: nir.NIRGraph) -> Runner:

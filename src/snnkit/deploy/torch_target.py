@@ -185,15 +185,17 @@ class FrameworkTarget(TorchBasedTarget):
                                              nir.SumPool2d, nir.AvgPool2d, nir.LIF, nir.IF, nir.CubaLIF)
 
     @abc.abstractmethod
-    def rewrite(self, graph: nir.NIRGraph) -> tuple[nir.NIRGraph, list[str]]:
-        """The graph the framework's importer reads correctly, and one line per change."""
+    def work_arounds(self, graph: nir.NIRGraph) -> tuple[nir.NIRGraph, list[str]]:
+        """The framework's rewrites of a graph of supported nodes (DeployError for what it cannot represent)."""
 
-    def check_supported(self, graph: nir.NIRGraph) -> None:
-        """DeployError naming the first node the framework's importer has no mapping for."""
+    def rewrite(self, graph: nir.NIRGraph) -> tuple[nir.NIRGraph, list[str]]:
+        """The graph the framework's importer reads correctly, and one line per change (DeployError naming the
+        first node the importer has no mapping for)."""
         for name, node in graph.nodes.items():
             if not isinstance(node, self.supported):
                 raise DeployError(f"{self.name} target: node {name!r} ({type(node).__name__}) has no "
                                   f"{self.framework} mapping")
+        return self.work_arounds(graph)
 
     def export(self, graph: nir.NIRGraph, out_dir: Path, *, source: str = "graph") -> Exported:
         from snnkit.graph import write_nir

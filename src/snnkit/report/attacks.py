@@ -16,6 +16,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from snnkit.deploy.base import REFERENCE
+
 
 @dataclass
 class AttackPoint:
@@ -88,9 +90,9 @@ def _parse_one(d, path: str, model: str | None) -> RobustnessResult:
                                    norm=str(a.get("norm", "")),
                                    robust_accuracy=_number(a.get("robust_accuracy"), f"attacks[{i}].robust_accuracy",
                                                            path)))
-    target = d.get("target", "torch")
+    target = d.get("target", REFERENCE)
     if isinstance(target, dict):
-        target = target.get("name", "torch")
+        target = target.get("name", REFERENCE)
     warnings = d.get("warnings", [])
     return RobustnessResult(
         file=path, target=str(target), model=model, clean_accuracy=_number(d.get("clean_accuracy"), "clean_accuracy", path),

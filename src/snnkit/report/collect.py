@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from snnkit.deploy.base import TargetResult, get_target
+from snnkit.deploy.base import REFERENCE, TargetResult, get_target
 from snnkit.graph import DeployError, topological_order
 from snnkit.energy import EnergyModel, energy_of, resolve_models
 from snnkit.graph.kinds import NEURONS
@@ -30,7 +30,6 @@ from snnkit.report.compare import accuracy, agreement, ratio
 from snnkit.report.metrics import static_metrics, workload_metrics
 
 SCHEMA = "snnkit.report/1"
-REFERENCE = "torch"
 
 
 @dataclass
