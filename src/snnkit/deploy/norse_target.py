@@ -35,6 +35,7 @@ from snnkit.deploy.torch_target import FrameworkTarget, Runner, StepRecorder
 from snnkit.export.executor import node_resets
 from snnkit.export.rewrite import batch_agnostic_flatten, fold_input_gain, pool_to_conv
 from snnkit.graph import DeployError, graph_dt
+from snnkit.graph.kinds import SPIKING
 
 def _gain(name: str, node: nir.NIRNode):
     """Norse ignores ``r`` of LIF and IF: move it into the weights."""
@@ -133,7 +134,7 @@ class NorseTarget(FrameworkTarget):
         for path, node_name in names.items():
             cell = getattr(module, path, None)
             node = rewritten.nodes[node_name]
-            if isinstance(node, (nir.LIF, nir.IF, nir.CubaLIF)):
+            if isinstance(node, SPIKING):
                 _fix_cell(cell, node)
                 initial[path] = _zero_state(cell)
         recorder = StepRecorder(module, {p: n for p, n in names.items() if getattr(module, p, None) is not None})

@@ -36,6 +36,7 @@ from snnkit.deploy.torch_target import FrameworkTarget, Runner, StepRecorder
 from snnkit.export.executor import node_resets
 from snnkit.export.rewrite import batch_agnostic_flatten, fold_input_gain, leak_to_bias, pool_to_conv, rescale_time
 from snnkit.graph import DeployError, graph_dt, plan
+from snnkit.graph.kinds import SPIKING
 
 SNNTORCH_DT = 1e-4
 """The step length snnTorch's importer assumes (seconds)."""
@@ -65,7 +66,7 @@ def snntorch_graph(graph: nir.NIRGraph, dt: float) -> tuple[nir.NIRGraph, list[s
     for name, node in graph.nodes.items():
         if isinstance(node, nir.CubaLIF) and np.any(_f64(node.v_leak) != 0):
             raise DeployError(f"snntorch target: node {name!r}: snnTorch's Synaptic neuron has no v_leak")
-        if isinstance(node, (nir.LIF, nir.IF, nir.CubaLIF)):
+        if isinstance(node, SPIKING):
             if np.unique(_f64(node.v_threshold)).size != 1:
                 raise DeployError(f"snntorch target: node {name!r}: snnTorch's importer needs one threshold per layer")
             if node.v_reset is not None and np.any(_f64(node.v_reset) != 0):

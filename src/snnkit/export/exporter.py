@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from snnkit.export.report import ExportReport, NodeRecord
+from snnkit.graph.kinds import WEIGHTED
 from snnkit.models.spiking import SpikingModel
 from snnkit.nn.layers import BatchNormTT, Flatten, SumPool2d
 from snnkit.nn.neurons import IF, LIF, CubaLIF
@@ -206,7 +207,7 @@ def to_nir(model: "SpikingModel | nn.Module", *, dt: float | None = None,
             resets[name] = m.reset
         nodes[name] = node
         sources[name] = f"{kind} {name}"
-        last_weighted = name if isinstance(node, (nir.Affine, nir.Linear, nir.Conv2d)) else None
+        last_weighted = name if isinstance(node, WEIGHTED) else None
     last = list(nodes)[-1]
     nodes["output"] = nir.Output(output_type=np.array(shapes[last][1] if last in shapes else input_shape))
     names = list(nodes)

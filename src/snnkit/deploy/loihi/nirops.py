@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import nir
 import numpy as np
 
+from snnkit.graph.kinds import PORTS
 from snnkit.graph.ops import apply_node, conv_padding, pair
 
 
@@ -95,7 +96,7 @@ def evaluate_region(region: Region, nodes: dict[str, nir.NIRNode], inputs: dict[
         node = nodes[n]
         if x is None:
             x = np.zeros((batch, *shapes[n][0]))
-        vals[n] = x if isinstance(node, (nir.Input, nir.Output)) else apply_node(node, x)
+        vals[n] = x if isinstance(node, PORTS) else apply_node(node, x)
     y = summed(region.feeds[region.target])
     if y is None:
         return np.zeros((batch, int(np.prod(target_shape))))
@@ -143,7 +144,7 @@ def as_conv_chain(region: Region, nodes: dict[str, nir.NIRNode], shapes: dict) -
     """
     if len(region.sources) != 1 or len(region.order) == 0:
         return None
-    chain = [n for n in region.order if not isinstance(nodes[n], (nir.Input, nir.Output))]
+    chain = [n for n in region.order if not isinstance(nodes[n], PORTS)]
     for n in region.order:
         if len(region.feeds[n]) != 1:
             return None

@@ -260,7 +260,7 @@ def _region_nodes_from(region: nirops.Region, src: str, nodes) -> list[str]:
     for n in region.order:
         if any(p in reach for p in region.feeds[n]):
             reach.add(n)
-            if not isinstance(nodes[n], (nir.Input, nir.Output)):
+            if not isinstance(nodes[n], PORTS):
                 out.append(n)
     return out
 
