@@ -157,7 +157,7 @@ def test_zoo_graphs_quantise_and_name_their_lossy_parts():
     rec = [p for p in lgs["braille_noDelay_bias_zero"].projections if p.recurrent]
     assert [(p.src, p.dst) for p in rec] == [("lif1.lif", "lif1.lif")]
     notes = lgs["braille_noDelay_bias_zero"].report["notes"]
-    assert any("CubaLIF with a connection bias" in n for n in notes)
+    assert any("CubaLIF with a connection bias" in n for n in lgs["braille_noDelay_bias_zero"].report["lossy"])
     assert any(n.startswith("lif1.lif: the recurrent connection's bias") for n in notes)
     assert lgs["braille_noDelay_noBias_subtract"].report["notes"] == []
     assert lgs["two_lif_neurons"].layer("lif1").bias_int()[0] > 0  # v_leak 1.2 becomes a bias

@@ -23,6 +23,7 @@ from snnkit.cli.common import add_json_flag, check_data_dir, either, emit, run
 
 def parser() -> argparse.ArgumentParser:
     from snnkit.deploy.base import target_names
+    from snnkit.graph.conventions import IF_CONVENTIONS, RESETS
 
     p = argparse.ArgumentParser(prog="snn-deploy", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,6 +37,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--timesteps", type=int, help="steps T (default: the graph's metadata; required otherwise)")
     p.add_argument("--dt", type=float,
                    help="step length in seconds (default: the graph's; 1e-4 for graphs without one)")
+    p.add_argument("--reset", choices=RESETS, help="reset mode of every spiking node (NIR has none; default: the "
+                   "graph's snnkit metadata, else zero); e.g. subtract for a snnTorch network with its default reset")
+    p.add_argument("--if-convention", choices=IF_CONVENTIONS,
+                   help="how an IF integrates (NIR's IF has no dt): per-step v += r I (snnkit, Norse, snnTorch) or "
+                        "ode v += dt r I (SpikingJelly); default auto: ode when every IF has r = 1/dt")
     p.add_argument("--device", default="auto", help="torch and loihi-emu targets: cpu | cuda | auto (default auto); "
                    "the others run on the CPU")
     p.add_argument("--batch-size", type=int, help="samples per call (default: the target's; 256 on torch, norse and "
@@ -62,17 +68,18 @@ def load_graph(source: str):
         raise ValueError(f"{path}: {exc}") from None
 
 
-def check_target_flags(target: str, device: str | None, batch_size: int | None) -> None:
-    """Refuse ``--device`` / ``--batch-size`` where the target would ignore them, naming the targets that take
-    them. Targets without a device option run on the CPU, so ``--device cpu`` (or ``auto``) suits every one."""
+def check_target_flags(target: str, **given) -> None:
+    """Refuse a target option (``device=``, ``batch_size=``, ...: the value of its flag, None when not given)
+    where the target would ignore it, naming the targets that take it. Targets without a device option run on
+    the CPU, so ``--device cpu`` (or ``auto``) suits every one."""
     from snnkit.deploy.base import accepted_options, target_class, target_names
 
     accepted = accepted_options(target_class(target))
-    for flag, key, value in (("--device", "device", None if device in (None, "cpu", "auto") else device),
-                             ("--batch-size", "batch_size", batch_size)):
-        if value is not None and key not in accepted:
-            takers = [t for t in target_names() if key in accepted_options(target_class(t))]
-            raise ValueError(f"{flag} needs --target {either(takers)} ({target} does not take it)")
+    for key, value in given.items():
+        if value is None or (key == "device" and value in ("cpu", "auto")) or key in accepted:
+            continue
+        takers = [t for t in target_names() if key in accepted_options(target_class(t))]
+        raise ValueError(f"--{key.replace('_', '-')} needs --target {either(takers)} ({target} does not take it)")
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -87,9 +94,11 @@ def _main(args: argparse.Namespace) -> int:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return type(exc)(msg if msg.startswith(source) else f"{source}: {msg}")
 
-    check_target_flags(args.target, args.device, args.batch_size)
+    options = dict(device=args.device, dt=args.dt, batch_size=args.batch_size, reset=args.reset,
+                   if_convention=args.if_convention)
+    check_target_flags(args.target, **options)
     check_data_dir(args.data_dir, args.dataset)
-    target = make_target(args.target, device=args.device, dt=args.dt, batch_size=args.batch_size)
+    target = make_target(args.target, **options)
     target.check_available()
     try:
         graph = flatten_graph(load_graph(source))

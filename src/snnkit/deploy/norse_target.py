@@ -32,9 +32,9 @@ import numpy as np
 import torch
 
 from snnkit.deploy.torch_target import FrameworkTarget, Runner, StepRecorder
-from snnkit.export.executor import node_resets
 from snnkit.export.rewrite import batch_agnostic_flatten, fold_input_gain, pool_to_conv
 from snnkit.graph import DeployError, graph_dt
+from snnkit.graph.conventions import node_resets
 from snnkit.graph.kinds import SPIKING
 
 def _gain(name: str, node: nir.NIRNode):
@@ -96,7 +96,7 @@ def _fix_cell(cell: torch.nn.Module, node: nir.NIRNode) -> None:
 class NorseTarget(FrameworkTarget):
     """Norse (``norse.torch.from_nir``), stepped one step at a time with explicit zero initial state.
 
-    Options: ``dt`` (s; default the graph's metadata, else 1e-4), ``batch_size``.
+    Options: ``dt`` (s; default the graph's metadata, else 1e-4), ``reset``, ``if_convention``, ``batch_size``.
     """
 
     name = "norse"
@@ -114,7 +114,7 @@ class NorseTarget(FrameworkTarget):
                 from nirtorch.graph_executor import GraphExecutorState
         except ImportError as exc:
             raise DeployError(f"norse target: Norse is not installed ({exc}); pip install norse") from None
-        dt = graph_dt(graph, self.dt)
+        dt = graph_dt(graph)
         resets = node_resets(graph)
         rewritten, changes = self.rewrite(graph)
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()) as log:
@@ -139,9 +139,9 @@ class NorseTarget(FrameworkTarget):
                 initial[path] = _zero_state(cell)
         recorder = StepRecorder(module, {p: n for p, n in names.items() if getattr(module, p, None) is not None})
         self.info.update(dt=dt, framework=f"norse {norse.__version__}", rewrites=changes,
-                         importer_output=log.getvalue().strip() or None,
-                         warnings=[f"{n}: reset by subtraction (snnkit metadata) is not in NIR; Norse resets to v_reset"
-                                   for n, mode in resets.items() if mode == "subtract"])
+                         importer_output=log.getvalue().strip() or None)
+        self.info["warnings"] += [f"{n}: reset by subtraction is not available in Norse, which resets to v_reset"
+                                  for n, mode in resets.items() if mode == "subtract"]
 
         def run(x: torch.Tensor) -> dict[str, torch.Tensor]:
             state = GraphExecutorState(state={k: v for k, v in initial.items()})

@@ -11,6 +11,7 @@ snnTorch 1.0.0's importer has known bugs (docs/reference/nir-conventions.md). Th
 | IF becomes ``Leaky(beta=0.9)`` with reset by subtraction, returning ``(spk, mem)`` | ``beta`` set to 1, reset to zero and ``init_hidden`` on after import |
 | ``Flatten`` counts the batch axis | ``batch_agnostic_flatten`` |
 | SumPool2d padding ignored | ``pool_to_conv`` for padded SumPool2d |
+| pooling ``kernel_size``/``stride`` written as scalars (snnTorch's and SpikingJelly's exporters) fail in the importer (``'numpy.int64' object is not iterable``) | ``pool_params_as_pairs`` |
 | per-neuron decays left in float64 on the recurrent path (states then become float64) | the module cast to float32 |
 | recurrent graphs fail (``'GraphModule' object has no attribute 'items'``) | snnTorch's own recurrent mapping (``RSynaptic``/``RLeaky`` built by its ``_nir_to_snntorch_module``) executed by nirtorch's ``GraphExecutor`` |
 | ``RSynaptic``/``RLeaky`` with ``reset_delay=False`` crash on ``None / tensor`` | ``reset_delay=True`` plus the immediate reset applied after every step (what ``reset_delay=False`` means) |
@@ -33,9 +34,10 @@ import numpy as np
 import torch
 
 from snnkit.deploy.torch_target import FrameworkTarget, Runner, StepRecorder
-from snnkit.export.executor import node_resets
-from snnkit.export.rewrite import batch_agnostic_flatten, fold_input_gain, leak_to_bias, pool_to_conv, rescale_time
+from snnkit.export.rewrite import (batch_agnostic_flatten, fold_input_gain, leak_to_bias, pool_params_as_pairs,
+                                   pool_to_conv, rescale_time)
 from snnkit.graph import DeployError, graph_dt, plan
+from snnkit.graph.conventions import node_resets
 from snnkit.graph.kinds import SPIKING
 
 SNNTORCH_DT = 1e-4
@@ -80,7 +82,7 @@ def snntorch_graph(graph: nir.NIRGraph, dt: float) -> tuple[nir.NIRGraph, list[s
             raise DeployError(f"snntorch target: node {name!r}: snnTorch turns a diagonal recurrent weight into "
                               "RecurrentOneToOne, which drops its bias")
     changes: list[str] = []
-    for rewrite in (batch_agnostic_flatten, lambda g: pool_to_conv(g, avg=False),
+    for rewrite in (batch_agnostic_flatten, pool_params_as_pairs, lambda g: pool_to_conv(g, avg=False),
                     lambda g: rescale_time(g, dt, SNNTORCH_DT), leak_to_bias,
                     lambda g: fold_input_gain(g, _gain, "input gain")):
         graph, done = rewrite(graph)
@@ -143,7 +145,7 @@ def _silent_recurrence(neurons: list):
 class SnnTorchTarget(FrameworkTarget):
     """snnTorch (``import_from_nir``), stepped one step at a time; hidden state cleared before every batch.
 
-    Options: ``dt`` (s; default the graph's metadata, else 1e-4), ``batch_size``.
+    Options: ``dt`` (s; default the graph's metadata, else 1e-4), ``reset``, ``if_convention``, ``batch_size``.
     """
 
     name = "snntorch"
@@ -157,7 +159,7 @@ class SnnTorchTarget(FrameworkTarget):
             import snntorch
         except ImportError as exc:
             raise DeployError(f"snntorch target: snnTorch is not installed ({exc}); pip install snntorch nirtorch") from None
-        dt = graph_dt(graph, self.dt)
+        dt = graph_dt(graph)
         resets = node_resets(graph)
         rewritten, changes = self.rewrite(graph)
         recurrent = plan(rewritten).has_cycles
@@ -175,9 +177,9 @@ class SnnTorchTarget(FrameworkTarget):
         recorder = StepRecorder(module, {p: n for p, n in names.items() if p in subs})
         self.info.update(dt=dt, framework=f"snntorch {snntorch.__version__}", rewrites=changes,
                          importer="recurrent (RSynaptic/RLeaky via GraphExecutor)" if recurrent else "import_from_nir",
-                         importer_output=log.getvalue().strip() or None,
-                         warnings=[f"{n}: reset by subtraction (snnkit metadata) is not in NIR; snnTorch resets to zero"
-                                   for n, mode in resets.items() if mode == "subtract"])
+                         importer_output=log.getvalue().strip() or None)
+        self.info["warnings"] += [f"{n}: reset by subtraction is not available in snnTorch, which resets to zero"
+                                  for n, mode in resets.items() if mode == "subtract"]
 
         def run(x: torch.Tensor) -> dict[str, torch.Tensor]:
             for m in neurons:

@@ -27,6 +27,7 @@ from snnkit.deploy.base import DeployError, Differentiable, Exported, Target, Ta
 from snnkit.deploy.cache import BuildCache
 from snnkit.energy.counting import ActivityAccumulator, layer_stats
 from snnkit.graph import GraphPlan, flatten_graph, input_shape, plan, weighted_input_shapes
+from snnkit.graph.conventions import resolve
 
 Runner = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 
@@ -81,22 +82,28 @@ class Network:
 class TorchBasedTarget(Target):
     """A target whose runner is a torch module stepping the graph (see the module docstring).
 
-    Options: ``dt`` (seconds; default the graph's metadata, else 1e-4), ``batch_size`` (samples per call).
+    Options: ``dt`` (seconds; default the graph's metadata, else 1e-4), ``reset`` and ``if_convention`` (what
+    NIR leaves open, ``snnkit.graph.conventions``), ``batch_size`` (samples per call).
     """
 
     device = torch.device("cpu")
 
-    def __init__(self, *, dt: float | None = None, batch_size: int = 256):
+    def __init__(self, *, dt: float | None = None, reset: str | None = None, if_convention: str = "auto",
+                 batch_size: int = 256):
         if batch_size < 1:
             raise DeployError(f"batch_size must be >= 1, not {batch_size}")
         self.dt = dt
+        self.reset = reset
+        self.if_convention = if_convention
         self.batch_size = int(batch_size)
         self.info: dict = {}
         self._networks = BuildCache()
 
     @abc.abstractmethod
     def build(self, graph: nir.NIRGraph) -> Runner:
-        """The runner for a flat graph; may record what it changed in ``self.info``."""
+        """The runner for a flat graph whose open questions are answered (``metadata["dt"]`` and
+        ``metadata["reset"]`` set, IF gains per step: ``snnkit.graph.conventions.resolve``); may record what it
+        changed in ``self.info`` (``"warnings"``: a list of lines for the user)."""
 
     def network(self, graph: nir.NIRGraph) -> Network:
         """The built network of ``graph`` (built on first use, then cached for this graph object)."""
@@ -106,9 +113,13 @@ class TorchBasedTarget(Target):
         t0 = time.perf_counter()
         flat = flatten_graph(graph)
         p = plan(flat)
-        self.info = {"device": str(self.device)}
-        runner = self.build(flat)
-        return Network(flat, p, input_shape(flat), runner, dict(self.info), time.perf_counter() - t0)
+        resolved = resolve(flat, dt=self.dt, reset=self.reset, if_convention=self.if_convention)
+        self.info = {"device": str(self.device), "warnings": list(resolved.notes)}
+        runner = self.build(resolved.graph)
+        info = dict(self.info)
+        if not info["warnings"]:
+            info.pop("warnings")
+        return Network(flat, p, input_shape(flat), runner, info, time.perf_counter() - t0)
 
     def differentiable(self, graph: nir.NIRGraph, probe: np.ndarray, *, device: str = "cpu") -> Differentiable:
         """The target's own network with gradients on (it runs on the target's device)."""
@@ -159,15 +170,14 @@ class TorchTarget(TorchBasedTarget):
     name = "torch"
 
     def __init__(self, *, device: str = "auto", dt: float | None = None, reset: str | None = None,
-                 batch_size: int = 256):
-        super().__init__(dt=dt, batch_size=batch_size)
+                 if_convention: str = "auto", batch_size: int = 256):
+        super().__init__(dt=dt, reset=reset, if_convention=if_convention, batch_size=batch_size)
         self.device = resolve_device(device)
-        self.reset = reset
 
     def build(self, graph: nir.NIRGraph) -> Runner:
         from snnkit.export.executor import NIRNetwork
 
-        net = NIRNetwork(graph, dt=self.dt, reset=self.reset).to(self.device).eval()
+        net = NIRNetwork(graph).to(self.device).eval()
         self.info.update(dt=net.dt, resets=net.resets, stepped=net.plan.has_cycles)
         return net.run
 
@@ -200,9 +210,11 @@ class FrameworkTarget(TorchBasedTarget):
     def export(self, graph: nir.NIRGraph, out_dir: Path, *, source: str = "graph") -> Exported:
         from snnkit.graph import write_nir
 
-        rewritten, changes = self.rewrite(flatten_graph(graph))
+        resolved = resolve(flatten_graph(graph), dt=self.dt, reset=self.reset, if_convention=self.if_convention)
+        rewritten, changes = self.rewrite(resolved.graph)
         path = write_nir(rewritten, Path(out_dir) / f"model_{self.name}.nir")
-        return Exported(files={self.name: str(path)}, notes=[f"{self.name} rewrite: {c}" for c in changes])
+        return Exported(files={self.name: str(path)}, notes=[f"{self.name} rewrite: {c}" for c in changes],
+                        warnings=resolved.notes)
 
 
 class StepRecorder:

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from snnkit.graph import DeployError, GraphPlan, flatten_graph, graph_dt, graph_metadata, plan, read_nir
+from snnkit.graph.conventions import decay, node_resets
 from snnkit.graph.kinds import SPIKING
 from snnkit.nn.layers import AvgPool2d, Conv2d, Flatten, SumPool2d
 from snnkit.nn.neurons import IF, LIF, CubaLIF, SpikingLayer
@@ -48,17 +49,6 @@ def _t(x) -> torch.Tensor:
 def _pair(v) -> tuple[int, int]:
     a = np.atleast_1d(np.asarray(v)).astype(int).tolist()
     return (a[0], a[0]) if len(a) == 1 else (a[0], a[1])
-
-
-def _decay(name: str, what: str, dt: float, tau) -> np.ndarray:
-    """``1 - dt/tau`` in float64; DeployError when it leaves [0, 1] (dt larger than tau, or tau <= 0)."""
-    tau = _f64(tau)
-    with np.errstate(divide="ignore"):
-        d = 1.0 - dt / tau
-    if np.any(~np.isfinite(d)) or np.any(d < 0) or np.any(d > 1):
-        raise DeployError(f"node {name!r}: {what} = 1 - dt/tau is outside [0, 1] for dt = {dt:g} s and "
-                          f"tau in [{tau.min():g}, {tau.max():g}] s; pass the graph's dt (--dt)")
-    return d
 
 
 def _v_reset(node) -> np.ndarray:
@@ -127,7 +117,7 @@ def _flatten(name, node, dt, reset) -> nn.Module:
 
 
 def _lif(name, node, dt, reset) -> nn.Module:
-    beta = _decay(name, "beta", dt, node.tau)
+    beta = decay(name, "beta", dt, node.tau)
     return LIF(beta=_t(beta), threshold=_t(node.v_threshold), reset=reset, v_leak=_t(node.v_leak),
                input_scale=_t((1.0 - beta) * _f64(node.r)), v_reset=_t(_v_reset(node)))
 
@@ -137,8 +127,8 @@ def _if(name, node, dt, reset) -> nn.Module:
 
 
 def _cuba(name, node, dt, reset) -> nn.Module:
-    alpha = _decay(name, "alpha", dt, node.tau_syn)
-    beta = _decay(name, "beta", dt, node.tau_mem)
+    alpha = decay(name, "alpha", dt, node.tau_syn)
+    beta = decay(name, "beta", dt, node.tau_mem)
     return CubaLIF(alpha=_t(alpha), beta=_t(beta), threshold=_t(node.v_threshold), reset=reset,
                    v_leak=_t(node.v_leak), syn_scale=_t((1.0 - alpha) * _f64(node.w_in)),
                    input_scale=_t((1.0 - beta) * _f64(node.r)), v_reset=_t(_v_reset(node)))
@@ -161,20 +151,6 @@ BUILDERS: dict[type, Callable[..., nn.Module]] = {
 SUPPORTED = tuple(sorted(t.__name__ for t in BUILDERS))
 
 
-def node_resets(graph: nir.NIRGraph, reset: "str | dict[str, str] | None" = None) -> dict[str, str]:
-    """Reset mode per spiking node: ``reset`` (one mode for all, or per node) over the metadata over "zero"."""
-    meta = graph_metadata(graph).get("reset", {})
-    meta = meta if isinstance(meta, dict) else {}
-    out = {}
-    for name, node in graph.nodes.items():
-        if isinstance(node, SPIKING):
-            mode = reset if isinstance(reset, str) else (reset or {}).get(name, meta.get(name, "zero"))
-            if mode not in ("zero", "subtract"):
-                raise DeployError(f"node {name!r}: unknown reset mode {mode!r} (zero, subtract)")
-            out[name] = mode
-    return out
-
-
 class NIRNetwork(nn.Module):
     """An executable NIR graph over ``[B, T, *input_shape]`` -> ``[B, T, *output_shape]`` (float32).
 
@@ -183,8 +159,7 @@ class NIRNetwork(nn.Module):
     ``resets`` (per spiking node), ``input_shape``.
     """
 
-    def __init__(self, graph: nir.NIRGraph, dt: float | None = None,
-                 reset: "str | dict[str, str] | None" = None):
+    def __init__(self, graph: nir.NIRGraph, dt: float | None = None, reset: str | None = None):
         super().__init__()
         graph = flatten_graph(graph)
         self.graph = graph
@@ -270,11 +245,11 @@ def _sum(tensors) -> torch.Tensor:
 
 
 def from_nir(graph: "nir.NIRGraph | str | Path", *, dt: float | None = None,
-             reset: "str | dict[str, str] | None" = None) -> NIRNetwork:
+             reset: str | None = None) -> NIRNetwork:
     """Build the torch reference executor of a NIR graph (or ``.nir`` file).
 
     dt: step length in seconds; default the graph's ``metadata["dt"]``, else 1e-4 (third-party files).
-    reset: reset mode for all spiking nodes, or per node; default the graph's metadata, else "zero".
+    reset: reset mode for all spiking nodes; default the graph's metadata, else "zero".
     Raises DeployError for unsupported nodes, bad parameters or a graph that cannot run.
     """
     if isinstance(graph, (str, Path)):

@@ -8,7 +8,10 @@ graph. Each returns ``(graph, changes)``, ``changes`` being one line per node it
 - :func:`batch_agnostic_flatten`: Flatten dims as negative indices (importers build ``torch.nn.Flatten``
   from NIR's batch-free ``start_dim``, which then swallows the batch axis).
 - :func:`pool_to_conv`: AvgPool2d, or a padded SumPool2d, as the equivalent (channel-diagonal) Conv2d.
-- :func:`rescale_time`: time constants for a reader whose ``dt`` is fixed (snnTorch: 1e-4 s).
+- :func:`rescale_time`: time constants for a reader whose ``dt`` is fixed (snnTorch: 1e-4 s); the metadata's
+  ``dt`` follows, so snnkit reads the rewritten graph the same way.
+- :func:`pool_params_as_pairs`: pooling ``kernel_size``/``stride``/``padding`` as 2-element arrays (snnTorch's and
+  SpikingJelly's exporters write scalars, which snnTorch's own importer cannot iterate).
 - :func:`leak_to_bias`: a LIF's ``v_leak`` as a constant input current (bias of its source layer).
 - :func:`fold_input_gain`: a neuron's input gain multiplied into its source layer's weights.
 """
@@ -20,7 +23,8 @@ import nir
 import numpy as np
 
 from snnkit.graph import DeployError, infer_shapes, predecessors, successors
-from snnkit.graph.kinds import WEIGHTED
+from snnkit.graph.kinds import POOLING, WEIGHTED
+from snnkit.graph.ops import pair
 
 
 Changes = list[str]
@@ -80,6 +84,18 @@ def pool_to_conv(graph: nir.NIRGraph, *, avg: bool = True, padded_sum: bool = Tr
     return (replace_nodes(graph, new) if new else graph), changes
 
 
+def pool_params_as_pairs(graph: nir.NIRGraph) -> tuple[nir.NIRGraph, Changes]:
+    """SumPool2d/AvgPool2d whose kernel_size, stride or padding is a scalar, with each as a pair."""
+    new, changes = {}, []
+    for name, node in graph.nodes.items():
+        if isinstance(node, POOLING) and any(np.ndim(getattr(node, a)) == 0
+                                             for a in ("kernel_size", "stride", "padding")):
+            pairs = {a: np.asarray(pair(getattr(node, a))) for a in ("kernel_size", "stride", "padding")}
+            new[name] = type(node)(**pairs)
+            changes.append(f"{name}: {type(node).__name__} kernel_size/stride/padding as pairs")
+    return (replace_nodes(graph, new) if new else graph), changes
+
+
 def rescale_time(graph: nir.NIRGraph, dt: float, dt_reader: float) -> tuple[nir.NIRGraph, Changes]:
     """Scale every time constant by ``dt_reader/dt``: a reader stepping with ``dt_reader`` then computes the same
     ``1 - dt/tau`` decays. Gains ``r`` and ``w_in`` stay as they are (``(1-beta) r`` is unchanged too)."""
@@ -95,7 +111,9 @@ def rescale_time(graph: nir.NIRGraph, dt: float, dt_reader: float) -> tuple[nir.
             new[name] = nir.CubaLIF(tau_syn=_f64(n.tau_syn) * f, tau_mem=_f64(n.tau_mem) * f, r=_f64(n.r),
                                     v_leak=n.v_leak, v_threshold=n.v_threshold, v_reset=n.v_reset, w_in=_f64(n.w_in))
     changes = [f"{name}: time constants x {f:g} (dt {dt:g} s read as {dt_reader:g} s)" for name in new]
-    return (replace_nodes(graph, new) if new else graph), changes
+    out = replace_nodes(graph, new)
+    out.metadata["dt"] = dt_reader  # the same decays at the reader's step: the graph keeps its meaning
+    return out, changes
 
 
 def _f64(x) -> np.ndarray:

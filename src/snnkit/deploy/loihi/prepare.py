@@ -21,6 +21,8 @@ from snnkit.deploy.cache import BuildCache
 from snnkit.deploy.loihi.graph import LoihiGraph
 from snnkit.deploy.loihi.quantize import SPIKE_ENCODERS, QuantizeError, quantize
 from snnkit.deploy.loihi.results import build_result
+from snnkit.graph import flatten_graph
+from snnkit.graph.conventions import Resolved, resolve
 
 
 def infer_input(x: np.ndarray, metadata: dict | None = None) -> tuple[str, float]:
@@ -66,26 +68,62 @@ def prepare_graph(graph: nir.NIRGraph | LoihiGraph, x: np.ndarray, *, input_mode
         raise DeployError(str(e)) from None
 
 
+def lossy_effect(graph: nir.NIRGraph, lg: LoihiGraph, x: np.ndarray) -> dict:
+    """How far the Loihi mapping ``lg`` of ``graph`` departs from the float reference on inputs ``x``: the
+    fraction of differing output spike values and of differing predictions (reference time axis)."""
+    from snnkit.deploy.base import REFERENCE, get_target
+    from snnkit.deploy.loihi.emulator import LoihiEmulatorTarget
+
+    ref = get_target(REFERENCE, device="cpu").run(graph, x)
+    emu = LoihiEmulatorTarget(device="cpu").run_quantised(lg, graph, x)
+    steps = x.shape[1]
+    a, b = ref.aligned_outputs(steps), emu.aligned_outputs(steps)
+    return {"samples": int(x.shape[0]), "differing_output_spikes": float(np.mean(a != b)),
+            "differing_predictions": float(np.mean(ref.predictions(steps) != emu.predictions(steps)))}
+
+
 class QuantisedTarget(Target):
     """What the Loihi targets (``lava``, ``loihi-emu``) share; each specialises only :meth:`execute`.
 
     Quantise the float graph (cached per graph object, ``snnkit.deploy.cache``), encode the input to the
     graph's integer input, execute, and count from the returned spike rasters (``loihi.results.build_result``).
-    The options are the quantisation options of :func:`snnkit.deploy.loihi.quantize` (None: its default).
+    The options are ``reset`` and ``if_convention`` (what NIR leaves open, ``snnkit.graph.conventions``) and the
+    quantisation options of :func:`snnkit.deploy.loihi.quantize` (None: its default).
+
+    Where the mapping cannot be exact (the quantisation report's ``lossy`` entries), the first quantisation of a
+    graph also measures what it costs: the float reference and the bit-exact emulator run on up to
+    :data:`LOSSY_PROBE` of the inputs, and every result says in ``info["warnings"]`` by how much they differ.
     """
+
+    LOSSY_PROBE = 64
 
     def __init__(self, *, input_mode: str | None = None, input_range: float | None = None,
                  input_bits: int | None = None, dt: float | None = None, headroom_bits: int | None = None,
-                 sparse_below: float | None = None):
+                 sparse_below: float | None = None, reset: str | None = None, if_convention: str = "auto"):
         self.quant_options = quant_options(input_mode=input_mode, input_range=input_range, input_bits=input_bits,
                                            dt=dt, headroom_bits=headroom_bits, sparse_below=sparse_below)
+        self.reset = reset
+        self.if_convention = if_convention
         self._graphs = BuildCache()
+
+    def resolved(self, graph: nir.NIRGraph) -> Resolved:
+        """``graph`` (flattened) with what NIR leaves open answered by this target's options."""
+        return resolve(flatten_graph(graph), dt=self.quant_options.get("dt"), reset=self.reset,
+                       if_convention=self.if_convention)
 
     def quantised(self, graph: nir.NIRGraph, x: np.ndarray) -> LoihiGraph:
         """The :class:`LoihiGraph` this target runs for ``graph`` on inputs ``x [B, T, ...]``, cached per graph
         object and per input coding inferred from ``x`` (the only thing of ``x`` the quantisation depends on)."""
         key = infer_input(x, getattr(graph, "metadata", None)) if np.ndim(x) >= 3 else None
-        return self._graphs.get(graph, key, lambda: prepare_graph(graph, x, **self.quant_options))
+        return self._graphs.get(graph, key, lambda: self._quantise(graph, x))
+
+    def _quantise(self, graph: nir.NIRGraph, x: np.ndarray) -> LoihiGraph:
+        r = self.resolved(graph)
+        lg = prepare_graph(r.graph, x, **self.quant_options)
+        lg.report["conventions"] = r.notes
+        if lg.report.get("lossy") and np.ndim(x) >= 3:
+            lg.report["lossy_effect"] = lossy_effect(r.graph, lg, np.asarray(x)[:self.LOSSY_PROBE])
+        return lg
 
     def differentiable(self, graph: nir.NIRGraph, probe: np.ndarray, *, device: str = "cpu") -> Differentiable:
         """The emulator's differentiable mode on this target's quantised graph: bit-identical forward values,
@@ -105,7 +143,7 @@ class QuantisedTarget(Target):
         from snnkit.deploy.loihi.netx import export_netx
 
         try:
-            loihi = quantize(graph, source=source, **self.quant_options)
+            loihi = quantize(self.resolved(graph).graph, source=source, **self.quant_options)
         except (QuantizeError, ValueError) as e:
             raise DeployError(str(e)) from None
         folder = Path(out_dir) / "loihi"

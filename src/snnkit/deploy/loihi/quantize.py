@@ -80,10 +80,10 @@ def quantize(graph: nir.NIRGraph, *, input_mode: str = "auto", input_range: floa
     notes: list[str] = []
     for n in st.order:
         nparams = _neuron_params(n, st.nodes[n], st.shapes[n], dt)
-        incoming, bias_f, layer_notes = _incoming(n, st, nparams, spec, x_max_in, source)
+        incoming, bias_f, layer_notes, lossy = _incoming(n, st, nparams, spec, x_max_in, source)
         layer, projs, rep = _quantize_layer(n, nparams, st.shapes[n], st.depth[n], incoming, bias_f, spec,
                                             headroom_bits, sparse_below, exp_range)
-        rep["lossy"] += _lossy_resets(n, st.nodes[n], meta)
+        rep["lossy"] += lossy + _lossy_resets(n, st.nodes[n], meta)
         notes += layer_notes
         layers.append(layer)
         projections.extend(projs)
@@ -186,9 +186,9 @@ def _structure(graph: nir.NIRGraph, source: str) -> _Structure:
 # --- float projections ----------------------------------------------------------------------------------
 
 def _incoming(n: str, st: _Structure, nparams: dict, spec: InputSpec, x_max_in: float, source: str
-              ) -> tuple[list[_Incoming], np.ndarray, list[str]]:
+              ) -> tuple[list[_Incoming], np.ndarray, list[str], list[str]]:
     """Layer ``n``'s projections as float weights in threshold units (a convolution kept as one where it can
-    be), its bias in threshold units, and notes on what differs from the reference."""
+    be), its bias in threshold units, notes, and what of it Loihi cannot do exactly."""
     nodes, region, shape, in_name = st.nodes, st.regions[n], st.shapes[n], st.in_name
     notes: list[str] = []
     conv = nirops.as_conv_chain(region, nodes, st.node_shapes)
@@ -234,10 +234,12 @@ def _incoming(n: str, st: _Structure, nparams: dict, spec: InputSpec, x_max_in: 
                                  else 0.0) != 0) for m in rec_only):
             notes.append(f"{n}: the recurrent connection's bias is a constant of the neuron on Loihi, so it "
                          f"also acts at t = 0 (the reference adds it from t = 1)")
+    lossy = []
     if nparams["kind"] == "CubaLIF" and np.any(const != 0):
-        notes.append(f"{n}: CubaLIF with a connection bias: Loihi adds it to v as a constant (the steady "
-                     f"state of the synaptic current); the first ~tau_syn/dt steps differ")
-    return incoming, bias_f, notes
+        lossy.append("CubaLIF with a connection bias: Lava's LIF adds a bias to v, not to the synaptic current, so "
+                     "it acts at once and again after every reset instead of charging the current; spikes differ "
+                     "over the whole run")
+    return incoming, bias_f, notes, lossy
 
 
 def _lossy_resets(n: str, node: nir.NIRNode, meta: dict) -> list[str]:

@@ -85,7 +85,21 @@ def build_result(target: str, graph: nir.NIRGraph, lg: LoihiGraph, rasters: dict
             records[layer.name] = rasters[layer.name].reshape(b, t_out, *layer.shape).astype(np.float32)
     res_info = {"quantisation": {"input": lg.report.get("input"), "lossy": lg.report.get("lossy", []),
                                  "overflow_risk": lg.report.get("overflow_risk", [])},
-                "output_layer": out_layer.name}
+                "output_layer": out_layer.name, "warnings": warnings(lg)}
     res_info.update(info or {})
     return TargetResult(target=target, outputs=outputs, layers=layers, wall_s=wall_s, build_s=build_s,
                         delay=lg.delay, records=records, info=res_info)
+
+
+def warnings(lg: LoihiGraph) -> list[str]:
+    """What a user must know about a run of ``lg``: the conventions chosen for the graph, every mapping that is
+    not exact, and what those cost as measured when the graph was quantised."""
+    out = list(lg.report.get("conventions", []))
+    lossy = lg.report.get("lossy", [])
+    out += [f"not exact on Loihi: {entry}" for entry in lossy]
+    effect = lg.report.get("lossy_effect")
+    if effect:
+        out.append(f"measured on the first {effect['samples']} inputs: {100 * effect['differing_output_spikes']:.1f} % "
+                   f"of output spike values and {100 * effect['differing_predictions']:.1f} % of predictions differ "
+                   "from the float reference")
+    return out
