@@ -142,6 +142,14 @@ def _zoo_jobs():
     return jobs
 
 
+def subtracting(lg: LoihiGraph, x: np.ndarray, seed: int) -> tuple[LoihiGraph, np.ndarray]:
+    """The same network with reset by subtraction in every layer (snnkit's LIFSubtractReset on Lava),
+    thresholds chosen again."""
+    for layer in lg.layers:
+        layer.reset = "subtract"
+    return _calibrate(lg, x, np.random.default_rng(seed)), x
+
+
 @pytest.fixture(scope="module")
 def lava_runs():
     from snnkit.deploy.lava.target import run_lava
@@ -150,6 +158,8 @@ def lava_runs():
     for seed, graded in [(0, False), (1, True)]:
         jobs[f"mlp{seed}"] = random_mlp(seed, graded)
         jobs[f"convnet{seed}"] = random_convnet(seed + 10, graded)
+    jobs["mlp2"] = subtracting(*random_mlp(2, True), 2)
+    jobs["convnet2"] = subtracting(*random_convnet(12, False), 12)
     names = list(jobs)
     results = run_lava([jobs[n] for n in names])
     return {n: (jobs[n][0], jobs[n][1], r[0]) for n, r in zip(names, results)}
@@ -163,7 +173,7 @@ def _emulate(lg: LoihiGraph, x: np.ndarray) -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize("name", ["lif_norse", "two_lif_neurons", "braille_noDelay_bias_zero",
                                   "braille_noDelay_noBias_subtract", "cnn_sinabs", "mlp0", "mlp1", "convnet0",
-                                  "convnet1"])
+                                  "convnet1", "mlp2", "convnet2"])
 def test_emulator_equals_lava_on_every_layer(lava_runs, name):
     lg, x, lava = lava_runs[name]
     emu = _emulate(lg, x)
@@ -175,7 +185,7 @@ def test_emulator_equals_lava_on_every_layer(lava_runs, name):
         assert diff.size == 0, f"{name}/{layer.name}: {len(diff)} differing entries, first at {diff[:3].tolist()}"
 
 
-@pytest.mark.parametrize("name", ["mlp0", "mlp1", "convnet0", "convnet1"])
+@pytest.mark.parametrize("name", ["mlp0", "mlp1", "convnet0", "convnet1", "mlp2", "convnet2"])
 def test_random_networks_are_active(lava_runs, name):
     """Neither silent nor saturated layers: the equality above is informative."""
     lg, x, lava = lava_runs[name]

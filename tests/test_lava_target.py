@@ -144,7 +144,9 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("trained")
     out = {}
     for name, model, epochs in [("mlp", {"arch": "mlp", "hidden": [48], "timesteps": 6}, 4),
-                                ("convnet", {"arch": "convnet", "channels": [6], "fc": [16], "timesteps": 6}, 3)]:
+                                ("convnet", {"arch": "convnet", "channels": [6], "fc": [16], "timesteps": 6}, 3),
+                                ("mlp-if-subtract", {"arch": "mlp", "hidden": [48], "timesteps": 6, "neuron": "if",
+                                                     "reset": "subtract"}, 4)]:
         train(TrainConfig(dataset="digits", model=model, epochs=epochs, batch_size=128, seed=3), root / name,
               progress=False)
         g = to_nir(snnkit.load(root / name / "model.pt"))
@@ -156,12 +158,14 @@ def trained(tmp_path_factory):
 @pytest.mark.lava
 @pytest.mark.skipif(not lava_available(), reason=NO_LAVA_REASON)
 def test_trained_models_run_identically_on_lava_and_the_emulator(trained):
-    """Every layer's raster of two trained models, on 48 test digits, one worker process for both."""
+    """Every layer's raster of three trained models (LIF and IF with reset by subtraction among them), on 48 test
+    digits, one worker process for all; none of them has a lossy mapping."""
     jobs, plain = [], []
-    for name in ("mlp", "convnet"):
+    for name in ("mlp", "convnet", "mlp-if-subtract"):
         g, data = trained[name]
         x = data.x[:48]
         lg = prepare_graph(g, x)
+        assert lg.report["lossy"] == [], (name, lg.report["lossy"])
         jobs.append((lg, lg.input.encode(x)[0]))
         plain.append((name, g, x, lg))
     results = run_lava(jobs)

@@ -99,9 +99,10 @@ def test_report_counts_weights_that_became_zero_and_lossy_features():
     rep = {r["name"]: r for r in lg.report["layers"]}
     assert rep["l1"]["projections"][0]["became_zero"] == 1
     assert rep["l1"]["projections"][0]["nonzero_float"] == 12
-    assert any("subtraction" in m for m in rep["l1"]["lossy"])
+    assert rep["l1"]["lossy"] == [] and rep["l1"]["reset"] == "subtract"  # exact: LIFSubtractReset
+    assert lg.layer("l1").reset == "subtract" and lg.layer("l2").reset == "zero"
     assert any("beta" in m for m in rep["l2"]["lossy"])
-    assert any(m.startswith("l1: reset by subtraction") for m in lg.report["lossy"])
+    assert lg.report["lossy"] == [m for m in lg.report["lossy"] if m.startswith("l2: ")]
 
 
 def test_save_and_load_round_trip(tmp_path):

@@ -6,7 +6,8 @@ layout; its spikes reach Dense/Sparse inputs and the recorders through ``transpo
 (torch's flatten order) and Conv kernels are flipped and transposed.
 
 Samples: ``B`` samples of ``T`` steps run back to back in one Lava run, each in a slot of ``P = T + delay``
-steps. A layer at depth ``k`` is a ``LIFReset`` that zeroes ``u`` and ``v`` at slot step ``k`` (Lava step
+steps. A layer at depth ``k`` is a ``LIFReset`` (``LIFSubtractReset`` for reset by subtraction,
+``snnkit.deploy.lava.procs.subtract``) that zeroes ``u`` and ``v`` at slot step ``k`` (Lava step
 ``j P + k + 1``), when the sample's first input reaches it. A recurrent projection's buffer still holds the
 previous slot's last spikes at that moment, so the run pauses just before each such step and zeroes it
 (``Var.set``; recurrent graphs only).
@@ -27,6 +28,7 @@ from lava.proc.sparse.process import Sparse
 from scipy.sparse import csr_matrix
 
 from snnkit.deploy.lava.procs.recorder import RasterRecorder
+from snnkit.deploy.lava.procs.subtract import LIFSubtractReset
 from snnkit.deploy.loihi.graph import LoihiGraph, Projection
 
 TAGS = ("fixed_pt", "floating_pt")
@@ -85,13 +87,14 @@ class LavaNetwork:
             shape = tuple(layer.shape)
             common = dict(shape=lava_shape(shape), reset_interval=self.period,
                           reset_offset=(1 + layer.depth) % self.period, name=f"lif:{layer.name}")
+            lif = LIFSubtractReset if layer.reset == "subtract" else LIFReset
             if self.fixed:
-                proc = LIFReset(du=int(layer.du), dv=int(layer.dv), vth=int(layer.vth),
-                                bias_mant=to_lava(layer.bias_mant, shape).astype(np.int32),
-                                bias_exp=to_lava(layer.bias_exp, shape).astype(np.int32), **common)
+                proc = lif(du=int(layer.du), dv=int(layer.dv), vth=int(layer.vth),
+                           bias_mant=to_lava(layer.bias_mant, shape).astype(np.int32),
+                           bias_exp=to_lava(layer.bias_exp, shape).astype(np.int32), **common)
             else:
-                proc = LIFReset(du=float(layer.du_f), dv=float(layer.dv_f), vth=1.0,
-                                bias_mant=to_lava(layer.bias_f, shape).astype(np.float64), bias_exp=0, **common)
+                proc = lif(du=float(layer.du_f), dv=float(layer.dv_f), vth=1.0,
+                           bias_mant=to_lava(layer.bias_f, shape).astype(np.float64), bias_exp=0, **common)
             self.neurons[layer.name] = proc
             self.out_ports[layer.name] = (proc.s_out, shape)
 

@@ -8,7 +8,8 @@ It runs a :class:`~snnkit.deploy.loihi.graph.LoihiGraph` exactly as the Lava tar
 - each synapse stage (Dense/Sparse/Conv) delivers on the next step, as Lava's do; Dense applies its weight
   exponent to the accumulated sum (floor shift), Conv wraps to 24 bits, every message is an int32;
 - the LIF step is Lava's: current ``u`` decays toward zero and wraps at 24 bits, voltage ``v`` decays toward
-  zero and saturates, fire when ``v > vth << 6``, reset ``v`` to 0.
+  zero and saturates, fire when ``v > vth << 6``, reset ``v`` to 0 (or subtract ``vth << 6``: a layer with
+  ``reset == "subtract"``, as snnkit's Lava process ``LIFSubtractReset`` does).
 
 Feed-forward layers are computed one after the other over all steps (one big matmul/convolution per
 projection); a layer with a recurrent projection is stepped.
@@ -225,6 +226,7 @@ class LoihiEmulator:
         keep_u = DECAY_UNITY - (int(layer.du) + 1)
         keep_v = DECAY_UNITY - int(layer.dv)
         thr = float(int(layer.vth) << ACT_SHIFT)
+        subtract = layer.reset == "subtract"
         bias = self._bias[layer.name]
         shift = float(1 << ACT_SHIFT)
         vmax = _TWO23 - 1
@@ -263,7 +265,7 @@ class LoihiEmulator:
                 s = _spike(h, thr, self.surrogate_alpha)
             else:
                 s = (h > thr).to(torch.float64)
-            v = h * (1 - s.detach())
+            v = h - s.detach() * thr if subtract else h * (1 - s.detach())
             out.append(s)
         self.overflow[layer.name] = {"u_wraps": int(wraps), "v_saturations": int(sats)}
         return torch.stack(out, dim=1)

@@ -76,6 +76,8 @@ class NeuronLayer:
     bias_mant, bias_exp: per neuron, shape ``shape``; bias added to v every step is
         ``bias_mant << bias_exp``.
     du_f, dv_f, bias_f: the float network (threshold 1) for Lava's floating_pt models.
+    reset: ``"zero"`` (Lava's LIF: ``v = 0`` after a spike) or ``"subtract"`` (``v -= vth << 6``: snnkit's
+        ``LIFSubtractReset`` process, ``snnkit.deploy.lava.procs.subtract``).
     """
 
     name: str
@@ -90,6 +92,7 @@ class NeuronLayer:
     du_f: float
     dv_f: float
     bias_f: np.ndarray
+    reset: str = "zero"
 
     @property
     def size(self) -> int:

@@ -66,6 +66,10 @@ def netx_fit(lg: LoihiGraph) -> list[str]:
             reasons.append(f"projection {ff.name!r}: convolution of a flat layer")
         if ff.kind != "conv" and len(layer.shape) == 3:
             reasons.append(f"layer {layer.name!r}: dense projection into a 3-D layer")
+        if layer.reset == "subtract":
+            reasons.append(f"layer {layer.name!r}: reset by subtraction, which netx's CUBA neuron cannot express "
+                           "(Loihi 2 hardware needs a microcode neuron for it; the lava target runs snnkit's "
+                           "LIFSubtractReset)")
     return reasons
 
 

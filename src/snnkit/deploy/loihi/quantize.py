@@ -83,7 +83,9 @@ def quantize(graph: nir.NIRGraph, *, input_mode: str = "auto", input_range: floa
         incoming, bias_f, layer_notes, lossy = _incoming(n, st, nparams, spec, x_max_in, source)
         layer, projs, rep = _quantize_layer(n, nparams, st.shapes[n], st.depth[n], incoming, bias_f, spec,
                                             headroom_bits, sparse_below, exp_range)
-        rep["lossy"] += lossy + _lossy_resets(n, st.nodes[n], meta)
+        layer.reset, reset_lossy = _reset(n, st.nodes[n], meta)
+        rep["reset"] = layer.reset
+        rep["lossy"] += lossy + reset_lossy
         notes += layer_notes
         layers.append(layer)
         projections.extend(projs)
@@ -242,17 +244,15 @@ def _incoming(n: str, st: _Structure, nparams: dict, spec: InputSpec, x_max_in: 
     return incoming, bias_f, notes, lossy
 
 
-def _lossy_resets(n: str, node: nir.NIRNode, meta: dict) -> list[str]:
-    """What of layer ``n``'s reset Lava's LIF cannot do (it resets to zero)."""
+def _reset(n: str, node: nir.NIRNode, meta: dict) -> tuple[str, list[str]]:
+    """Layer ``n``'s reset mode on Loihi and what of it cannot be done exactly (a reset to ``v_reset != 0``)."""
     reset_meta = meta.get("reset", {})
     reset = reset_meta.get(n) if isinstance(reset_meta, dict) else reset_meta
     reset = reset or (node.metadata or {}).get("reset") or "zero"
     lossy = []
-    if reset == "subtract":
-        lossy.append("reset by subtraction is not available in Lava's LIF: runs with reset to zero")
-    if np.any(np.asarray(node.v_reset if getattr(node, "v_reset", None) is not None else 0.0) != 0):
-        lossy.append("v_reset != 0 is not available in Lava's LIF: runs with reset to zero")
-    return lossy
+    if reset == "zero" and np.any(np.asarray(node.v_reset if getattr(node, "v_reset", None) is not None else 0.0) != 0):
+        lossy.append("v_reset != 0 is not available on Loihi 2: runs with reset to zero")
+    return reset, lossy
 
 
 def _region_nodes_from(region: nirops.Region, src: str, nodes) -> list[str]:
