@@ -125,7 +125,11 @@ def test_export_lava(model_file, tmp_path, capsys):
     summary = _json(capsys, fn=export_cli.main, argv=[str(model_file), "--target", "lava", "-o", str(out), "--json"])
     assert {"loihi_graph.json", "loihi_params.npz", "export_report.json"} <= {p.name for p in (out / "loihi").iterdir()}
     report = json.loads((out / "export_report.json").read_text())
-    assert report["checks"]["lava"]["delay_steps"] >= 1
+    check = report["checks"]["lava"]
+    assert check["delay_steps"] >= 1
+    # the expected float-vs-Loihi gap, measured on the probe through the bit-exact emulator
+    assert check["run_on"] == "loihi-emu" and check["samples"] == 64
+    assert check["accuracy_gap"] == pytest.approx(check["reference_accuracy"] - check["target_accuracy"])
     # A feed-forward MLP fits lava-dl's netx format: the HDF5 is written, one layer per netx layer.
     assert summary["files"]["netx"] == str(out / "loihi" / "model_netx.h5")
     with h5py.File(out / "loihi" / "model_netx.h5") as f:

@@ -21,6 +21,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from snnkit.cli.common import add_json_flag, check_data_dir, emit, run
 
 FORMATS = ("nir", "onnx")
@@ -97,9 +99,9 @@ def _round_trip(model, path: Path, x) -> dict:
             "outputs": int(ref.numel())}
 
 
-def _target_check(graph, target, x_enc, report) -> dict:
+def _target_check(graph, target, x_enc, y, report) -> dict:
     """Run the reference and ``target`` (through its query proxy when it has one: bit-identical outputs) on the
-    encoded probe; how far they agree."""
+    encoded probe; how far they agree, and with labels ``y`` the accuracy each reaches (the expected gap)."""
     from snnkit.deploy.base import REFERENCE, get_target
 
     runner = target.query_proxy() or target
@@ -111,10 +113,16 @@ def _target_check(graph, target, x_enc, report) -> dict:
         report.note(f"{target.name} rewrite: {c}")
     T = x_enc.shape[1]
     out_ref, out = ref.aligned_outputs(T), res.aligned_outputs(T)
-    return {"samples": int(len(x_enc)), "run_on": runner.name, "framework": res.info.get("framework"),
-            "output_spikes_equal": int((out_ref == out).sum()), "outputs": int(out_ref.size),
-            "identical": bool((out_ref == out).all()),
-            "predictions_equal": float((ref.predictions(T) == res.predictions(T)).mean())}
+    check = {"samples": int(len(x_enc)), "run_on": runner.name, "framework": res.info.get("framework"),
+             "output_spikes_equal": int((out_ref == out).sum()), "outputs": int(out_ref.size),
+             "identical": bool((out_ref == out).all()),
+             "predictions_equal": float((ref.predictions(T) == res.predictions(T)).mean())}
+    if y is not None:
+        labels = np.asarray(y)
+        check["reference_accuracy"] = float((ref.predictions(T) == labels).mean())
+        check["target_accuracy"] = float((res.predictions(T) == labels).mean())
+        check["accuracy_gap"] = check["reference_accuracy"] - check["target_accuracy"]
+    return check
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -175,7 +183,7 @@ def _main(args: argparse.Namespace) -> int:
                 report.warn(w)
             report.checks[args.target] = dict(exported.details)
             if x_enc is not None:
-                report.checks[args.target].update(_target_check(graph, target, x_enc, report))
+                report.checks[args.target].update(_target_check(graph, target, x_enc, y, report))
     report.files["report"] = str(out / "export_report.json")
     report.write(out / "export_report.json")
     summary = {"model": str(model_path), "target": args.target, "out": str(out), "files": report.files,
@@ -195,8 +203,10 @@ def _human(s: dict) -> str:
                      + ("identical" if rt["identical"] else f"{rt['mismatched_outputs']} outputs differ"))
     tc = s["checks"].get(s["target"])
     if isinstance(tc, dict) and "output_spikes_equal" in tc:
-        lines.append(f"  {s['target']} vs torch: {tc['output_spikes_equal']}/{tc['outputs']} output values equal, "
-                     f"predictions equal on {100 * tc['predictions_equal']:.1f}%")
+        lines.append(f"  {tc['run_on']} vs the reference on the probe: {tc['output_spikes_equal']}/{tc['outputs']} "
+                     f"output values equal, predictions equal on {100 * tc['predictions_equal']:.1f}%"
+                     + (f"; accuracy {100 * tc['target_accuracy']:.1f}% vs {100 * tc['reference_accuracy']:.1f}%"
+                        if "accuracy_gap" in tc else ""))
     twin = s["checks"].get("onnx", {})
     if "predictions_equal_to_snn" in twin:
         lines.append(f"  ONNX twin: checker {twin['checker']}, same class as the SNN on "
