@@ -10,15 +10,15 @@ Norse 1.1.0's importer has known gaps (docs/reference/nir-conventions.md); the g
 | no AvgPool2d mapping (the node is silently skipped) | ``pool_to_conv`` (channel-diagonal Conv2d) |
 | SumPool2d padding ignored | ``pool_to_conv`` for padded SumPool2d |
 | ``v_reset`` ignored (always 0) | each cell's ``p.v_reset`` set from the graph after import |
+| no reset mode in NIR | a reset by subtraction (snnkit's metadata, ``reset="subtract"``) sets Norse's ``reset_subtract`` on LIF and CubaLIF cells; Norse's IAF has none (said in ``info["warnings"]``) |
 | CubaLIF's synapse also leaks towards ``v_leak`` | the synapse's ``v_leak`` set to 0 after import |
 | state starts at ``v_leak`` | every cell starts from a zero state passed in at ``t = 0`` |
 | nested subgraphs | flattened before import (``snnkit.graph.flatten_graph``) |
 
 Norse integrates a LIF as ``v + dt/tau ((v_leak - v) + I)`` rather than ``beta v + (1-beta)(v_leak + r I)``:
 the same equation with another rounding, so spikes agree except where a membrane lands within float32
-rounding of the threshold (measured in the tests and docs/semantics.md). Reset by subtraction is not part of NIR:
-Norse resets to ``v_reset`` (reported in ``info["warnings"]``). Runs on the CPU (Norse keeps parameters in
-plain tuples that ``.to(device)`` does not move).
+rounding of the threshold (measured in the tests and docs/semantics.md). Runs on the CPU (Norse keeps parameters
+in plain tuples that ``.to(device)`` does not move).
 """
 from __future__ import annotations
 
@@ -81,16 +81,24 @@ def _zero_state(cell: torch.nn.Module):
     return None
 
 
-def _fix_cell(cell: torch.nn.Module, node: nir.NIRNode) -> None:
-    """Set what Norse's importer drops: ``v_reset`` (all cells) and the synapse's leak (CubaLIF: none)."""
+def _fix_cell(cell: torch.nn.Module, node: nir.NIRNode, reset: str) -> bool:
+    """Set what Norse's importer drops: ``v_reset`` (all cells), the synapse's leak (CubaLIF: none) and a reset
+    by subtraction (Norse's ``reset_subtract``, for its LIF cells). Returns False when the cell cannot reset by
+    subtraction (Norse's IAF has no reset method)."""
+    from norse.torch.functional.reset import reset_subtract
     from norse.torch.utils.import_nir import CubaLIF as NorseCubaLIF
 
     v_reset = torch.as_tensor(np.asarray(0.0 if node.v_reset is None else node.v_reset), dtype=torch.float32)
+    lif = cell.lif if isinstance(cell, NorseCubaLIF) else cell
     if isinstance(cell, NorseCubaLIF):
-        cell.lif.p = cell.lif.p._replace(v_reset=v_reset)
         cell.synapse.p = cell.synapse.p._replace(v_leak=torch.zeros(()))
-    else:
-        cell.p = cell.p._replace(v_reset=v_reset)
+    lif.p = lif.p._replace(v_reset=v_reset)
+    if reset != "subtract":
+        return True
+    if "reset_method" not in lif.p._fields:
+        return False
+    lif.p = lif.p._replace(reset_method=reset_subtract)
+    return True
 
 
 class NorseTarget(FrameworkTarget):
@@ -135,13 +143,13 @@ class NorseTarget(FrameworkTarget):
             cell = getattr(module, path, None)
             node = rewritten.nodes[node_name]
             if isinstance(node, SPIKING):
-                _fix_cell(cell, node)
+                if not _fix_cell(cell, node, resets[node_name]):
+                    self.info["warnings"].append(f"{node_name}: reset by subtraction is not available for Norse's "
+                                                 "IAF cell, which resets to v_reset")
                 initial[path] = _zero_state(cell)
         recorder = StepRecorder(module, {p: n for p, n in names.items() if getattr(module, p, None) is not None})
         self.info.update(dt=dt, framework=f"norse {norse.__version__}", rewrites=changes,
                          importer_output=log.getvalue().strip() or None)
-        self.info["warnings"] += [f"{n}: reset by subtraction is not available in Norse, which resets to v_reset"
-                                  for n, mode in resets.items() if mode == "subtract"]
 
         def run(x: torch.Tensor) -> dict[str, torch.Tensor]:
             state = GraphExecutorState(state={k: v for k, v in initial.items()})

@@ -8,7 +8,7 @@ snnTorch 1.0.0's importer has known bugs (docs/reference/nir-conventions.md). Th
 | ``dt = 1e-4`` s is hard-coded | ``rescale_time``: time constants scaled so that ``1 - 1e-4/tau'`` is the graph's decay |
 | LIF refuses ``v_leak != 0`` | ``leak_to_bias``: ``v_leak / r`` added to the source layer's bias |
 | LIF/CubaLIF divide the threshold by ``r dt/tau`` (``w_in dt/tau_syn``) when it is not 1 | ``fold_input_gain``: that gain multiplied into the source weights, so it is 1 |
-| IF becomes ``Leaky(beta=0.9)`` with reset by subtraction, returning ``(spk, mem)`` | ``beta`` set to 1, reset to zero and ``init_hidden`` on after import |
+| IF becomes ``Leaky(beta=0.9)`` with reset by subtraction, returning ``(spk, mem)`` | ``if_as_lif``: written as a LIF whose decay rounds to exactly 1 in float32 (so a ``model_snntorch.nir`` imports right in snnTorch itself) |
 | ``Flatten`` counts the batch axis | ``batch_agnostic_flatten`` |
 | SumPool2d padding ignored | ``pool_to_conv`` for padded SumPool2d |
 | pooling ``kernel_size``/``stride`` written as scalars (snnTorch's and SpikingJelly's exporters) fail in the importer (``'numpy.int64' object is not iterable``) | ``pool_params_as_pairs`` |
@@ -19,9 +19,10 @@ snnTorch 1.0.0's importer has known bugs (docs/reference/nir-conventions.md). Th
 
 Conventions aligned with the reference while stepping: hidden state cleared before every batch; at ``t = 0`` a
 recurrent layer's bias is left out for that one step (snnTorch evaluates ``W 0 + b`` there, the reference reads a
-silent recurrent edge). What stays different (docs/semantics.md): snnTorch computes ``beta v + I`` in two
-roundings where snnkit fuses them. Reset by subtraction is not part of NIR: snnTorch resets to zero
-(``info["warnings"]``). Runs on the CPU.
+silent recurrent edge); a reset by subtraction (snnkit's metadata, or ``reset="subtract"``) acts in the step the
+neuron fires, on integrate-only modules (snnTorch's own ``"subtract"`` acts a step late, and with
+``reset_delay=False`` subtracts twice after a large input). What stays different (docs/semantics.md): snnTorch
+computes ``beta v + I`` in two roundings where snnkit may fuse them. Runs on the CPU.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ import torch
 
 from snnkit.deploy.torch_target import FrameworkTarget, Runner, StepRecorder
 from snnkit.export.rewrite import (batch_agnostic_flatten, fold_input_gain, leak_to_bias, pool_params_as_pairs,
-                                   pool_to_conv, rescale_time)
+                                   pool_to_conv, replace_nodes, rescale_time)
 from snnkit.graph import DeployError, graph_dt, plan
 from snnkit.graph.conventions import node_resets
 from snnkit.graph.kinds import SPIKING
@@ -63,6 +64,24 @@ def _gain(name: str, node: nir.NIRNode):
     return None
 
 
+UNIT_DECAY_TAU = 2.0 ** 40
+"""IF is written for snnTorch as a LIF with ``tau = 2**40 dt`` and ``r = 2**40``: its decay ``1 - 2**-40`` rounds to
+exactly 1 in float32 and its input scale ``r dt / tau`` is exactly 1, so snnTorch builds an exact IF."""
+
+
+def if_as_lif(graph: nir.NIRGraph) -> tuple[nir.NIRGraph, list[str]]:
+    """Every IF (with unit gain) as the LIF of :data:`UNIT_DECAY_TAU`: snnTorch's importer turns an IF into a
+    ``Leaky(beta=0.9)`` with reset by subtraction."""
+    new = {}
+    for name, node in graph.nodes.items():
+        if isinstance(node, nir.IF):
+            r = np.ones_like(_f64(node.r)) * UNIT_DECAY_TAU
+            new[name] = nir.LIF(tau=r * SNNTORCH_DT, r=r, v_leak=np.zeros_like(r), v_threshold=node.v_threshold,
+                                v_reset=node.v_reset)
+    changes = [f"{name}: IF written as a LIF whose decay rounds to 1 (tau = 2**40 dt)" for name in new]
+    return (replace_nodes(graph, new) if new else graph), changes
+
+
 def snntorch_graph(graph: nir.NIRGraph, dt: float) -> tuple[nir.NIRGraph, list[str]]:
     """The rewritten graph snnTorch's importer reads correctly, and the list of changes."""
     for name, node in graph.nodes.items():
@@ -84,7 +103,7 @@ def snntorch_graph(graph: nir.NIRGraph, dt: float) -> tuple[nir.NIRGraph, list[s
     changes: list[str] = []
     for rewrite in (batch_agnostic_flatten, pool_params_as_pairs, lambda g: pool_to_conv(g, avg=False),
                     lambda g: rescale_time(g, dt, SNNTORCH_DT), leak_to_bias,
-                    lambda g: fold_input_gain(g, _gain, "input gain")):
+                    lambda g: fold_input_gain(g, _gain, "input gain"), if_as_lif):
         graph, done = rewrite(graph)
         changes += done
     return graph, changes
@@ -172,14 +191,12 @@ class SnnTorchTarget(FrameworkTarget):
             except Exception as exc:  # the importer raises assorted types (and asserts)
                 raise DeployError(f"snntorch target: snnTorch's importer failed ({str(exc).splitlines()[0]})") from None
         module = module.float().eval()
-        neurons = self._fix_modules(module, names, rewritten)
+        neurons = self._fix_modules(module, names, rewritten, resets)
         subs = dict(module.named_modules())
         recorder = StepRecorder(module, {p: n for p, n in names.items() if p in subs})
         self.info.update(dt=dt, framework=f"snntorch {snntorch.__version__}", rewrites=changes,
                          importer="recurrent (RSynaptic/RLeaky via GraphExecutor)" if recurrent else "import_from_nir",
                          importer_output=log.getvalue().strip() or None)
-        self.info["warnings"] += [f"{n}: reset by subtraction is not available in snnTorch, which resets to zero"
-                                  for n, mode in resets.items() if mode == "subtract"]
 
         def run(x: torch.Tensor) -> dict[str, torch.Tensor]:
             for m in neurons:
@@ -192,15 +209,16 @@ class SnnTorchTarget(FrameworkTarget):
                     out = module(x[:, t]) if state is None else module(x[:, t], state)
                 state = out[1] if isinstance(out, tuple) and len(out) > 1 else None
                 for m in neurons:
-                    if getattr(m, "_snnkit_reset_now", False):  # the immediate reset reset_delay=False means
-                        m.mem = torch.where(m.spk.bool(), torch.zeros_like(m.mem), m.mem)
+                    _reset_now(m)
             return recorder.take()
 
         return run
 
     @staticmethod
-    def _fix_modules(module: torch.nn.Module, names: dict[str, str], graph: nir.NIRGraph) -> list:
-        """Correct IF modules and recurrent neurons; return every snnTorch neuron (to clear its state)."""
+    def _fix_modules(module: torch.nn.Module, names: dict[str, str], graph: nir.NIRGraph,
+                     resets: dict[str, str]) -> list:
+        """Correct recurrent neurons and resets by subtraction; return every snnTorch neuron (to clear its
+        state)."""
         import snntorch as snn
 
         subs = dict(module.named_modules())
@@ -210,12 +228,25 @@ class SnnTorchTarget(FrameworkTarget):
             if not isinstance(m, snn.SpikingNeuron):
                 continue
             neurons.append(m)
-            if isinstance(graph.nodes.get(node_name), nir.IF):
-                m.beta = torch.ones((), dtype=torch.float32)
-                m.init_hidden = True
-                m.reset_mechanism = "zero"
-                m.state_function = m._base_zero
-            if isinstance(m, (snn.RSynaptic, snn.RLeaky)):
+            if resets.get(node_name) == "subtract":
+                m.reset_mechanism = "none"  # integrate only; the reset is applied after the step (_reset_now)
+                m.state_function = m._base_int
+                m._snnkit_reset = "subtract"
+            elif isinstance(m, (snn.RSynaptic, snn.RLeaky)):
                 m.reset_delay = True
-                m._snnkit_reset_now = True
+                m._snnkit_reset = "zero"
         return neurons
+
+
+def _reset_now(m: torch.nn.Module) -> None:
+    """The reset of the reference, in the step the neuron fired, where snnTorch's own would act a step late
+    (``reset_delay``) or subtract twice after a large input: ``v = 0`` or ``v = h - threshold`` where
+    ``h > threshold``."""
+    mode = getattr(m, "_snnkit_reset", None)
+    if mode is None:
+        return
+    fired = m.mem > m.threshold
+    if mode == "zero":
+        m.mem = torch.where(fired, torch.zeros_like(m.mem), m.mem)
+    else:
+        m.mem = m.mem - fired.to(m.mem.dtype) * m.threshold

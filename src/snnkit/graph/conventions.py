@@ -60,6 +60,9 @@ def validate(graph: nir.NIRGraph, dt: float) -> None:
         if isinstance(node, nir.NIRGraph):
             validate(node, dt)
             continue
+        if not isinstance(node, nir.NIRNode):
+            raise DeployError(f"node {name!r} holds no NIR node ({type(node).__name__}): the exporter wrote nothing "
+                              "for it")
         for f in dataclasses.fields(node):
             v = getattr(node, f.name)
             if isinstance(v, np.ndarray) and np.issubdtype(v.dtype, np.number) and not np.all(np.isfinite(v)):
@@ -98,9 +101,13 @@ def infer_if_convention(graph: nir.NIRGraph, dt: float, requested: str = "auto")
     ifs = {n: np.asarray(v.r, dtype=np.float64) for n, v in graph.nodes.items() if isinstance(v, nir.IF)}
     if requested != "auto" or not ifs or _wrote_it(graph_metadata(graph)):
         return ("per-step" if requested == "auto" else requested), []
-    if dt != 1.0 and all(np.allclose(r * dt, 1.0, rtol=1e-6, atol=0) for r in ifs.values()):
+    ode = [n for n, r in ifs.items() if dt != 1.0 and np.allclose(r * dt, 1.0, rtol=1e-6, atol=0)]
+    if ode and len(ode) == len(ifs):
         return "ode", [f"IF nodes {', '.join(ifs)} have r = 1/dt (dt = {dt:g} s): read as NIR's ODE, v += dt r I per "
                        "step (SpikingJelly's convention); --if-convention per-step reads r as a per-step gain"]
+    if ode:
+        return "per-step", [f"IF nodes {', '.join(ode)} have r = 1/dt (dt = {dt:g} s) but other IF nodes do not: all "
+                            "read per-step, v += r I; --if-convention ode reads every IF as NIR's ODE"]
     return "per-step", []
 
 
