@@ -282,3 +282,21 @@ def test_lava_target_in_the_report(model_file, tmp_path):
     assert lava["status"] == "ok" and emu["status"] == "ok"
     assert lava["counts"] == emu["counts"]  # the emulator is bit-exact with Lava
     assert math.isclose(lava["energy"]["loihi1-davies2018"]["per_sample_j"], emu["energy"]["loihi1-davies2018"]["per_sample_j"])
+
+
+def test_target_warnings_reach_the_report(tmp_path):
+    """What a target says in ``info["warnings"]`` (here: Norse's IAF has no reset by subtraction) is in the
+    report, next to the numbers it qualifies."""
+    pytest.importorskip("norse", reason="the norse target needs Norse")
+    torch.manual_seed(0)
+    model = build({"arch": "mlp", "input_shape": [1, 8, 8], "num_classes": 10, "hidden": [16], "timesteps": 4,
+                   "neuron": "if", "reset": "subtract"})
+    save(model, tmp_path / "if.pt")
+    rc, out = _report(tmp_path, tmp_path / "if.pt", "--dataset", "digits", "--limit", "8", "--targets", "torch,norse",
+                      "--no-raster", "--energy-model", "truenorth")
+    assert rc == 0
+    rep = json.loads((out / "report.json").read_text())
+    norse = next(t for t in rep["targets"] if t["name"] == "norse")
+    assert any("IAF" in w for w in norse["info"]["warnings"])
+    for page in ("report.md", "report.html"):
+        assert "norse: warning:" in (out / page).read_text() and "IAF" in (out / page).read_text()

@@ -172,6 +172,7 @@ def document(data: dict, plots: list[str]) -> list[Block]:
         blocks.append(Block("h2", "Plots"))
         blocks += [Block("img", (name, PLOT_CAPTIONS[name])) for name in plots]
     notes = list(data["notes"]) + [f"{t['name']}: raster: {t['raster_note']}" for t in ok if t.get("raster_note")]
+    notes += [f"{t['name']}: warning: {w}" for t in ok for w in t.get("info", {}).get("warnings", [])]
     if notes:
         blocks += [Block("h2", "Notes"), Block("list", notes)]
     return blocks
