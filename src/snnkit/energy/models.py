@@ -383,8 +383,7 @@ def energy_of(result: "TargetResult", model: "str | EnergyModel") -> EnergyEstim
         notes.append("Neuron updates: the record holds totals only, not which updates were active. total_j counts "
                      "every update as active (upper bound); total_j_min counts as active only the updates that "
                      "emitted a spike and the rest as inactive (lower bound).")
-    totals = {"synops": result.total_synops, "macs": sum(int(x.macs) for x in result.layers),
-              "neuron_updates": result.total_neuron_updates, "spikes": result.total_spikes}
+    totals = result.totals()
     costed_fields = {TERMS[t] for t in terms}
     not_costed = [f"{f} ({n}): no figure in model {model.name!r}" for f, n in totals.items()
                   if n and f not in costed_fields]

@@ -1,0 +1,295 @@
+"""Deployed robustness on digits: which robust training keeps its robustness on Loihi 2, and at what energy.
+
+The models of ``benchmarks/robustness`` (trained there with the same seeds and reused: vanilla, PGD-AT, TRADES,
+MPD-SGR, TMI, MPD-SGR + PGD-AT, the robust ANN-to-SNN conversion dense / 90 % / 99 % sparse) and a HYDRA 90 %
++ PGD-AT model are exported to NIR and run twice, side by side on the same test samples:
+
+- **reference**: the float model, attacked white-box (PGD-20 and APGD-CE through its own surrogate) and with the
+  attacks the target gets;
+- **Loihi 2** (``loihi-emu``, bit-identical to Lava's fixed-point simulation): transfer from the reference (PGD
+  crafted on the model, its non-spiking twin and its rate view), the surrogate ensemble as a transfer attack (at
+  the largest eps), Square on the target and adaptive PGD through the emulator's differentiable mode.
+
+Robust accuracy is the per-sample worst case over a side's attacks at each eps. On the first seed the largest
+eps is run with ``--target lava`` instead: the emulator answers the queries, and the clean inputs and every
+final adversarial example are re-run on Lava, whose verdicts are reported and compared bit for bit.
+
+Per model: clean and robust accuracy on both sides, spikes / synaptic ops / neuron updates per sample on Loihi,
+energy per sample under every energy model with figures (``snnkit.energy``), and the MACs of the non-spiking twin
+(one dense forward pass: what an ANN of the same weights costs on a conventional processor).
+
+Writes ``results.json`` here and regenerates the README section between ``<!-- deployed-robustness:begin -->``
+and ``<!-- deployed-robustness:end -->`` (``--quick``: a reduced run into ``--out``, for the tests).
+
+    python benchmarks/deployed_robustness/run.py [--seeds 0 1 2] [--only vanilla converted-90] [--quick --out DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from snnkit import data, load
+from snnkit.attack import APGD, PGD, evaluate
+from snnkit.attack.reattack import reattack
+from snnkit.attack.registry import Settings
+from snnkit.deploy.base import REFERENCE, get_target
+from snnkit.deploy.inputs import encode
+from snnkit.energy import builtin_models, energy_of
+from snnkit.export import to_nir
+from snnkit.report.metrics import static_metrics
+from snnkit.train import TrainConfig, train
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+
+
+def _robustness_benchmark():
+    """``benchmarks/robustness/run.py`` as a module: its model recipes and trained-model cache are reused."""
+    spec = importlib.util.spec_from_file_location("robustness_run", ROOT / "benchmarks" / "robustness" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+ROB = _robustness_benchmark()
+FROM_ROBUSTNESS = ["vanilla", "pgd-at", "trades", "mpd-sgr", "tmi", "mpd-sgr+at", "converted-dense", "converted-90",
+                   "converted-99"]
+EXTRA = {"hydra-90+at": ("HYDRA 90 % + PGD-AT", {"method": ROB.PGD_AT, "sparsity": 0.9, "prune": "hydra",
+                                                  "prune_epochs": 8})}
+LABELS = {**{n: ROB.MODELS[n][0] for n in FROM_ROBUSTNESS}, **{n: v[0] for n, v in EXTRA.items()}}
+LOIHI_ENERGY = "loihi1-davies2018"  # the table's energy column (every built-in model is in results.json)
+TWIN_ENERGY = "horowitz45-fp32"  # the non-spiking twin's MACs on a conventional processor
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How hard and on how much each model is attacked."""
+
+    eps: tuple[float, ...] = (0.03, 0.06, 0.1)
+    samples: int | None = 200  # the first N test digits (None: all 360)
+    pgd_steps: int = 20  # white-box PGD on the reference
+    apgd_steps: int = 50
+    target_steps: int = 20  # PGD crafting on each transfer source, and PGD through the differentiable emulator
+    square_queries: int = 300
+    epochs: int | None = None  # None: the robustness benchmark's own training
+
+
+FULL = Budget()
+QUICK = Budget(eps=(0.1,), samples=24, pgd_steps=3, apgd_steps=3, target_steps=2, square_queries=10, epochs=1)
+
+
+def trained(name: str, seed: int, work: Path, budget: Budget) -> Path:
+    """The model's folder: the robustness benchmark's (reused when unchanged), or trained here."""
+    if budget.epochs is None and name in ROB.MODELS:
+        return ROB.trained(name, seed, work, retrain=False)[0]
+    out = work / (f"{name}-seed{seed}" + ("-quick" if budget.epochs else ""))
+    if (out / "model.pt").is_file():
+        return out
+    if name in ROB.MODELS:
+        cfg, conv = ROB.train_config(name, seed)
+    else:
+        cfg = TrainConfig(dataset="digits", model={"arch": "mlp", "hidden": [512], "timesteps": 8},
+                          epochs=ROB.EPOCHS, batch_size=64, lr=2e-3, seed=seed, **EXTRA[name][1])
+        conv = None
+    if budget.epochs:
+        cfg = replace(cfg, epochs=budget.epochs, prune_epochs=min(cfg.prune_epochs, budget.epochs))
+        conv = conv and replace(conv, ann_epochs=budget.epochs, prune_epochs=budget.epochs,
+                                ann_finetune_epochs=budget.epochs)
+    if conv is None:
+        train(cfg, out, progress=False)
+    else:
+        from snnkit.train.conversion import convert_pipeline
+
+        convert_pipeline(cfg, conv, out, progress=False)
+    return out
+
+
+def _worst(*correct: np.ndarray) -> float:
+    """Fraction of samples right under every attack (the per-sample worst case)."""
+    return float(np.logical_and.reduce([c.astype(bool) for c in correct]).mean())
+
+
+def evaluate_model(folder: Path, x: torch.Tensor, y: torch.Tensor, budget: Budget, lava_check: bool) -> dict:
+    """Everything the table shows for one trained model (see the module docstring)."""
+    model = load(folder / "model.pt")
+    graph = to_nir(model)
+    out: dict = {"eps": {}, "lava": None}
+    emu = get_target("loihi-emu")
+    for eps in budget.eps:
+        white = evaluate(model, x, y, {f"PGD-{budget.pgd_steps}": PGD(model, eps, steps=budget.pgd_steps),
+                                       f"APGD-CE-{budget.apgd_steps}": APGD(model, eps, steps=budget.apgd_steps)},
+                         progress=False)
+        names = ["transfer", "square", "adaptive"] + (["ensemble"] if eps == max(budget.eps) else [])
+        settings = Settings(eps=eps, queries=budget.square_queries, progress=False, steps=budget.target_steps)
+        on_lava = lava_check and eps == max(budget.eps)
+        run = reattack(model, graph, get_target("lava") if on_lava else emu, names, x, y, settings)
+        arr = run.arrays
+        ref_correct = [arr["reference_correct"][i] for i in range(len(arr["reference_attacks"]))]
+        ref_correct += [r.correct.numpy() for r in white.results.values()]
+        tgt_correct = [arr["target_correct"][i] for i in range(len(arr["target_attacks"]))]
+        out["eps"][str(eps)] = {
+            "reference": {"clean": float(arr["reference_clean_correct"].mean()), "worst": _worst(*ref_correct),
+                          "attacks": {**{a["name"]: a["robust_accuracy"] for a in run.summary["reference"]["attacks"]},
+                                      **{n: r.robust_accuracy for n, r in white.results.items()}}},
+            "loihi": {"clean": float(arr["target_clean_correct"].mean()), "worst": _worst(*tgt_correct),
+                      "attacks": {a["name"]: a["robust_accuracy"] for a in run.summary["attacks"]}},
+            "seconds": run.summary["wall_s"] + sum(r.seconds for r in white.results.values()),
+        }
+        if on_lava:
+            check = run.summary["recheck"]
+            out["lava"] = {"eps": eps, "samples": check["samples"], "outputs_bit_exact": check["outputs_bit_exact"],
+                           "verdicts_agree": check["verdicts_agree"], "lava_wall_s": check["target_wall_s"]}
+    encoded = encode(x.numpy(), dict(graph.metadata))
+    deployed = emu.run(graph, encoded)
+    n = int(x.shape[0])
+    out["per_sample"] = {k: v / n for k, v in deployed.totals().items()}
+    out["energy_per_sample_j"] = {m.name: energy_of(deployed, m).per_sample_j for m in builtin_models().values()
+                                  if m.available}
+    out["ann_twin_macs"] = int(static_metrics(graph).dense_ops_per_step)
+    out["reference_accuracy_full_t"] = float((get_target(REFERENCE, device="cpu").run(graph, encoded)
+                                              .predictions(encoded.shape[1]) == y.numpy()).mean())
+    return out
+
+
+def _ms(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summarise(per_seed: dict[str, dict], budget: Budget) -> dict:
+    """Mean and standard deviation over seeds."""
+    recs = list(per_seed.values())
+    out: dict = {"eps": {}}
+    for eps in map(str, budget.eps):
+        out["eps"][eps] = {side: {k: _ms([r["eps"][eps][side][k] for r in recs]) for k in ("clean", "worst")}
+                           for side in ("reference", "loihi")}
+    out["per_sample"] = {k: _ms([r["per_sample"][k] for r in recs]) for k in recs[0]["per_sample"]}
+    out["energy_per_sample_j"] = {k: _ms([r["energy_per_sample_j"][k] for r in recs])
+                                  for k in recs[0]["energy_per_sample_j"]}
+    out["ann_twin_macs"] = recs[0]["ann_twin_macs"]
+    out["ann_twin_energy_j"] = out["ann_twin_macs"] * builtin_models()[TWIN_ENERGY].pj("mac") * 1e-12
+    return out
+
+
+def _pct(ms: tuple[float, float], n: int) -> str:
+    return f"{100 * ms[0]:.1f}" + (f" ± {100 * ms[1]:.1f}" if n > 1 else "")
+
+
+def table(results: dict) -> str:
+    cfg = results["config"]
+    n, eps = len(cfg["seeds"]), [str(e) for e in cfg["budget"]["eps"]]
+    top = eps[-1]
+    head = ["model", "clean ref", "clean Loihi"] + [f"robust {e} ref / Loihi" for e in eps] + [
+        f"Loihi cost at {top}", "synops / sample", "spikes / sample", "energy / sample (Loihi 1)", "ANN twin MACs",
+        "ANN twin energy (fp32, 45 nm)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, rec in results["models"].items():
+        s = rec["summary"]
+        e = s["eps"]
+        row = [rec["label"], _pct(e[eps[0]]["reference"]["clean"], n), _pct(e[eps[0]]["loihi"]["clean"], n)]
+        row += [f"{_pct(e[k]['reference']['worst'], n)} / {_pct(e[k]['loihi']['worst'], n)}" for k in eps]
+        row.append(f"{100 * (e[top]['loihi']['worst'][0] - e[top]['reference']['worst'][0]):+.1f}")
+        row += [f"{s['per_sample']['synops'][0]:,.0f}", f"{s['per_sample']['spikes'][0]:,.0f}"]
+        row.append(f"{1e9 * s['energy_per_sample_j'][LOIHI_ENERGY][0]:.2f} nJ")
+        row.append(f"{s['ann_twin_macs']:,}")
+        row.append(f"{1e9 * s['ann_twin_energy_j']:.2f} nJ")
+        lines.append("| " + " | ".join(row) + " |")
+    lava = [f"{rec['label']} (eps {r['lava']['eps']}, {r['lava']['samples']} inputs): "
+            f"{'bit-exact' if r['lava']['outputs_bit_exact'] else 'NOT bit-exact'}"
+            for rec in results["models"].values() for r in rec["per_seed"].values() if r.get("lava")]
+    b = cfg["budget"]
+    intro = (f"Digits, first {cfg['n_test']} test samples, MLP 64-512-10 (T = 8), seeds {', '.join(map(str, cfg['seeds']))}"
+             + (" (mean ± std)" if n > 1 else "") + "; accuracy in %, Linf eps on pixels in [0, 1]. *robust*: the "
+             f"per-sample worst case over a side's attacks. Reference: PGD-{b['pgd_steps']}, APGD-CE-{b['apgd_steps']} "
+             f"(white-box) and the target's attacks; Loihi (loihi-emu, bit-exact with Lava): transfer (PGD-"
+             f"{b['target_steps']} on the model, its twin and its rate view), Square-{b['square_queries']}, adaptive "
+             f"PGD-{b['target_steps']} through the differentiable emulator, and the surrogate ensemble at eps {top}. "
+             f"*Loihi cost*: Loihi's robust accuracy minus the reference's at eps {top}. Energy per sample: Loihi 1 "
+             f"figures of Davies et al. 2018 for the SNN on Loihi, Horowitz 2014 (45 nm, fp32 MAC) for the twin; every "
+             f"built-in energy model is in results.json. Measured {cfg['date']} on {cfg['machine']}: "
+             f"{cfg['total_time_s'] / 60:.1f} min (`python benchmarks/deployed_robustness/run.py`).")
+    parts = [intro, "", "\n".join(lines)]
+    if lava:
+        parts += ["", "Re-checked on Lava (first seed, largest eps; clean inputs and every final adversarial example): "
+                  + "; ".join(lava) + "."]
+    notes = HERE / "notes.md"
+    if notes.is_file() and not cfg["quick"]:
+        parts += ["", notes.read_text().strip()]
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--only", nargs="+", choices=list(LABELS), help="run only these models")
+    p.add_argument("--work", default=str(ROOT / "runs" / "robustness"), help="folder of trained models (shared "
+                   "with benchmarks/robustness)")
+    p.add_argument("--quick", action="store_true", help="a reduced run (1-epoch models, 24 samples, one eps, tiny "
+                   "attack budgets) for the tests; needs --out")
+    p.add_argument("--out", help="where results.json and RESULTS.md go (default: here and the README)")
+    p.add_argument("--no-lava", action="store_true", help="skip the Lava re-check on the first seed")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    if args.quick and not args.out:
+        p.error("--quick needs --out (the committed results are full runs)")
+    torch.set_num_threads(args.threads)
+    budget = QUICK if args.quick else FULL
+    work = Path(args.work)
+    x, y = data.load("digits", "test", limit=budget.samples)
+    names = args.only or list(LABELS)
+    out_dir = Path(args.out) if args.out else HERE
+    previous = json.loads((out_dir / "results.json").read_text()) if args.only and (out_dir / "results.json").is_file() \
+        else {"models": {}, "config": {}}
+    t0 = time.perf_counter()
+    models = dict(previous["models"])  # with --only, the other models' results are kept
+    for name in names:
+        per_seed = {}
+        for i, seed in enumerate(args.seeds):
+            folder = trained(name, seed, work, budget)
+            rec = evaluate_model(folder, x, y, budget, lava_check=(i == 0 and not args.no_lava))
+            per_seed[str(seed)] = rec
+            top = rec["eps"][str(max(budget.eps))]
+            print(f"{name} seed {seed}: clean {top['reference']['clean']:.3f} / {top['loihi']['clean']:.3f}, robust@"
+                  f"{max(budget.eps)} {top['reference']['worst']:.3f} / {top['loihi']['worst']:.3f}", flush=True)
+        models[name] = {"label": LABELS[name], "per_seed": per_seed, "summary": summarise(per_seed, budget)}
+    models = {k: models[k] for k in LABELS if k in models}
+    results = {"config": {"seeds": args.seeds, "budget": asdict(budget), "n_test": int(x.shape[0]),
+                          "quick": args.quick, "date": time.strftime("%Y-%m-%d"),
+                          "total_time_s": time.perf_counter() - t0 + previous["config"].get("total_time_s", 0.0),
+                          "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+                                     f"{torch.get_num_threads()} threads"},
+               "models": models}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ROB._atomic_text(out_dir / "results.json", json.dumps(results, indent=2))
+    text = table(results)
+    if args.out:
+        ROB._atomic_text(out_dir / "RESULTS.md", text + "\n")
+    else:
+        write_readme(text)
+    print(text)
+    return 0
+
+
+def write_readme(text: str) -> None:
+    begin, end = "<!-- deployed-robustness:begin -->", "<!-- deployed-robustness:end -->"
+    readme = ROOT / "README.md"
+    body = readme.read_text()
+    if begin not in body or end not in body:
+        sys.exit(f"{readme}: no {begin} ... {end} section to regenerate")
+    head, rest = body.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    ROB._atomic_text(readme, f"{head}{begin}\n{text}\n{end}{tail}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
