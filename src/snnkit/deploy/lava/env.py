@@ -142,13 +142,14 @@ def _run_steps(steps: list[list[str]], what: str, log) -> None:
                                f"(exit code {proc.returncode}); its output is above")
 
 
-def create(location: Path, base_python: str | None = None, *, log=sys.stderr) -> Path:
+def create(location: Path, base_python: str | None = None, *, log=None) -> Path:
     """Create the Lava environment at ``location`` (a no-op when it is already complete); its interpreter.
 
     An environment completed by an earlier snnkit (an older stamp) is upgraded in place: the requirements are
     installed again (pip leaves what is satisfied) and lava-dl added. An incomplete folder left by an
     interrupted run is replaced. pip's output goes to ``log``.
     """
+    log = log or sys.stderr
     location = location.expanduser().absolute()
     if is_complete(location):
         return interpreter(location)
