@@ -164,6 +164,8 @@ def test_what_netx_cannot_carry_is_measured(tmp_path, capsys, monkeypatch):
     closest = netx["closest"]
     assert "reset to zero instead of by subtraction" in closest["changes"]
     assert closest["accuracy_cost"] == pytest.approx(closest["lava_target_accuracy"] - closest["accuracy"])
+    assert "reset_to_zero" in closest["costs"]  # each change's share of the cost
+    assert sum(closest["costs"].values()) == pytest.approx(closest["accuracy_cost"])
     assert any(w.startswith("netx: no file written (layer ") and "the closest network netx can carry" in w
                and f"reaches {100 * closest['accuracy']:.1f} %" in w for w in s["warnings"])
 

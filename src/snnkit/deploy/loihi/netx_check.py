@@ -98,25 +98,32 @@ def _acc(pred: np.ndarray, labels) -> float | None:
     return None if labels is None else float(np.mean(pred == np.asarray(labels)))
 
 
-def _closest_netx(graph, lava_lg: LoihiGraph, options: dict, source: str) -> tuple[LoihiGraph | None, list[str]]:
-    """The network the closest netx file would run, and what it changes, or (None, []) when none exists."""
+def _closest_netx(graph, lava_lg: LoihiGraph, options: dict, source: str
+                  ) -> tuple[LoihiGraph | None, list[str], list[tuple[str, LoihiGraph]]]:
+    """The network the closest netx file would run, what it changes, and the graphs in between (each cause's
+    name and the graph once it is applied), or (None, [], []) when no netx file can carry the network."""
     from snnkit.deploy.loihi.quantize import quantize
 
-    changes = []
+    changes, steps = [], []
     alt = lava_lg
     if any(p.weight_exp != 0 for p in lava_lg.projections):
         alt = quantize(graph, source=source, **{**options, "weight_exp_range": (0, 0)})
         changes.append("weight exponent 0")
+        steps.append(("weight_exponent_0", alt))
     if any(layer.reset == "subtract" for layer in alt.layers):
         alt = dataclasses.replace(alt, layers=[dataclasses.replace(layer, reset="zero") for layer in alt.layers])
         changes.append("reset to zero instead of by subtraction")
+        steps.append(("reset_to_zero", alt))
     if netx_fit(alt):
-        return None, []
+        return None, [], []
     with tempfile.TemporaryDirectory(prefix="snnkit-netx-") as d:
         notes = write_netx(alt, Path(d) / "closest.h5")
-        if any("rounded to multiples of 64" in n for n in notes):
-            changes.append("biases rounded to multiples of 64")
-        return read_netx(Path(d) / "closest.h5"), changes
+        closest = read_netx(Path(d) / "closest.h5")
+    if same_parameters(closest, alt):
+        changes.append("biases rounded to multiples of 64" if any("rounded to multiples of 64" in n for n in notes)
+                       else "netx's encoding")
+        steps.append(("netx_biases_and_encoding", closest))
+    return closest, changes, steps
 
 
 def verify_netx(graph, options: dict, lava_lg: LoihiGraph, netx_file: str | Path | None, x: np.ndarray,
@@ -140,7 +147,7 @@ def verify_netx(graph, options: dict, lava_lg: LoihiGraph, netx_file: str | Path
     lava_acc = _acc(lava_pred, labels)
     ref = {} if reference_accuracy is None else {"reference_accuracy": reference_accuracy}
     if netx_file is None:
-        closest, changes = _closest_netx(graph, lava_lg, options, source)
+        closest, changes, chain = _closest_netx(graph, lava_lg, options, source)
         details = {"written": False, "reason": reason}
         if closest is None:
             return details, notes, warnings
@@ -150,6 +157,12 @@ def verify_netx(graph, options: dict, lava_lg: LoihiGraph, netx_file: str | Path
                               "lava_target_accuracy": lava_acc, **ref,
                               "accuracy_cost": None if acc is None else lava_acc - acc,
                               "predictions_equal_to_lava_target": float(np.mean(pred == lava_pred))}
+        if labels is not None:  # each change's share, applied one after the other
+            costs, before = {}, lava_acc
+            for cause, g in chain:
+                after = acc if g is closest else _acc(predictions(g, emulate(g, g.input.encode(x)[0]), steps), labels)
+                costs[cause], before = before - after, after
+            details["closest"]["costs"] = costs
         warnings.append(f"netx: no file written ({reason}); the closest network netx can carry "
                         f"({', '.join(changes)}) {_measured(details['closest'], len(x))}")
         return details, notes, warnings
