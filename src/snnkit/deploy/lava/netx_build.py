@@ -29,6 +29,7 @@ from snnkit.deploy.lava.build import LavaNetwork, lava_shape
 from snnkit.deploy.loihi.graph import LoihiGraph
 
 STAND_INS = Path(__file__).resolve().parent / "netx_imports"
+_IMPORTED = {"how": None}  # how this process imported netx
 
 
 def import_netx():
@@ -52,9 +53,6 @@ def import_netx():
                 del sys.modules["torch"]  # nothing else may take it for torch
     _IMPORTED["how"] = how
     return hdf5, how
-
-
-_IMPORTED = {"how": None}
 
 
 class NetxNetwork(LavaNetwork):
