@@ -103,3 +103,28 @@ def test_installed_deploy_on_lava(installed):
     for key in runs["lava"]:
         np.testing.assert_array_equal(runs["lava"][key], runs["loihi-emu"][key], err_msg=key)
     assert runs["lava"]["outputs"].sum() > 0
+
+
+@pytest.mark.lava
+@pytest.mark.skipif(not lava_available(), reason=NO_LAVA_REASON)
+def test_installed_export_checks_its_netx_file_on_lava(installed):
+    """The wheel carries the netx import stand-ins: the installed snn-export loads its netx file with lava-dl's
+    netx on Lava and finds it bit-identical to the emulator (or says why lava-dl did not run)."""
+    import torch
+
+    from snnkit.deploy.lava.env import has_netx
+    from snnkit.deploy.lava.target import find_lava_python
+    from snnkit.models import build, save
+
+    lava_python = find_lava_python()
+    torch.manual_seed(0)
+    model = build({"arch": "mlp", "input_shape": [1, 8, 8], "num_classes": 10, "hidden": [16], "timesteps": 4}).eval()
+    save(model, installed["work"] / "m.pt", meta={"dataset": "digits"})
+    res = _run(installed, "snn-export", "m.pt", "--target", "lava", "-o", "e", "--probe", "4", "--json",
+               env={"SNNKIT_LAVA_ENV": str(lava_python.parents[1])})
+    assert res.returncode == 0, res.stderr
+    dl = json.loads(res.stdout)["checks"]["lava"]["netx"]["lava_dl"]
+    if has_netx(lava_python):
+        assert dl["ran"] and dl["identical"] and dl["samples"] == 4, dl
+    else:
+        assert not dl["ran"] and "lava-dl is not installed" in dl["reason"]

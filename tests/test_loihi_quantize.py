@@ -40,6 +40,7 @@ def _mlp(w1, w2, *, tau=0.01, thr=1.0, bias=None, v_leak=0.0, neuron="LIF"):
 
 def test_importing_the_quantiser_and_the_worker_does_not_import_torch():
     code = ("import sys, snnkit.deploy.loihi, snnkit.deploy.loihi.quantize, snnkit.deploy.loihi.netx, "
+            "snnkit.deploy.loihi.netx_read, snnkit.deploy.loihi.netx_check, "
             "snnkit.deploy.loihi.graph, snnkit.deploy.lava, snnkit.deploy.lava.worker; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

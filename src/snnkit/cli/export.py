@@ -10,7 +10,9 @@ warnings, the checks below). ``--target``:
   ``snntorch``: ``OUTDIR/model_<target>.nir``, the graph rewritten for that framework's importer (the
   work-arounds are listed in the report); ``lava``: ``OUTDIR/loihi/``, the graph quantised to Loihi 2 fixed point,
   and lava-dl's netx HDF5 where the graph fits it. Then a check that the target (or its bit-exact query proxy),
-  fed the same encoded probe samples, gives the reference's output spikes.
+  fed the same encoded probe samples, gives the reference's output spikes, and the target's own check of its
+  files (``lava``: the netx file loaded by lava-dl's netx on Lava, compared bit for bit with loihi-emu on the
+  same parameters, and its accuracy beside the lava target's and the reference's).
 
 Every export also checks the round trip model -> NIR file -> snnkit on the probe samples (bit-identical outputs
 expected).
@@ -183,7 +185,16 @@ def _main(args: argparse.Namespace) -> int:
                 report.warn(w)
             report.checks[args.target] = dict(exported.details)
             if x_enc is not None:
-                report.checks[args.target].update(_target_check(graph, target, x_enc, y, report))
+                check = report.checks[args.target]
+                check.update(_target_check(graph, target, x_enc, y, report))
+                extra = target.verify_export(graph, exported, x_enc, None if y is None else np.asarray(y),
+                                             check=check, source=str(model_path))
+                if extra is not None:
+                    check.update(extra.details)
+                    for n in extra.notes:
+                        report.note(n)
+                    for w in extra.warnings:
+                        report.warn(w)
     report.files["report"] = str(out / "export_report.json")
     report.write(out / "export_report.json")
     summary = {"model": str(model_path), "target": args.target, "out": str(out), "files": report.files,
@@ -207,6 +218,15 @@ def _human(s: dict) -> str:
                      f"output values equal, predictions equal on {100 * tc['predictions_equal']:.1f}%"
                      + (f"; accuracy {100 * tc['target_accuracy']:.1f}% vs {100 * tc['reference_accuracy']:.1f}%"
                         if "accuracy_gap" in tc else ""))
+    netx = tc.get("netx") if isinstance(tc, dict) else None
+    if netx and netx.get("written"):
+        dl = netx.get("lava_dl", {})
+        run = (f"lava-dl netx on Lava vs loihi-emu on its parameters: "
+               + ("identical" if dl.get("identical") else f"{dl.get('differing_values')} spike values differ")
+               if dl.get("ran") else f"not run on Lava ({dl.get('reason')})")
+        acc = (f"; accuracy {100 * netx['accuracy']:.1f}% (lava target {100 * netx['lava_target_accuracy']:.1f}%)"
+               if netx.get("accuracy") is not None else "")
+        lines.append(f"  netx file: {run}{acc}")
     twin = s["checks"].get("onnx", {})
     if "predictions_equal_to_snn" in twin:
         lines.append(f"  ONNX twin: checker {twin['checker']}, same class as the SNN on "

@@ -2,7 +2,8 @@
 
 With no DIR it goes to the per-user location where every snnkit command looks for it
 (``$XDG_DATA_HOME/snnkit/lava-env``); with DIR, point ``SNNKIT_LAVA_ENV`` at DIR (a ``.venv-lava`` in the
-current folder is found without it). Running it again on a complete environment does nothing.
+current folder is found without it). Running it again on a complete environment does nothing; an environment
+made by an earlier snnkit is upgraded in place (lava-dl 0.6.0 for the netx check is added).
 """
 from __future__ import annotations
 
@@ -34,10 +35,13 @@ def _main(args: argparse.Namespace) -> int:
 
     if args.check:
         python = env.find_python()
-        emit({"python": str(python)}, args.json, lambda s: f"snnkit: the lava target uses {s['python']}")
+        emit({"python": str(python), "netx": env.has_netx(python)}, args.json,
+             lambda s: f"snnkit: the lava target uses {s['python']}"
+                       + ("" if s["netx"] else " (without lava-dl's netx: run snn-lava-env to upgrade it)"))
         return 0
     location = Path(args.dir) if args.dir else env.user_location()
     was_complete = env.is_complete(location.expanduser().absolute())
+    was_outdated = env.is_outdated(location.expanduser().absolute())
     try:
         python = env.create(location, args.python)
     except env.NoPython310 as e:
@@ -45,9 +49,9 @@ def _main(args: argparse.Namespace) -> int:
             print(f"snnkit: {e}; the lava target is unavailable", file=sys.stderr)
             return 0
         raise
-    payload = {"python": str(python), "created": not was_complete}
-    emit(payload, args.json, lambda s: f"snnkit: Lava environment {'ready' if s['created'] else 'already complete'}"
-                                       f" ({s['python']})")
+    payload = {"python": str(python), "created": not was_complete and not was_outdated, "upgraded": was_outdated}
+    state = "upgraded" if was_outdated else ("ready" if payload["created"] else "already complete")
+    emit(payload, args.json, lambda s: f"snnkit: Lava environment {state} ({s['python']})")
     return 0
 
 

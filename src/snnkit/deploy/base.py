@@ -167,6 +167,13 @@ class Target(abc.ABC):
         None when it needs nothing but the NIR file. A graph it cannot carry raises a one-line DeployError."""
         return None
 
+    def verify_export(self, graph: nir.NIRGraph, exported: Exported, x: np.ndarray, labels: np.ndarray | None = None,
+                      *, check: dict | None = None, source: str = "graph") -> Exported | None:
+        """Check files :meth:`export` wrote beyond what the target runs itself, on the encoded probe ``x``
+        (``labels``: its classes, or None; ``check``: the target's own check on it, with the reference's
+        accuracy). Returns ``details`` (merged into the export report's check), notes and warnings, or None."""
+        return None
+
 
 # ------------------------------------------------------------------------------------------------ registry
 

@@ -61,27 +61,7 @@ class LavaNetwork:
     """
 
     def __init__(self, lg: LoihiGraph, x: np.ndarray, tag: str, workdir: Path):
-        if tag not in TAGS:
-            raise ValueError(f"unknown Lava tag {tag!r} ({', '.join(TAGS)})")
-        self.lg = lg
-        self.tag = tag
-        self.fixed = tag == "fixed_pt"
-        b, t = x.shape[:2]
-        self.batch, self.timesteps = b, t
-        self.period = lg.steps_out(t)
-        self.total = b * self.period
-        self.workdir = Path(workdir)
-        self.cfg = Loihi2SimCfg(select_tag=tag)
-        self._started = False
-
-        stream = np.zeros((b, self.period, *x.shape[2:]), dtype=np.int32 if self.fixed else np.float64)
-        stream[:, :t] = x
-        stream = stream.reshape(self.total, *x.shape[2:])
-        in_shape = tuple(lg.input.shape)
-        data = (stream.transpose(3, 2, 1, 0) if len(in_shape) == 3 else stream.reshape(self.total, -1).T)
-        self.source = RingBuffer(data=np.ascontiguousarray(data))
-        self.out_ports = {lg.input.name: (self.source.s_out, in_shape)}
-
+        self._stream(lg, x, tag, workdir)
         self.neurons = {}
         for layer in lg.layers:
             shape = tuple(layer.shape)
@@ -117,10 +97,37 @@ class LavaNetwork:
                 out.connect(dst.a_in)
             if p.recurrent:
                 self.recurrent.append((proc, lg.layer(p.dst).depth))
+        self._record()
 
+    def _stream(self, lg: LoihiGraph, x: np.ndarray, tag: str, workdir: Path) -> None:
+        """The run's bookkeeping and its input: ``B`` samples in slots of ``P = T + delay`` steps in a
+        ``RingBuffer`` (``self.source``; its port is ``self.out_ports[input name]``)."""
+        if tag not in TAGS:
+            raise ValueError(f"unknown Lava tag {tag!r} ({', '.join(TAGS)})")
+        self.lg = lg
+        self.tag = tag
+        self.fixed = tag == "fixed_pt"
+        b, t = x.shape[:2]
+        self.batch, self.timesteps = b, t
+        self.period = lg.steps_out(t)
+        self.total = b * self.period
+        self.workdir = Path(workdir)
+        self.cfg = Loihi2SimCfg(select_tag=tag)
+        self._started = False
+
+        stream = np.zeros((b, self.period, *x.shape[2:]), dtype=np.int32 if self.fixed else np.float64)
+        stream[:, :t] = x
+        stream = stream.reshape(self.total, *x.shape[2:])
+        in_shape = tuple(lg.input.shape)
+        data = (stream.transpose(3, 2, 1, 0) if len(in_shape) == 3 else stream.reshape(self.total, -1).T)
+        self.source = RingBuffer(data=np.ascontiguousarray(data))
+        self.out_ports = {lg.input.name: (self.source.s_out, in_shape)}
+
+    def _record(self) -> None:
+        """A recorder on every layer's spikes (``self.out_ports``), writing into ``workdir``."""
         self.files = {}
         self.recorders = []
-        for i, layer in enumerate(lg.layers):
+        for i, layer in enumerate(self.lg.layers):
             path = self.workdir / f"raster_{i}.u8"
             np.memmap(path, dtype=np.uint8, mode="w+", shape=(self.total, layer.size)).flush()
             rec = RasterRecorder(n=layer.size, steps=self.total, path=str(path))
@@ -141,7 +148,8 @@ class LavaNetwork:
             return Conv(weight=conv_kernel(p.weight_f).astype(np.float64), **kw)
         if self.fixed:
             w = p.weight.astype(np.int32)
-            kw = dict(weight_exp=int(p.weight_exp), num_message_bits=int(p.message_bits))
+            kw = dict(weight_exp=int(p.weight_exp), num_weight_bits=int(p.num_weight_bits),
+                      num_message_bits=int(p.message_bits))
         else:
             w = p.weight_f.astype(np.float64)
             kw = dict(num_message_bits=int(p.message_bits))

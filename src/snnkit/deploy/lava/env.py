@@ -12,6 +12,12 @@ worker process (:mod:`snnkit.deploy.lava.target`). That environment is looked up
 :func:`create` builds one from a Python 3.10 interpreter: ``--python``, else ``$SNNKIT_PYTHON310``, else
 ``python3.10`` on ``PATH``, else pyenv's 3.10.x. The environment holds only Lava and what it needs; snnkit's
 own (torch-free) worker code reaches it through ``PYTHONPATH`` at run time, so the two never drift apart.
+
+It also holds lava-dl 0.6.0, installed with ``--no-deps``: snnkit loads its exported netx files with lava-dl's
+own ``netx`` to check them. lava-dl pins torch 2.3, whose Python 3.10 wheel is a CUDA build of several GB;
+netx needs torch only for two names at import time, which the worker supplies with stand-ins
+(``snnkit/deploy/lava/netx_imports``). The stamp file records what was installed; an environment whose stamp
+is older (lava-nc alone) is upgraded in place, not left without lava-dl.
 """
 from __future__ import annotations
 
@@ -26,8 +32,12 @@ ENV_VAR = "SNNKIT_LAVA_ENV"
 BASE_PYTHON_VAR = "SNNKIT_PYTHON310"
 CREATE_COMMAND = "snn-lava-env"
 REQUIREMENTS = ("lava-nc==0.10.0", "numpy<2", "nir>=1.0.8")
-STAMP = ".snnkit-lava-complete"  # written last: an environment without it is incomplete
-CHECK = "import lava.magma, nir, numpy"
+NO_DEPS = ("lava-dl==0.6.0",)  # its torch/torchvision pins are not installed (see the module docstring)
+STAMP = ".snnkit-lava-complete"  # written last, holding STAMP_TEXT: otherwise incomplete or outdated
+STAMP_TEXT = " ".join(REQUIREMENTS) + " | --no-deps " + " ".join(NO_DEPS) + "\n"
+CHECK = ("import importlib.util, lava.magma, nir, numpy; "
+         "assert importlib.util.find_spec('lava.lib.dl.netx'), 'lava-dl netx is missing'")
+NETX_CHECK = "import importlib.util, sys; sys.exit(importlib.util.find_spec('lava.lib.dl.netx') is None)"
 
 
 class LavaEnvError(Exception):
@@ -99,17 +109,57 @@ def find_base_python(explicit: str | None = None) -> str:
 
 
 def is_complete(location: Path) -> bool:
-    return (location / STAMP).is_file()
+    """Whether ``location`` holds an environment made with this version's requirements."""
+    stamp = location / STAMP
+    return stamp.is_file() and stamp.read_text() == STAMP_TEXT
 
 
-def create(location: Path, base_python: str | None = None, *, log=sys.stderr) -> Path:
+def is_outdated(location: Path) -> bool:
+    """Whether ``location`` holds a complete environment of an earlier snnkit (to be upgraded in place)."""
+    return (location / STAMP).is_file() and not is_complete(location)
+
+
+def has_netx(python: Path) -> bool:
+    """Whether lava-dl's netx is installed for the Lava interpreter ``python`` (without importing it)."""
+    try:
+        return subprocess.run([str(python), "-c", NETX_CHECK], capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def _install_steps(python: str) -> list[list[str]]:
+    pip = [python, "-m", "pip", "install", "--disable-pip-version-check"]
+    return [[*pip, *REQUIREMENTS], [*pip, "--no-deps", *NO_DEPS], [python, "-c", CHECK]]
+
+
+def _run_steps(steps: list[list[str]], what: str, log) -> None:
+    for cmd in steps:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in proc.stdout:
+            log.write(line)
+        if proc.wait() != 0:
+            raise LavaEnvError(f"{what} the Lava environment failed at `{' '.join(cmd[1:4])}` "
+                               f"(exit code {proc.returncode}); its output is above")
+
+
+def create(location: Path, base_python: str | None = None, *, log=None) -> Path:
     """Create the Lava environment at ``location`` (a no-op when it is already complete); its interpreter.
 
-    An incomplete folder left by an interrupted run is replaced. pip's output goes to ``log``.
+    An environment completed by an earlier snnkit (an older stamp) is upgraded in place: the requirements are
+    installed again (pip leaves what is satisfied) and lava-dl added. An incomplete folder left by an
+    interrupted run is replaced. pip's output goes to ``log``.
     """
+    log = log or sys.stderr
     location = location.expanduser().absolute()
     if is_complete(location):
         return interpreter(location)
+    python = interpreter(location)
+    if is_outdated(location) and _usable(python):
+        print(f"snnkit: upgrading the Lava environment in {location} (adds {' '.join(NO_DEPS)} for netx)",
+              file=log, flush=True)
+        _run_steps(_install_steps(str(python)), "upgrading", log)
+        (location / STAMP).write_text(STAMP_TEXT)
+        return python
     base = find_base_python(base_python)
     if location.exists():
         if not (location / "pyvenv.cfg").is_file():
@@ -117,16 +167,7 @@ def create(location: Path, base_python: str | None = None, *, log=sys.stderr) ->
         shutil.rmtree(location)
     location.parent.mkdir(parents=True, exist_ok=True)
     print(f"snnkit: creating the Lava environment in {location} from {base}", file=log, flush=True)
-    steps = [[base, "-m", "venv", str(location)],
-             [str(location / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check",
-              *REQUIREMENTS],
-             [str(location / "bin" / "python"), "-c", CHECK]]
-    for cmd in steps:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for line in proc.stdout:
-            log.write(line)
-        if proc.wait() != 0:
-            raise LavaEnvError(f"creating the Lava environment failed at `{' '.join(cmd[1:3])}` "
-                               f"(exit code {proc.returncode}); its output is above")
-    (location / STAMP).write_text(" ".join(REQUIREMENTS) + "\n")
+    _run_steps([[base, "-m", "venv", str(location)], *_install_steps(str(location / "bin" / "python"))],
+               "creating", log)
+    (location / STAMP).write_text(STAMP_TEXT)
     return interpreter(location)

@@ -98,24 +98,46 @@ def run_lava(jobs: list[tuple[LoihiGraph, np.ndarray]], *, tag: str = "fixed_pt"
     Returns, per job, ``(rasters, info)``: layer name -> spikes ``[B, T + delay, n]`` (uint8) and the
     worker's timings (``run_s`` is the Lava run proper).
     """
+    return _run_jobs([(lg, x, {"tag": tag}, None) for lg, x in jobs], tag, timeout_s, python)
+
+
+def run_netx(netx_file: str | os.PathLike, lg: LoihiGraph, x: np.ndarray, *, timeout_s: float | None = None,
+             python: str | os.PathLike | None = None) -> tuple[dict[str, np.ndarray], dict]:
+    """Load ``netx_file`` with lava-dl's ``netx.hdf5.Network`` in the Lava worker and run it on
+    ``Loihi2SimCfg(select_tag="fixed_pt")`` (:mod:`snnkit.deploy.lava.netx_build`).
+
+    lg: the same file read back (:func:`snnkit.deploy.loihi.netx_read.read_netx`), for layer names and sizes.
+    x: input integers ``[B, T, *input_shape]`` (``lg.input.encode``).
+    Returns ``(rasters, info)`` as :func:`run_lava` does; ``info["imports"]`` says whether netx's torch imports
+    were met by torch or by snnkit's stand-ins.
+    """
+    [out] = _run_jobs([(lg, x, {"kind": "netx", "tag": "fixed_pt"}, Path(netx_file))], "fixed_pt", timeout_s,
+                      python)
+    return out
+
+
+def _run_jobs(jobs: list[tuple[LoihiGraph, np.ndarray, dict, Path | None]], tag: str, timeout_s: float | None,
+              python: str | os.PathLike | None) -> list[tuple[dict[str, np.ndarray], dict]]:
     python = Path(python) if python else find_lava_python()
     root = Path(tempfile.mkdtemp(prefix="snnkit-lava-"))
     try:
         dirs = []
         steps = procs = 0
-        for i, (lg, x) in enumerate(jobs):
+        for i, (lg, x, meta, netx_file) in enumerate(jobs):
             d = root / f"job{i}"
             d.mkdir()
             lg.save(d / "graph")
             np.save(d / "input.npy", np.asarray(x, dtype=np.int32 if tag == "fixed_pt" else np.float64))
-            (d / "job.json").write_text(json.dumps({"tag": tag}))
+            (d / "job.json").write_text(json.dumps(meta))
+            if netx_file is not None:
+                shutil.copyfile(netx_file, d / "model_netx.h5")
             dirs.append(d)
             steps += x.shape[0] * lg.steps_out(x.shape[1])
             procs = max(procs, 1 + 2 * len(lg.layers) + len(lg.projections))
         timeout = timeout_s if timeout_s is not None else default_timeout(steps, procs)
         results = run_worker(dirs, python=python, timeout_s=timeout, log_dir=root)
         out = []
-        for (lg, _), d, res in zip(jobs, dirs, results):
+        for (lg, *_), d, res in zip(jobs, dirs, results):
             with np.load(d / "rasters.npz") as z:
                 out.append(({layer.name: z[f"layer{i}"] for i, layer in enumerate(lg.layers)}, res))
         return out
@@ -147,6 +169,9 @@ class LavaTarget(QuantisedTarget):
     def check_available(self) -> None:
         if self.python is None:
             find_lava_python()
+
+    def _lava_python(self):
+        return self.python
 
     def query_proxy(self, *, device: str = "cpu") -> QuantisedTarget:
         """``loihi-emu`` with this target's quantisation: bit-identical outputs, many times faster."""

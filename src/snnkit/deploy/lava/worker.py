@@ -4,14 +4,17 @@ Never imports torch (Lava forks its runtime processes, and torch is absent from 
 
 JOB_DIR holds (written by :mod:`snnkit.deploy.lava.target`):
 
-- ``job.json``: ``{"tag": "fixed_pt" | "floating_pt"}``
-- ``graph/``: a saved :class:`~snnkit.deploy.loihi.graph.LoihiGraph`
+- ``job.json``: ``{"tag": "fixed_pt" | "floating_pt"}``, or ``{"kind": "netx", "tag": "fixed_pt"}`` to load
+  ``model_netx.h5`` with lava-dl's ``netx.hdf5.Network`` instead (:mod:`snnkit.deploy.lava.netx_build`)
+- ``graph/``: a saved :class:`~snnkit.deploy.loihi.graph.LoihiGraph` (for a netx job: the file read back,
+  for names, sizes and depths)
 - ``input.npy``: ``[B, T, *input_shape]`` (int32 input integers for fixed_pt, float64 for floating_pt)
 
 and receives:
 
 - ``rasters.npz``: ``layer<i>`` -> spikes ``[B, T + delay, n]`` (uint8) of ``graph.layers[i]``
-- ``result.json``: ``{"ok": true, "build_s", "run_s", "steps", "processes"}`` or ``{"ok": false, "error": one line}``
+- ``result.json``: ``{"ok": true, "build_s", "run_s", "steps", "processes"}`` (netx jobs add ``imports``:
+  ``"stand-in"`` or ``"torch"``) or ``{"ok": false, "error": one line}``
 
 Several job directories run one after the other in the same process (Lava is imported once). The Lava
 runtime is stopped in every case; the exit code is 0 when every job succeeded and 3 otherwise.
@@ -44,7 +47,12 @@ def run_job(job_dir: Path) -> dict:
     lg = LoihiGraph.load(job_dir / "graph")
     x = np.load(job_dir / "input.npy")
     t0 = time.perf_counter()
-    net = LavaNetwork(lg, x, job["tag"], job_dir)
+    if job.get("kind") == "netx":
+        from snnkit.deploy.lava.netx_build import NetxNetwork
+
+        net = NetxNetwork(lg, x, job_dir / "model_netx.h5", job_dir)
+    else:
+        net = LavaNetwork(lg, x, job["tag"], job_dir)
     try:
         t1 = time.perf_counter()
         net.run()
@@ -59,8 +67,11 @@ def run_job(job_dir: Path) -> dict:
     for path in net.files.values():
         path.unlink(missing_ok=True)
     n_proc = 1 + len(net.neurons) + len(net.synapses) + len(net.recorders)
-    return {"ok": True, "build_s": t1 - t0, "run_s": t2 - t1, "steps": net.total, "processes": n_proc,
-            "pauses": len(net.stops()) - 1}
+    result = {"ok": True, "build_s": t1 - t0, "run_s": t2 - t1, "steps": net.total, "processes": n_proc,
+              "pauses": len(net.stops()) - 1}
+    if job.get("kind") == "netx":
+        result["imports"] = net.imports
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:

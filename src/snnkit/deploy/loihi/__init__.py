@@ -5,7 +5,9 @@ emulator lives in :mod:`snnkit.deploy.loihi.emulator`.
 
 - :func:`quantize` (float ``nir.NIRGraph`` -> :class:`LoihiGraph`), ``LoihiGraph.save(dir)`` /
   ``LoihiGraph.load(dir)`` (integers + ``export_report.json``)
-- :func:`write_netx` (lava-dl netx HDF5, where the graph fits that format), :func:`netx_fit`
+- :func:`write_netx` (lava-dl netx HDF5, where the graph fits that format), :func:`netx_fit`;
+  :mod:`~snnkit.deploy.loihi.netx_read` reads such a file back into what lava-dl's netx runs, and
+  :mod:`~snnkit.deploy.loihi.netx_check` verifies it (lava-dl on Lava vs the emulator) and measures its cost
 """
 from __future__ import annotations
 

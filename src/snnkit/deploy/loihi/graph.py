@@ -115,6 +115,9 @@ class Projection:
     weight_exp: the accumulated input is shifted by it (Dense/Sparse); for Conv, whose Lava model ignores
         ``weight_exp``, it is >= 0 and folded into the weights handed to Lava.
     weight_f: the float weights (threshold units per input unit) for floating_pt.
+    num_weight_bits: Lava's ``num_weight_bits`` for Dense/Sparse (8 unless a graph read from a netx file, whose
+        loader chooses it): on the first step the mantissas are truncated to that many bits (one fewer
+        significant bit for mixed signs).
     """
 
     name: str
@@ -133,25 +136,32 @@ class Projection:
     groups: int = 1
     in_shape: tuple[int, ...] = ()
     out_shape: tuple[int, ...] = ()
+    num_weight_bits: int = 8
 
     def effective_weight(self) -> np.ndarray:
         """The integer weights Lava's fixed-point model multiplies spikes with (int64).
 
         Conv: ``mantissa << weight_exp`` (its model ignores ``weight_exp``, so the exponent is folded in).
         Dense/Sparse: the mantissas after what their model does on the first step: clip to 8 bits for the
-        sign mode found in the matrix, then drop the lowest bit of mixed-sign weights (the exponent is
-        applied to the accumulated sum).
+        sign mode found in the matrix, then truncate to ``num_weight_bits`` (``8 - num_weight_bits`` low bits
+        dropped, one more for mixed signs: with the default 8, mixed-sign weights lose their lowest bit; the
+        exponent is applied to the accumulated sum).
         """
         w = self.weight.astype(np.int64)
         if self.kind == "conv":
             if self.weight_exp < 0:
                 raise ValueError(f"projection {self.name}: Lava's Conv cannot apply a negative weight_exp")
             return w << self.weight_exp
+        drop = 8 - int(self.num_weight_bits)
+        mixed = w.size > 0 and w.min() < 0 < w.max()
+        drop += int(mixed)
+        if drop < 0:  # Lava shifts by a negative count, which numpy defines as zeroing every weight
+            return np.zeros_like(w)
+        if mixed:
+            return (np.clip(w, -256, 255) >> drop) << drop
         if w.size == 0 or w.min() >= 0:
-            return np.clip(w, 0, 255)
-        if w.max() <= 0:
-            return np.clip(w, -255, 0)
-        return (np.clip(w, -256, 255) >> 1) << 1
+            return (np.clip(w, 0, 255) >> drop) << drop
+        return -((np.clip(-w, 0, 255) >> drop) << drop)
 
 
 _ARRAY_FIELDS = {"NeuronLayer": ("bias_mant", "bias_exp", "bias_f"), "Projection": ("weight", "weight_f")}

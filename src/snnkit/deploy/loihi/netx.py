@@ -5,12 +5,16 @@ subgroup per layer, ``"0"``, ``"1"``, ... in order. Each has a ``type`` (``input
 ``dense_rec``, ``conv``), a ``shape`` (torch order ``(C, H, W)`` or ``(N,)``), for synapse layers the integer
 weights the Lava process multiplies with (``weight``, ``weight_rec``; conv kernels ``[O, C, kH, kW]`` as torch
 cross-correlates, netx flips them), ``stride``/``padding``/``dilation`` (``(H, W)``), ``groups``, an optional
-``bias`` (netx applies it as ``bias << 6``) and a ``neuron`` group (``type = "CUBA"``, ``iDecay = du + 1``,
-``vDecay = dv``, ``vThMant = vth``, ``refDelay``, ``gradedSpike``).
+``bias`` (netx applies it as ``bias << 6``; dense: per neuron; conv: per channel, or per neuron in Lava's
+``(W, H, C)`` order when it varies within a channel) and a ``neuron`` group (``type = "CUBA"``,
+``iDecay = du + 1``, ``vDecay = dv``, ``vThMant = vth``, ``refDelay``, ``gradedSpike``). snnkit adds
+attributes netx ignores: the input coding (``input_*``, ``dt``) and every layer's and projection's name.
 
-netx stores effective integer weights and re-derives mantissa and exponent itself, and it only builds
-sequential networks; :func:`netx_fit` says why a graph does not fit. Biases that are not a multiple of 64 are
-rounded (reported). Importing netx needs lava-dl (and torch < 2.4), so this file is written with h5py only.
+netx stores effective integer weights and re-derives mantissa and exponent itself
+(:mod:`snnkit.deploy.loihi.netx_read` reads a file back into what netx runs), and it only builds sequential
+networks of reset-to-zero neurons; :func:`netx_fit` says why a graph does not fit. Biases that are not a
+multiple of 64 are rounded, and bias mantissas are clipped to Loihi's 13 bits (both reported). Importing
+netx needs lava-dl, so this file is written with h5py only.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import numpy as np
 from snnkit.deploy.loihi.graph import LoihiGraph
 
 NETX_BIAS_SHIFT = 6
+BIAS_MANT_RANGE = (-4096, 4095)  # Loihi 2's 13-bit bias mantissa
 
 
 def _chain(lg: LoihiGraph):
@@ -62,6 +67,8 @@ def netx_fit(lg: LoihiGraph) -> list[str]:
                                f"effective weights; quantize with weight_exp_range=(0, 0))")
             if p.kind == "conv" and p.recurrent:
                 reasons.append(f"projection {p.name!r}: recurrent convolution")
+            if p.kind != "conv" and not np.any(p.effective_weight()):
+                reasons.append(f"projection {p.name!r}: all weights are zero (netx cannot encode that matrix)")
         if ff.kind == "conv" and len(lg.source_shape(ff.src)) != 3:
             reasons.append(f"projection {ff.name!r}: convolution of a flat layer")
         if ff.kind != "conv" and len(layer.shape) == 3:
@@ -92,11 +99,17 @@ def _bias(g, layer, notes: list[str]) -> None:
     if err:
         notes.append(f"layer {layer.name!r}: netx applies bias << 6, so biases are rounded to multiples of 64 "
                      f"(largest change {err} of threshold {layer.vth << 6})")
-    if len(layer.shape) == 3:  # netx's conv blocks take one bias per channel
+    clipped = int(np.count_nonzero((q < BIAS_MANT_RANGE[0]) | (q > BIAS_MANT_RANGE[1])))
+    if clipped:
+        notes.append(f"layer {layer.name!r}: {clipped} biases exceed Loihi's 13-bit mantissa at netx's exponent 6 "
+                     "and were clipped")
+        q = np.clip(q, *BIAS_MANT_RANGE)
+    if len(layer.shape) == 3:  # netx's conv blocks take one bias per channel, or one per neuron in (W, H, C)
         per_c = q.reshape(layer.shape[0], -1)
-        if np.any(per_c != per_c[:, :1]):
-            notes.append(f"layer {layer.name!r}: per-position biases of a conv layer averaged per channel")
-        q = np.rint(per_c.mean(axis=1)).astype(np.int64)
+        if np.all(per_c == per_c[:, :1]):
+            q = per_c[:, 0].copy()
+        else:
+            q = q.reshape(layer.shape).transpose(2, 1, 0).copy()
     g.create_dataset("bias", data=q)
 
 
@@ -119,9 +132,11 @@ def write_netx(lg: LoihiGraph, path: str | os.PathLike) -> list[str]:
     try:
         with h5py.File(tmp, "w") as f:
             f.attrs["generator"] = "snnkit.deploy.loihi.netx"
+            f.attrs["input_name"] = lg.input.name
             f.attrs["input_mode"] = lg.input.mode
             f.attrs["input_message_bits"] = int(lg.input.message_bits)
             f.attrs["input_scale"] = float(lg.input.scale)
+            f.attrs["input_max_int"] = int(lg.input.max_int)
             f.attrs["dt"] = float(lg.dt)
             root = f.create_group("layer")
             idx = 0
@@ -152,6 +167,11 @@ def write_netx(lg: LoihiGraph, path: str | os.PathLike) -> list[str]:
                     g.create_dataset("weight", data=ff.effective_weight().astype(np.int64))
                     if rec is not None:
                         g.create_dataset("weight_rec", data=rec.effective_weight().astype(np.int64))
+                g.attrs["name"] = layer.name
+                g.attrs["kind"] = layer.kind
+                g.attrs["projection"] = ff.name
+                if rec is not None:
+                    g.attrs["projection_rec"] = rec.name
                 _bias(g, layer, notes)
                 _neuron_group(g, layer)
                 prev_shape = tuple(layer.shape)
@@ -165,19 +185,21 @@ def write_netx(lg: LoihiGraph, path: str | os.PathLike) -> list[str]:
     return notes
 
 
-def export_netx(graph, loihi: LoihiGraph, path: str | os.PathLike, *, source: str = "graph"
+def export_netx(graph, loihi: LoihiGraph, path: str | os.PathLike, *, source: str = "graph", **options
                 ) -> tuple[Path | None, list[str]]:
     """Write lava-dl's netx HDF5 for ``graph`` where it fits that format (for Loihi 2 hardware users).
 
-    loihi: the graph as the lava target quantised it. netx stores 8-bit effective weights with no per-layer
-    weight exponent, so when that quantisation chose exponents other than 0, the netx file is quantised again
-    with exponent 0 (said in the notes). Returns the file written (None when the graph does not fit) and notes.
+    graph: the float graph as the target resolved it; loihi: its quantisation for the lava target; options:
+    the target's quantisation options. netx stores 8-bit effective weights with no per-layer weight exponent,
+    so when that quantisation chose exponents other than 0, the netx file is quantised again, with the same
+    options and exponent 0 (said in the notes). Returns the file written (None when the graph does not fit)
+    and notes. :func:`snnkit.deploy.loihi.netx_check.verify_netx` checks the file and measures what it costs.
     """
     from snnkit.deploy.loihi.quantize import quantize
 
     notes: list[str] = []
     if netx_fit(loihi):
-        alt = quantize(graph, source=source, weight_exp_range=(0, 0))
+        alt = quantize(graph, source=source, **{**options, "weight_exp_range": (0, 0)})
         if netx_fit(alt):
             return None, [f"not written: {netx_fit(alt)[0]}"]
         notes.append("quantised separately with weight exponent 0 (netx has no per-layer weight exponent); the "

@@ -142,8 +142,9 @@ class QuantisedTarget(Target):
         lava-dl's netx HDF5 where the graph fits that format (:func:`snnkit.deploy.loihi.netx.export_netx`)."""
         from snnkit.deploy.loihi.netx import export_netx
 
+        resolved = self.resolved(graph).graph
         try:
-            loihi = quantize(self.resolved(graph).graph, source=source, **self.quant_options)
+            loihi = quantize(resolved, source=source, **self.quant_options)
         except (QuantizeError, ValueError) as e:
             raise DeployError(str(e)) from None
         folder = Path(out_dir) / "loihi"
@@ -151,11 +152,33 @@ class QuantisedTarget(Target):
                        warnings=[f"lava: {lossy}" for lossy in loihi.report.get("lossy", [])],
                        details={"quantisation_report": str(folder / "export_report.json"),
                                 "delay_steps": int(loihi.delay)})
-        netx_path, netx_notes = export_netx(graph, loihi, folder / "model_netx.h5", source=source)
+        netx_path, netx_notes = export_netx(resolved, loihi, folder / "model_netx.h5", source=source,
+                                            **self.quant_options)
         out.notes += [f"netx: {n}" for n in netx_notes]
         if netx_path is not None:
             out.files["netx"] = str(netx_path)
+        else:
+            out.details["netx_not_written"] = netx_notes[0].removeprefix("not written: ")
         return out
+
+    def verify_export(self, graph: nir.NIRGraph, exported: Exported, x: np.ndarray, labels: np.ndarray | None = None,
+                      *, check: dict | None = None, source: str = "graph") -> Exported:
+        """The netx check (:func:`snnkit.deploy.loihi.netx_check.verify_netx`): the exported netx file loaded by
+        lava-dl's netx on Lava (when the Lava environment has lava-dl) and ``loihi-emu`` on the same parameters,
+        compared bit for bit; its accuracy on the probe beside the lava target's and the reference's, and what
+        each difference from the lava target's integers costs. Details go under ``"netx"``."""
+        from snnkit.deploy.loihi.netx_check import verify_netx
+
+        lava_lg = LoihiGraph.load(exported.files["lava"])
+        details, notes, warnings = verify_netx(
+            self.resolved(graph).graph, self.quant_options, lava_lg, exported.files.get("netx"), x, labels,
+            reason=exported.details.get("netx_not_written"), source=source,
+            reference_accuracy=(check or {}).get("reference_accuracy"), python=self._lava_python())
+        return Exported(details={"netx": details}, notes=notes, warnings=warnings)
+
+    def _lava_python(self):
+        """The Lava interpreter for the netx check (None: the one the lava target finds)."""
+        return None
 
     def run(self, graph: nir.NIRGraph, x: np.ndarray, *, record: bool = False) -> TargetResult:
         t0 = time.perf_counter()

@@ -80,7 +80,7 @@ def quantize(graph: nir.NIRGraph, *, input_mode: str = "auto", input_range: floa
     notes: list[str] = []
     for n in st.order:
         nparams = _neuron_params(n, st.nodes[n], st.shapes[n], dt)
-        incoming, bias_f, layer_notes, lossy = _incoming(n, st, nparams, spec, x_max_in, source)
+        incoming, bias_f, layer_notes, lossy = _incoming(n, st, nparams, spec, x_max_in, source, exp_range)
         layer, projs, rep = _quantize_layer(n, nparams, st.shapes[n], st.depth[n], incoming, bias_f, spec,
                                             headroom_bits, sparse_below, exp_range)
         layer.reset, reset_lossy = _reset(n, st.nodes[n], meta)
@@ -187,8 +187,8 @@ def _structure(graph: nir.NIRGraph, source: str) -> _Structure:
 
 # --- float projections ----------------------------------------------------------------------------------
 
-def _incoming(n: str, st: _Structure, nparams: dict, spec: InputSpec, x_max_in: float, source: str
-              ) -> tuple[list[_Incoming], np.ndarray, list[str], list[str]]:
+def _incoming(n: str, st: _Structure, nparams: dict, spec: InputSpec, x_max_in: float, source: str,
+              exp_range: tuple[int, int] = EXP_RANGE) -> tuple[list[_Incoming], np.ndarray, list[str], list[str]]:
     """Layer ``n``'s projections as float weights in threshold units (a convolution kept as one where it can
     be), its bias in threshold units, notes, and what of it Loihi cannot do exactly."""
     nodes, region, shape, in_name = st.nodes, st.regions[n], st.shapes[n], st.in_name
@@ -196,9 +196,10 @@ def _incoming(n: str, st: _Structure, nparams: dict, spec: InputSpec, x_max_in: 
     conv = nirops.as_conv_chain(region, nodes, st.node_shapes)
     if conv is not None and tuple(conv.out_shape) != tuple(shape):
         conv = None
-    if conv is not None and region.sources[0] == in_name and spec.mode == "analog":
+    if conv is not None and region.sources[0] == in_name and spec.mode == "analog" and exp_range[0] < 0:
         # Analog input needs a negative weight exponent (a floor shift of the summed input), which
-        # Lava's Conv cannot apply: this stage becomes a Sparse/Dense with the same connections.
+        # Lava's Conv cannot apply: this stage becomes a Sparse/Dense with the same connections (unless
+        # negative exponents are excluded, as for netx: then it stays a Conv with coarser weights).
         conv = None
         notes.append(f"{n}: convolution of the analog input mapped to Sparse/Dense (Lava's Conv ignores "
                      f"weight_exp)")

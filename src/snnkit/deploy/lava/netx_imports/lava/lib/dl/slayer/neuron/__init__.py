@@ -1,0 +1,1 @@
+"""Stand-in for ``lava.lib.dl.slayer.neuron``: only ``rf.neuron_params``, which netx imports."""
