@@ -22,6 +22,7 @@ Writes ``results.json`` here and regenerates the README section between ``<!-- d
 and ``<!-- deployed-robustness:end -->`` (``--quick``: a reduced run into ``--out``, for the tests).
 
     python benchmarks/deployed_robustness/run.py [--seeds 0 1 2] [--only vanilla converted-90] [--quick --out DIR]
+    python benchmarks/deployed_robustness/run.py --table     # the README section from the committed results.json
 """
 from __future__ import annotations
 
@@ -239,7 +240,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="where results.json and RESULTS.md go (default: here and the README)")
     p.add_argument("--no-lava", action="store_true", help="skip the Lava re-check on the first seed")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--table", action="store_true", help="only regenerate the README section from the committed "
+                   "results.json")
     args = p.parse_args(argv)
+    if args.table:
+        write_readme(table(json.loads((HERE / "results.json").read_text())))
+        return 0
     if args.quick and not args.out:
         p.error("--quick needs --out (the committed results are full runs)")
     torch.set_num_threads(args.threads)

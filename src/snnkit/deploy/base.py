@@ -73,9 +73,9 @@ class TargetResult:
         return int(sum(layer.neuron_updates for layer in self.layers))
 
     def totals(self) -> dict[str, int]:
-        """Every total the CLIs and reports print: spikes, synops, macs, neuron_updates."""
-        return {"spikes": self.total_spikes, "synops": self.total_synops, "macs": self.total_macs,
-                "neuron_updates": self.total_neuron_updates}
+        """Every total the CLIs and reports print: synops, macs, neuron_updates, spikes."""
+        return {"synops": self.total_synops, "macs": self.total_macs, "neuron_updates": self.total_neuron_updates,
+                "spikes": self.total_spikes}
 
     def aligned_outputs(self, timesteps: int) -> np.ndarray:
         """Outputs on the reference time axis: steps ``delay .. delay + timesteps - 1``."""
