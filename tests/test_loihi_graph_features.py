@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from snnkit.deploy.base import get_target
-from snnkit.deploy.loihi import quantize
+from snnkit.deploy.loihi import LoihiGraph, netx_fit, quantize
 from conftest import NO_LAVA_REASON, lava_available
 
 DT = 1e-3
@@ -100,8 +100,8 @@ def conv_features(seed: int = 2) -> nir.NIRGraph:
 def _inputs(graph: nir.NIRGraph, seed: int, batch: int = 6, steps: int = 12) -> np.ndarray:
     rng = np.random.default_rng(seed)
     shape = tuple(graph.nodes["input"].input_type["input"])
-    if (graph.metadata or {}).get("encoder"):
-        return np.repeat(rng.random((batch, 1, *shape)), steps, axis=1).astype(np.float32)
+    if (graph.metadata or {}).get("encoder"):  # analog, changing every step (so that a wrong delay shows)
+        return rng.random((batch, steps, *shape)).astype(np.float32)
     return (rng.random((batch, steps, *shape)) < 0.4).astype(np.float32)
 
 
@@ -110,7 +110,7 @@ CASES = {"li": lambda: readout_mlp("LI"), "cuba_li": lambda: readout_mlp("CubaLI
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_quantisation_is_exact_and_reports_what_it_inserted(name):
+def test_quantisation_is_exact_and_reports_what_it_inserted(name, tmp_path):
     g = CASES[name]()
     x = _inputs(g, 0)
     lg = get_target("loihi-emu").quantised(g, x)
@@ -131,6 +131,13 @@ def test_quantisation_is_exact_and_reports_what_it_inserted(name):
     assert any("relay" in n or "input is fed again" in n for n in lg.report["notes"])
     rep = {r["name"]: r for r in lg.report["layers"]}
     assert all(r["decay_groups"] == groups[r["name"]] for r in rep.values())
+    back = LoihiGraph.load(lg.save(tmp_path))  # per-neuron decays and delays survive the files
+    for a, b in zip(lg.layers, back.layers):
+        assert (a.kind, a.readout) == (b.kind, b.readout) and np.array_equal(a.du, b.du)
+        assert np.array_equal(a.dv, b.dv) and np.array_equal(a.dv_f, b.dv_f)
+    assert [p.delay for p in back.projections] == [p.delay for p in lg.projections]
+    reasons = " ".join(netx_fit(lg))
+    assert "not fed by exactly the previous layer" in reasons  # a skip connection: netx is sequential
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -186,3 +193,13 @@ def test_refused_mappings_are_one_line():
     g.nodes["ro"] = nir.I(r=np.ones(4))
     with pytest.raises(ValueError, match="node 'ro' \\(I, non-spiking integrator\\) is not supported"):
         quantize(g)
+
+
+def test_netx_names_readouts_and_decay_groups():
+    """Each layer netx cannot carry is named: a readout, and a layer of several decay groups."""
+    g = readout_mlp("LI")
+    g.edges = [e for e in g.edges if "skip" not in e]
+    del g.nodes["skip"]
+    reasons = netx_fit(quantize(g, weight_exp_range=(0, 0)))
+    assert any("'ro': a non-spiking LI readout" in r for r in reasons)
+    assert any("'l1': decays differ between its neurons" in r for r in reasons)

@@ -1,10 +1,11 @@
 """``to_nir``: an snnkit model as a ``nir.NIRGraph`` (parameters as in docs/semantics.md).
 
 Layers map one to one (``nn.Linear`` -> Affine or Linear, ``Conv2d`` -> Conv2d, ``AvgPool2d`` -> AvgPool2d,
-``SumPool2d`` -> SumPool2d, ``Flatten`` -> Flatten, ``LIF``/``IF``/``CubaLIF`` -> their NIR nodes) and keep their
-names; ``BatchNormTT`` is folded into the preceding Linear/Conv2d with its running (eval) statistics. Weights are
-copied unchanged (pruned weights stay exact zeros). Neuron parameters are written per neuron with the neuron's
-shape, time constants and gains in float64 so that reading them back gives the same float32 layer parameters:
+``SumPool2d`` -> SumPool2d, ``Flatten`` -> Flatten, ``LIF``/``IF``/``CubaLIF``/``LI``/``CubaLI`` -> their NIR
+nodes) and keep their names; ``BatchNormTT`` is folded into the preceding Linear/Conv2d with its running (eval)
+statistics. Weights are copied unchanged (pruned weights stay exact zeros). Neuron parameters are written per
+neuron with the neuron's shape, time constants and gains in float64 so that reading them back gives the same
+float32 layer parameters:
 
 - LIF: ``tau = dt/(1-beta)``, ``r = g/(1-beta)``; IF: ``r = g``; CubaLIF: ``tau_syn = dt/(1-alpha)``,
   ``w_in = g_syn/(1-alpha)`` and ``tau_mem``, ``r`` as LIF. A LIF whose ``beta`` is 1 for every neuron is an IF.

@@ -182,8 +182,8 @@ def _structure(graph: nir.NIRGraph, source: str) -> _Structure:
             raise QuantizeError(f"{source}: node {n!r} ({kind}, {why.get(kind, 'node type')}) is not supported "
                                 f"on Loihi 2 by snnkit (neuron layers: LIF, IF, CubaLIF; readouts: LI, CubaLI)")
     layers = [n for n, v in nodes.items() if isinstance(v, LAYER_NODES)]
-    if not any(isinstance(nodes[n], SPIKING) for n in layers):
-        raise QuantizeError(f"{source}: the graph has no spiking layer (LIF, IF, CubaLIF)")
+    if not layers:
+        raise QuantizeError(f"{source}: the graph has no neuron layer (LIF, IF, CubaLIF, LI, CubaLI)")
     _check_readouts(nodes, successors(flat), out_name, source)
     out_src = preds[out_name][0] if len(preds[out_name]) == 1 else None
     if out_src is None or out_src not in layers:
@@ -277,10 +277,14 @@ def _incoming(n: str, st: _Structure, nparams: dict, spec: InputSpec, x_max_in: 
             notes.append(f"{n}: the recurrent connection's bias is a constant of the neuron on Loihi, so it "
                          f"also acts at t = 0 (the reference adds it from t = 1)")
     lossy = []
-    if nparams["kind"] in CUBA_KINDS and np.any(const != 0):
-        lossy.append(f"{nparams['kind']} with a connection bias: Lava's LIF adds a bias to v, not to the synaptic "
-                     "current, so it acts at once and again after every reset instead of charging the current; "
-                     "spikes differ over the whole run")
+    if nparams["kind"] == "CubaLIF" and np.any(const != 0):
+        lossy.append("CubaLIF with a connection bias: Lava's LIF adds a bias to v, not to the synaptic current, so "
+                     "it acts at once and again after every reset instead of charging the current; spikes differ "
+                     "over the whole run")
+    if nparams["kind"] == "CubaLI" and np.any(const != 0):
+        lossy.append("CubaLI with a connection bias: Lava's LIF adds a bias to v, not to the synaptic current, so "
+                     "it acts at once instead of charging the current; the potential differs while the current "
+                     "would charge (about tau_syn / dt steps)")
     return incoming, bias_f, notes, lossy
 
 
