@@ -175,6 +175,7 @@ def test_lava_equals_the_emulator_on_every_layer(name):
         np.testing.assert_array_equal(lava.records[layer], rec, err_msg=layer)
     np.testing.assert_array_equal(lava.outputs, emu.outputs)
     assert [s.synops for s in lava.layers] == [s.synops for s in emu.layers]
+    assert lava.info["processes"] == get_target("lava").quantised(g, x).lava_processes()
 
 
 @pytest.mark.lava

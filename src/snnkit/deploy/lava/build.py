@@ -123,7 +123,8 @@ class LavaNetwork:
         for src, steps in relay_chains(self.lg).items():
             if src == self.lg.input.name:
                 for k in sorted({p.delay for p in self.lg.projections if p.src == src and p.delay}):
-                    self.out_ports[(src, k)] = ([self._source(k).s_out], tuple(self.lg.input.shape))
+                    self.sources.append(self._source(k))
+                    self.out_ports[(src, k)] = ([self.sources[-1].s_out], tuple(self.lg.input.shape))
                 continue
             ports, shape = self.out_ports[src]
             n = int(np.prod(shape))
@@ -190,6 +191,7 @@ class LavaNetwork:
         self.stream = np.zeros((b, self.period, *x.shape[2:]), dtype=np.int32 if self.fixed else np.float64)
         self.stream[:, :t] = x
         self.source = self._source(0)
+        self.sources = [self.source]  # the input stream, then its delayed copies
         self.out_ports = {lg.input.name: ([self.source.s_out], tuple(lg.input.shape))}
 
     def _record(self) -> None:

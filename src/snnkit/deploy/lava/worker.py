@@ -67,7 +67,7 @@ def run_job(job_dir: Path) -> dict:
     os.replace(tmp, job_dir / "rasters.npz")
     for path in net.scratch_files():
         path.unlink(missing_ok=True)
-    n_proc = 1 + len(net.neurons) + len(net.synapses) + len(net.recorders)
+    n_proc = len(net.sources) + len(net.neurons) + len(net.synapses) + len(net.recorders)
     result = {"ok": True, "build_s": t1 - t0, "run_s": t2 - t1, "steps": net.total, "processes": n_proc,
               "pauses": len(net.stops()) - 1}
     if job.get("kind") == "netx":

@@ -247,6 +247,16 @@ class LoihiGraph:
                  "neurons": 0 if src == self.input.name else steps * int(np.prod(self.source_shape(src)))}
                 for src, steps in sorted(chains.items())]
 
+    def lava_processes(self) -> int:
+        """How many Lava processes the lava target builds for this graph (input streams, one process per decay
+        group, a recorder per spiking layer, one connection per projection and destination group, relays with
+        their connections): what a run's time grows with."""
+        groups = {layer.name: len(layer.groups()) for layer in self.layers}
+        relays = sum(steps for src, steps in relay_chains(self).items() if src != self.input.name)
+        inputs = 1 + len({p.delay for p in self.projections if p.src == self.input.name and p.delay})
+        recorders = sum(not layer.readout for layer in self.layers)
+        return inputs + sum(groups.values()) + recorders + sum(groups[p.dst] for p in self.projections) + 2 * relays
+
     # --- files -------------------------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike) -> Path:
         """Write ``loihi_graph.json``, ``loihi_params.npz`` and ``export_report.json`` into ``directory``."""
