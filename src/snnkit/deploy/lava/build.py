@@ -9,9 +9,9 @@ Samples: ``B`` samples of ``T`` steps run back to back in one Lava run, each in 
 steps. A layer at depth ``k`` is a ``LIFReset`` (``LIFSubtractReset`` for reset by subtraction,
 ``snnkit.deploy.lava.procs.subtract``; ``LIFReadout`` for an LI/CubaLI readout, ``procs.readout``) that zeroes
 ``u`` and ``v`` at slot step ``k`` (Lava step ``j P + k + 1``), when the sample's first input reaches it; what
-arrives earlier (the previous sample's last spikes, through relays too) is discarded by that reset. A recurrent projection's buffer still holds the
-previous slot's last spikes at that moment, so the run pauses just before each such step and zeroes it
-(``Var.set``; recurrent graphs only).
+arrives earlier (the previous sample's last spikes, through relays too) is discarded by that reset. A recurrent
+projection's buffer still holds the previous slot's last spikes at that moment, so the run pauses just before
+each such step and zeroes it (``Var.set``; recurrent graphs only).
 """
 from __future__ import annotations
 
@@ -100,13 +100,14 @@ class LavaNetwork:
             mask[idx] = True
             i = int(idx[0])
             if self.fixed:
+                bias = np.where(mask, layer.bias_mant.reshape(-1), 0)  # the other neurons: no bias
                 params = dict(du=int(layer.per_neuron("du")[i]), dv=int(layer.per_neuron("dv")[i]),
                               vth=int(layer.vth), bias_exp=to_lava(layer.bias_exp, shape).astype(np.int32),
-                              bias_mant=to_lava(np.where(mask, layer.bias_mant.reshape(-1), 0), shape).astype(np.int32))
+                              bias_mant=to_lava(bias, shape).astype(np.int32))
             else:
-                params = dict(du=float(layer.per_neuron("du_f")[i]), dv=float(layer.per_neuron("dv_f")[i]), vth=1.0,
-                              bias_mant=to_lava(np.where(mask, layer.bias_f.reshape(-1), 0.0), shape).astype(np.float64),
-                              bias_exp=0)
+                bias = np.where(mask, layer.bias_f.reshape(-1), 0.0)
+                params = dict(du=float(layer.per_neuron("du_f")[i]), dv=float(layer.per_neuron("dv_f")[i]),
+                              vth=1.0, bias_mant=to_lava(bias, shape).astype(np.float64), bias_exp=0)
             if layer.readout:
                 path = self.workdir / f"trace_{len(self.neurons)}.f8"
                 np.memmap(path, dtype=np.float64, mode="w+", shape=(self.total, layer.size)).flush()
