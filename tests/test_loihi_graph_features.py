@@ -160,6 +160,7 @@ def test_emulator_agrees_with_the_float_reference_and_counts_the_graph(name):
     t_out = steps + emu.delay
     assert all(s.neuron_updates == s.neurons * x.shape[0] * t_out for s in emu.layers)
     assert emu.info["warnings"] == []
+    assert emu.info["quantisation"]["relays"] == get_target("loihi-emu").quantised(g, x).report["relays"] != []
 
 
 @pytest.mark.lava

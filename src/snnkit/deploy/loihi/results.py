@@ -91,7 +91,8 @@ def build_result(target: str, graph: nir.NIRGraph, lg: LoihiGraph, rasters: dict
         for layer in lg.layers:
             records[layer.name] = graph_units(layer, rasters[layer.name]).reshape(b, t_out, *layer.shape)
     res_info = {"quantisation": {"input": lg.report.get("input"), "lossy": lg.report.get("lossy", []),
-                                 "overflow_risk": lg.report.get("overflow_risk", [])},
+                                 "overflow_risk": lg.report.get("overflow_risk", []),
+                                 "relays": lg.report.get("relays", [])},
                 "output_layer": out_layer.name, "warnings": warnings(lg)}
     res_info.update(info or {})
     return TargetResult(target=target, outputs=outputs, layers=layers, wall_s=wall_s, build_s=build_s,
