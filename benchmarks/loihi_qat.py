@@ -8,9 +8,9 @@ settings), this script
    units, run by the ``torch`` reference target) with one quantity at a time taken from the integers (the
    graded input, the weights' mantissas, the decays, the biases), then all four, then the emulator itself,
    which adds what is left (``v``'s rounding toward zero, floor shifts, wraps);
-2. fine-tunes it with ``snn-train --init MODEL --qat loihi --epochs 5 --lr 5e-5`` (and, for the converted
-   model, with ``--method pgd-at:eps=0.1,steps=5`` too);
-3. measures float (``torch``), ``loihi-emu`` and Lava (fixed_pt) accuracy before and after.
+2. fine-tunes it with ``snn-train --init MODEL --qat loihi --epochs 5 --lr 1e-4`` (and, for the converted
+   model, with ``--method pgd-at:eps=0.1,steps=5`` too), and, as a control, the same without ``--qat``;
+3. measures float (``torch``), ``loihi-emu`` and Lava (fixed_pt; QAT runs only) accuracy before and after.
 
 Writes ``benchmarks/results/loihi_qat.json`` and the tables between ``<!-- loihi-qat:begin -->`` and
 ``<!-- loihi-qat:end -->`` in docs/loihi.md. About 25 min on 2 CPU cores (``--no-lava``: about 15).
@@ -41,8 +41,12 @@ CONVERT = ["--model", "mlp", "--pipeline", "convert", "--neuron", "if", "--reset
 MODELS = {**{f"mlp-s{s}": ["--model", "mlp", "--epochs", "30", "--seed", str(s)] for s in range(4)},
           "convnet": ["--model", "convnet", "--epochs", "15"],
           "converted-90": CONVERT}
-QAT = ["--qat", "loihi", "--epochs", "5", "--lr", "5e-5"]
-RUNS = [(name, "qat", []) for name in MODELS] + [("converted-90", "qat + pgd-at", ["--method", "pgd-at:eps=0.1,steps=5"])]
+FINE_TUNE = ["--epochs", "5", "--lr", "1e-4"]
+QAT = ["--qat", "loihi", *FINE_TUNE]
+PGD_AT = ["--method", "pgd-at:eps=0.1,steps=5"]
+RUNS = [run for name in MODELS for run in ((name, "qat", QAT), (name, "none (control)", FINE_TUNE))] + \
+    [("converted-90", "qat + pgd-at", [*QAT, *PGD_AT]), ("converted-90", "pgd-at (control)", [*FINE_TUNE, *PGD_AT])]
+"""(model, label, snn-train options on top of ``--init MODEL``): QAT, and the same fine-tuning without it."""
 SOURCES = ("input", "weights", "decays", "biases")
 
 
@@ -142,8 +146,8 @@ def accuracies(model_path: Path, lava: bool) -> dict:
 
 def table(result: dict) -> str:
     pct = lambda v: f"{100 * v:.2f}" if v is not None else "-"  # noqa: E731
-    lines = ["| model | QAT | float | loihi-emu | Lava | float after | loihi-emu after | Lava after | "
-             "Lava after - float before (points) | QAT time (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | fine-tuning | float | loihi-emu | Lava | float after | loihi-emu after | Lava after | "
+             "Loihi after - float before (points) | time (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["runs"]:
         b, a = r["before"], r["after"]
         ref = a.get("lava", a["loihi-emu"])
@@ -185,14 +189,16 @@ def main(argv: list[str] | None = None) -> int:
         snn_train(MODELS[name], args.work / name)
         result["sources"][name] = sources(args.work / name / "model.pt")
         print(name, result["sources"][name], flush=True)
-    for name, label, extra in RUNS:
+    before = {name: accuracies(args.work / name / "model.pt", not args.no_lava) for name in chosen}
+    for name, label, options in RUNS:
         if name not in chosen:
             continue
-        start, out = args.work / name / "model.pt", args.work / f"{name}-{label.replace(' ', '')}"
-        t0 = time.perf_counter()
-        snn_train(["--init", str(start), *QAT, *extra], out)
-        row = {"model": name, "qat": label, "time_s": time.perf_counter() - t0,
-               "before": accuracies(start, not args.no_lava), "after": accuracies(out / "model.pt", not args.no_lava)}
+        start = args.work / name / "model.pt"
+        out = args.work / (name + "-" + "".join(c if c.isalnum() else "-" for c in label).strip("-"))
+        snn_train(["--init", str(start), *options], out)
+        lava = "qat" in label and not args.no_lava
+        row = {"model": name, "qat": label, "time_s": json.loads((out / "metrics.json").read_text())["train_time_s"],
+               "before": before[name], "after": accuracies(out / "model.pt", lava)}
         result["runs"].append(row)
         print(row, flush=True)
     RESULT.parent.mkdir(exist_ok=True)
@@ -203,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     note = (f"Measured {result['date']} on {result['cpus']} CPU cores (shared) by `benchmarks/loihi_qat.py` "
             f"({(time.time() - t_start) / 60:.0f} min): digits test split, 360 samples, accuracy in %; QAT: "
-            f"`snn-train --init MODEL.pt {' '.join(QAT)}`.")
+            f"`snn-train --init MODEL.pt {' '.join(QAT)}`; control: the same without `--qat`. \"Loihi after\" is "
+            f"Lava where it ran, else loihi-emu (bit-identical).")
     write_doc(text, note)
     return 0
 
