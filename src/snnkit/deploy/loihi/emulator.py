@@ -20,8 +20,11 @@ projection); a layer with a recurrent projection is stepped.
 
 ``differentiable=True`` keeps every forward value bit-identical and adds straight-through gradients: the
 rounding, shifts, wraps and saturation pass the gradient of their real-valued counterpart, and the spike
-passes the arctan surrogate of :mod:`snnkit.nn.surrogate` (width set by the threshold). This is the model
-adaptive attacks differentiate.
+passes the arctan surrogate of :mod:`snnkit.nn.surrogate` (width set by the threshold; another surrogate per
+layer on request). This is the model adaptive attacks differentiate. Given a :class:`FloatPath`, every
+synapse stage's messages and every layer's bias pass instead the gradient of the path's real-valued
+counterparts, which may depend on parameters: quantisation-aware training (:mod:`snnkit.train.qat`)
+differentiates the float model's weights that way, through this forward.
 """
 from __future__ import annotations
 
@@ -34,9 +37,9 @@ import torch.nn.functional as F
 
 from snnkit.graph import DeployError
 from snnkit.deploy.cache import BuildCache
-from snnkit.deploy.loihi.graph import ACT_SHIFT, DECAY_UNITY, STATE_MAX, LoihiGraph, Projection
+from snnkit.deploy.loihi.graph import ACT_SHIFT, DECAY_UNITY, STATE_MAX, LoihiGraph, NeuronLayer, Projection
 from snnkit.deploy.loihi.prepare import QuantisedTarget
-from snnkit.nn.surrogate import ATan
+from snnkit.nn.surrogate import ATan, Surrogate
 
 _TWO31 = 2.0 ** 31
 _TWO23 = float(STATE_MAX)
@@ -111,10 +114,30 @@ class _NoTF32:
         return False
 
 
-def _spike(h: torch.Tensor, thr: float, alpha: float) -> torch.Tensor:
-    """Fire where ``h > thr`` (0/1 in h's dtype), differentiable: the gradient of :class:`snnkit.nn.surrogate.ATan`
-    (sharpness ``alpha``) on the scaled potential ``(h - thr) / thr``, so its width is set by the threshold."""
-    return ATan(alpha=alpha).spike((h - thr) / thr)
+def _spike(h: torch.Tensor, thr: float, surrogate: "float | Surrogate") -> torch.Tensor:
+    """Fire where ``h > thr`` (0/1 in h's dtype), differentiable: the gradient of ``surrogate`` (a float:
+    :class:`snnkit.nn.surrogate.ATan` of that sharpness) on the scaled potential ``(h - thr) / thr``, so its width
+    is set by the threshold."""
+    surrogate = surrogate if isinstance(surrogate, Surrogate) else ATan(alpha=surrogate)
+    return surrogate.spike((h - thr) / thr)
+
+
+class FloatPath:
+    """Real-valued counterparts of a :class:`LoihiGraph`'s integer quantities, for straight-through gradients.
+
+    In differentiable mode an emulator given a float path computes every message and bias exactly as without it,
+    and passes the gradient of :meth:`message` and :meth:`bias` instead (``exact + (float - float.detach())``).
+    Both are in the emulator's integer units, so the gradient has the scale of the integers it stands for.
+    """
+
+    def message(self, p: Projection, x: torch.Tensor) -> torch.Tensor:
+        """The real value of projection ``p``'s message (before ``<< 6``) for source outputs ``x [N, *src_shape]``
+        (the integers the projection receives): ``[N, n_dst]``."""
+        raise NotImplementedError
+
+    def bias(self, layer: NeuronLayer) -> torch.Tensor:
+        """The real value of ``layer``'s bias, in v units (threshold ``vth << 6``): ``[layer.size]``."""
+        raise NotImplementedError
 
 
 class LoihiEmulator:
@@ -123,14 +146,19 @@ class LoihiEmulator:
     device: where tensors live (``"cpu"``, ``"cuda"``...).
     differentiable: straight-through gradients (see the module docstring); forward values are unchanged.
     surrogate_alpha: sharpness of the arctan surrogate, in units of the threshold.
+    surrogates: layer name -> the surrogate its spikes use instead (on the potential in threshold units).
+    float_path: a :class:`FloatPath` whose messages and biases the gradients follow (differentiable mode).
     """
 
     def __init__(self, lg: LoihiGraph, device: str | torch.device = "cpu", differentiable: bool = False,
-                 surrogate_alpha: float = 2.0):
+                 surrogate_alpha: float = 2.0, *, surrogates: dict[str, Surrogate] | None = None,
+                 float_path: FloatPath | None = None):
         self.lg = lg
         self.device = torch.device(device)
         self.differentiable = differentiable
         self.surrogate_alpha = float(surrogate_alpha)
+        self.surrogates = dict(surrogates or {})
+        self.float_path = float_path if differentiable else None
         dd = dict(device=self.device, dtype=torch.float64)
         self._w = {}
         self._acc_bound: dict[int, float] = {}  # bound on |sum of weights x inputs| before any shift
@@ -166,7 +194,15 @@ class LoihiEmulator:
 
     # --- one synapse stage -------------------------------------------------------------------------------
     def _project(self, i: int, p: Projection, x: torch.Tensor) -> torch.Tensor:
-        """Lava's message for inputs ``x [N, *src_shape]`` (integer-valued): ``[N, n_dst]``."""
+        """Lava's message for inputs ``x [N, *src_shape]`` (integer-valued): ``[N, n_dst]``; with a float path,
+        its gradient is the path's."""
+        if self.float_path is None:
+            return self._message(i, p, x)
+        with torch.no_grad():
+            exact = self._message(i, p, x)
+        return _ste(self.float_path.message(p, x).to(torch.float64), exact)
+
+    def _message(self, i: int, p: Projection, x: torch.Tensor) -> torch.Tensor:
         w = self._w[i]
         n = x.shape[0]
         x = x.to(w.dtype)
@@ -243,6 +279,10 @@ class LoihiEmulator:
         thr = float(int(layer.vth) << ACT_SHIFT)
         subtract = layer.reset == "subtract"
         bias = self._bias[layer.name]
+        b_bias = float(bias.abs().max()) if bias.numel() else 0.0
+        if self.float_path is not None:
+            bias = _ste(self.float_path.bias(layer).to(torch.float64), bias)
+        surrogate = self.surrogates.get(layer.name, self.surrogate_alpha)
         shift = float(1 << ACT_SHIFT)
         vmax = _TWO23 - 1
         # Proven bounds on |a|, |a << 6|, |u| and |v| let wraps and clips that cannot trigger be skipped: a
@@ -253,7 +293,6 @@ class LoihiEmulator:
         r_v = float(np.max(DECAY_UNITY - layer.per_neuron("dv"))) / DECAY_UNITY
         b_u = b_act / (1 - r_u) if r_u < 1 else math.inf
         b_cur = b_u if b_u < _TWO23 else math.inf  # inf: u may wrap; check every step
-        b_bias = float(bias.abs().max()) if bias.numel() else 0.0
         b_v = (b_u + b_bias) / (1 - r_v) if r_v < 1 else math.inf
         b_h = b_v if b_v <= vmax else math.inf  # inf: v may saturate; check every step
         out = [torch.zeros((b, n), **dd)] * k
@@ -282,7 +321,7 @@ class LoihiEmulator:
                 out.append(h)
                 continue
             if self.differentiable:
-                s = _spike(h, thr, self.surrogate_alpha)
+                s = _spike(h, thr, surrogate)
             else:
                 s = (h > thr).to(torch.float64)
             v = h - s.detach() * thr if subtract else h * (1 - s.detach())
