@@ -1,5 +1,5 @@
-"""benchmarks/deployed_robustness/run.py --quick: every column is produced, the Lava re-check runs, and the
-committed results are left alone."""
+"""benchmarks/deployed_robustness/run.py --quick: every column is produced for the model and its QAT fine-tuning,
+the Lava re-check runs, a second run reuses the cached records, and the committed results are left alone."""
 from __future__ import annotations
 
 import json
@@ -31,6 +31,15 @@ def test_quick_run_writes_results_and_table(tmp_path):
     assert rec["energy_per_sample_j"]["loihi1-davies2018"] > 0
     if lava_available():
         assert rec["lava"]["outputs_bit_exact"] and rec["lava"]["verdicts_agree"]
+    qat = results["models"]["vanilla+qat"]["per_seed"]["0"]
+    assert qat["eps"]["0.1"]["loihi"]["clean"] > 0 and qat["lava"] is None  # Lava re-checks the base model only
+    assert (tmp_path / "work" / "vanilla-seed0-quick+qat" / "metrics.json").is_file()
     table = (tmp_path / "out" / "RESULTS.md").read_text()
-    assert "| vanilla (BPTT, atan) |" in table and "ANN twin energy" in table
+    assert "| vanilla (BPTT, atan) |" in table and "| vanilla (BPTT, atan) + QAT |" in table
+    assert "ANN twin energy" in table
+
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.count("(reused)") == 2
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["config"]["reused_records"] == 2
     assert (committed.read_bytes() if committed.is_file() else None) == before
