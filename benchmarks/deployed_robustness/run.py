@@ -216,7 +216,7 @@ def _pct(ms: tuple[float, float], n: int) -> str:
 
 def table(results: dict) -> str:
     cfg = results["config"]
-    n, eps = len(cfg["seeds"]), [str(e) for e in cfg["budget"]["eps"]]
+    n, eps = len(cfg["seeds"]), [str(e) for e in cfg["budget"]["eps"]]  # n: seeds asked for
     top = eps[-1]
     head = ["model", "clean ref", "clean Loihi"] + [f"robust {e} ref / Loihi" for e in eps] + [
         f"Loihi cost at {top}", "synops / sample", "spikes / sample", "energy / sample (Loihi 1)", "ANN twin MACs",
@@ -225,7 +225,9 @@ def table(results: dict) -> str:
     for name, rec in results["models"].items():
         s = rec["summary"]
         e = s["eps"]
-        row = [rec["label"], _pct(e[eps[0]]["reference"]["clean"], n), _pct(e[eps[0]]["loihi"]["clean"], n)]
+        n = len(rec["per_seed"])
+        label = rec["label"] + ("" if n == len(cfg["seeds"]) else f" (seed {', '.join(rec['per_seed'])} only)")
+        row = [label, _pct(e[eps[0]]["reference"]["clean"], n), _pct(e[eps[0]]["loihi"]["clean"], n)]
         row += [f"{_pct(e[k]['reference']['worst'], n)} / {_pct(e[k]['loihi']['worst'], n)}" for k in eps]
         row.append(f"{100 * (e[top]['loihi']['worst'][0] - e[top]['reference']['worst'][0]):+.1f}")
         row += [f"{s['per_sample']['synops'][0]:,.0f}", f"{s['per_sample']['spikes'][0]:,.0f}"]
@@ -247,9 +249,11 @@ def table(results: dict) -> str:
              f"figures of Davies et al. 2018 for the SNN on Loihi, Horowitz 2014 (45 nm, fp32 MAC) for the twin; every "
              f"built-in energy model is in results.json. *+ QAT*: the model fine-tuned for {cfg['qat']['epochs']} epochs "
              f"through the Loihi 2 forward pass (`--qat loihi --lr {cfg['qat']['lr']:g}`, its own `--method`). "
-             f"Measured {cfg['date']} on {cfg['machine']}: {cfg['wall_time_s'] / 60:.0f} min wall time with "
-             f"{cfg['jobs']} jobs side by side, {cfg['core_time_s'] / 60:.0f} core-minutes of training, QAT and "
-             f"evaluation (models of `benchmarks/robustness` reused as trained there"
+             f"Measured {cfg['date']} on {cfg['machine']}: "
+             + (f"assembled from the records of earlier runs (`--cached-only`), " if cfg.get("cached_only") else
+                f"{cfg['wall_time_s'] / 60:.0f} min wall time with {cfg['jobs']} jobs side by side, ")
+             + f"{cfg['core_time_s'] / 60:.0f} core-minutes of training, QAT and evaluation as each record measured "
+             f"them (models of `benchmarks/robustness` reused as trained there"
              + (f"; {cfg['reused_records']} records reused from an interrupted run" if cfg["reused_records"] else "")
              + "; `python benchmarks/deployed_robustness/run.py --jobs 2`).")
     parts = [intro, "", "\n".join(lines)]
@@ -273,6 +277,7 @@ class Job:
     work: Path
     budget: Budget
     threads: int = 1
+    cached_only: bool = False  # use the records already measured; measure nothing
 
 
 def _digest(path: Path) -> str:
@@ -285,11 +290,17 @@ def run_job(job: Job) -> list[tuple[str, dict]]:
     torch.set_num_threads(job.threads)
     x, y = data.load("digits", "test", limit=job.budget.samples)
     t0 = time.perf_counter()
-    folder = trained(job.name, job.seed, job.work, job.budget)
+    folder = job.work / (f"{job.name}-seed{job.seed}" + ("-quick" if job.budget.epochs else "")) if job.cached_only \
+        else trained(job.name, job.seed, job.work, job.budget)
     out = []
     for variant in [job.name] + ([f"{job.name}+qat"] if job.qat else []):
         t1 = time.perf_counter()
-        model_dir = qat_tuned(job.name, job.seed, folder, job.budget) if variant.endswith("+qat") else folder
+        if job.cached_only:
+            model_dir = folder.parent / f"{folder.name}+qat" if variant.endswith("+qat") else folder
+            if not (model_dir / "model.pt").is_file():
+                continue
+        else:
+            model_dir = qat_tuned(job.name, job.seed, folder, job.budget) if variant.endswith("+qat") else folder
         prepared = time.perf_counter() - (t0 if variant == job.name else t1)
         lava = job.lava_check and variant == job.name
         key = json.loads(json.dumps({"budget": asdict(job.budget), "lava_check": lava,
@@ -298,6 +309,8 @@ def run_job(job: Job) -> list[tuple[str, dict]]:
         cached = json.loads(cache.read_text()) if cache.is_file() else None
         if cached and cached["key"] == key:
             rec = dict(cached["record"], reused=True)
+        elif job.cached_only:
+            continue
         else:
             t2 = time.perf_counter()
             rec = evaluate_model(model_dir, x, y, job.budget, lava)
@@ -325,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="where results.json and RESULTS.md go (default: here and the README)")
     p.add_argument("--no-lava", action="store_true", help="skip the Lava re-check on the first seed")
     p.add_argument("--no-qat", action="store_true", help="skip the QAT fine-tuned variants")
+    p.add_argument("--cached-only", action="store_true", help="build the results from the records already measured "
+                   "in WORK/deployed (an interrupted run's); models or seeds without one are left out and say so")
     p.add_argument("--jobs", type=int, default=1, help="models evaluated side by side (one thread each)")
     p.add_argument("--table", action="store_true", help="only regenerate the README section from the committed "
                    "results.json")
@@ -340,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(args.out) if args.out else HERE
     previous = json.loads((out_dir / "results.json").read_text()) if args.only and (out_dir / "results.json").is_file() \
         else {"models": {}, "config": {}}
-    jobs = [Job(name, seed, not args.no_qat, i == 0 and not args.no_lava, work, budget)
+    jobs = [Job(name, seed, not args.no_qat, i == 0 and not args.no_lava, work, budget, cached_only=args.cached_only)
             for name in names for i, seed in enumerate(args.seeds)]
     t0 = time.perf_counter()
     if args.jobs > 1:
@@ -360,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     records = [r for m in models.values() for r in m["per_seed"].values()]
     results = {"config": {"seeds": args.seeds, "budget": asdict(budget), "n_test": int(budget.samples or 360),
                           "quick": args.quick, "date": time.strftime("%Y-%m-%d"), "jobs": args.jobs,
+                          "cached_only": args.cached_only,
                           "qat": {"epochs": budget.epochs or QAT_EPOCHS, "lr": QAT_LR},
                           "wall_time_s": time.perf_counter() - t0 + previous["config"].get("wall_time_s", 0.0),
                           "core_time_s": sum(sum(r["seconds"].values()) for r in records),
