@@ -119,6 +119,26 @@ def layer_stats(graph: nir.NIRGraph, activity: dict[str, Activity], batch: int, 
     return stats
 
 
+def dense_layer_macs(graph: nir.NIRGraph, input_shapes: dict[str, tuple[int, ...]]) -> list[LayerStats]:
+    """Per weighted node, the multiply-accumulates of one dense evaluation (one sample, one step): every weight
+    times every input position it reaches, zero weights and zero inputs included, as a dense GEMM or
+    convolution computes them (the ``macs`` field). This is the work of the non-spiking twin per sample and the
+    dense op count per step of the spiking graph.
+
+    input_shapes: node name -> the shape of that node's input (``snnkit.graph.weighted_input_shapes``).
+    """
+    import dataclasses
+
+    out = []
+    for name in topological_order(graph):
+        node = graph.nodes[name]
+        if isinstance(node, WEIGHTED):
+            ones = dataclasses.replace(node, weight=np.ones_like(np.asarray(node.weight)))
+            out.append(LayerStats(name=name, kind=type(node).__name__,
+                                  macs=int(fanout(ones, input_shapes[name]).sum())))
+    return out
+
+
 def fanout(node: nir.NIRNode, input_shape: tuple[int, ...]) -> np.ndarray:
     """Number of non-zero synapses leaving each input position of a weighted node.
 
