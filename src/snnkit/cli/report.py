@@ -252,7 +252,7 @@ def _main(args: argparse.Namespace) -> int:
 
     def log(message: str) -> None:
         if not args.no_progress:
-            print(f"snn-report: {message}", file=sys.stderr, flush=True)
+            print(f"snn-report [{time.perf_counter() - t_start:6.1f} s]: {message}", file=sys.stderr, flush=True)
 
     report = build_comparison(entries, targets, energy_models=args.energy_model, attack_plan=plan,
                               measure_gpu=not args.no_gpu_measure,

@@ -279,6 +279,9 @@ def build_report(model, graph, inputs: Inputs, targets: list[str], *, model_path
             bar.set_postfix_str(name)
         runs[name] = run_target(name, graph, inputs.x, make_target, raster=raster)
     ref = runs[REFERENCE]
+    if log:
+        log("deployed: " + ", ".join(f"{n} {r.elapsed_s:.1f} s" + ("" if r.status == "ok" else f" ({r.status})")
+                                     for n, r in runs.items()))
     if ref.status != "ok":
         notes.append(f"the reference target failed ({ref.reason}): no agreement figures")
     if any(r.status == "ok" and r.result.delay for r in runs.values()):
