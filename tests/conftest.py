@@ -9,6 +9,10 @@
 """
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
+import warnings
 from pathlib import Path
 
 import pytest
@@ -29,6 +33,35 @@ def lava_available() -> bool:
 
 
 NO_LAVA_REASON = "no Lava environment (no Python 3.10 to build .venv-lava from); create one with `snn-lava-env`"
+
+
+@contextlib.contextmanager
+def quiet():
+    """Silence third-party libraries' prints, warnings and log lines (their importers and exporters are chatty)."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.disable(logging.NOTSET)
+
+
+def scaled_model_file(path: Path, arch: str = "mlp", **cfg) -> Path:
+    """An untrained digits model (``arch`` mlp or convnet, small) with weights scaled so that every layer
+    spikes, saved to ``path`` with ``dataset: digits`` in its metadata."""
+    from snnkit.models import build, save
+
+    torch.manual_seed(0)
+    base = {"mlp": {"hidden": [24]}, "convnet": {"channels": [4], "fc": [12]}}[arch]
+    model = build({"arch": arch, "input_shape": [1, 8, 8], "num_classes": 10, "timesteps": 6, **base,
+                   **cfg}).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.mul_(3)
+    save(model, path, meta={"dataset": "digits"})
+    return path
 
 
 @pytest.fixture

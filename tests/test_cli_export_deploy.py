@@ -15,6 +15,7 @@ import torch
 from snnkit.cli import deploy as deploy_cli
 from snnkit.cli import export as export_cli
 from snnkit.models import build, save
+from conftest import scaled_model_file
 
 
 BIN = Path(sys.executable).parent
@@ -24,21 +25,9 @@ FRAMEWORKS_PRESENT = all(__import__("importlib").util.find_spec(m) for m in ("no
 needs_frameworks = pytest.mark.skipif(not FRAMEWORKS_PRESENT, reason="norse, snntorch and nirtorch are not installed")
 
 
-def _model_file(path: Path, **cfg) -> Path:
-    torch.manual_seed(0)
-    model = build({"arch": "mlp", "input_shape": [1, 8, 8], "num_classes": 10, "hidden": [24], "timesteps": 6,
-                   **cfg}).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.mul_(3)
-    save(model, path, meta={"dataset": "digits"})
-    return path
-
-
 @pytest.fixture
 def model_file(tmp_path) -> Path:
-    return _model_file(tmp_path / "model.pt")
+    return scaled_model_file(tmp_path / "model.pt")
 
 
 def _json(capsys, rc_expected=0, fn=None, argv=None):
@@ -108,7 +97,7 @@ def test_export_onnx(model_file, tmp_path, capsys):
 
 def test_export_onnx_says_when_no_twin_exists(tmp_path, capsys):
     pytest.importorskip("onnx", reason="ONNX export needs the onnx package")
-    path = _model_file(tmp_path / "lat.pt", encoder={"name": "latency"})
+    path = scaled_model_file(tmp_path / "lat.pt", encoder={"name": "latency"})
     out = tmp_path / "o"
     rc = export_cli.main([str(path), "--target", "onnx", "-o", str(out)])
     _, err = capsys.readouterr()
@@ -140,7 +129,7 @@ def test_export_lava(model_file, tmp_path, capsys):
 
 
 def test_export_reports_subtract_reset(tmp_path, capsys):
-    path = _model_file(tmp_path / "sub.pt", reset="subtract")
+    path = scaled_model_file(tmp_path / "sub.pt", reset="subtract")
     s = _json(capsys, fn=export_cli.main, argv=[str(path), "--target", "nir", "-o", str(tmp_path / "e"), "--json"])
     assert len(s["warnings"]) == 2 and all("subtraction" in w for w in s["warnings"])
 
@@ -162,7 +151,7 @@ def test_export_reports_what_a_framework_cannot_represent(tmp_path, capsys, monk
     assert (out / "model.nir").is_file() and not (out / "model_snntorch.nir").exists()
 
 
-def test_export_bad_model_file(tmp_path, capsys):
+def test_export_badscaled_model_file(tmp_path, capsys):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"junk")
     err = _error(capsys, export_cli.main, [str(bad), "--target", "nir"])

@@ -3,8 +3,11 @@
 One worker process runs every network of this module (Lava is imported once): the NIR zoo graphs Lava runs,
 random MLPs and ConvNets with random integer parameters generated here (weights of every sign mode, odd
 mixed-sign weights that Lava truncates, negative and positive weight exponents, graded inputs, sparse and
-recurrent projections, biases, and layers driven into 24-bit wrap-around and saturation), and lif_norse with
-the NIR paper's input, whose spike times must also equal the paper's Lava trace.
+recurrent projections, biases, and layers driven into 24-bit wrap-around and saturation; and in the
+``features`` networks: per-neuron decays (one Lava process per group, recurrent and convolutional projections
+into them), LI/CubaLI readouts whose potentials are compared, and skip connections delayed by relay layers or
+a delayed copy of the graded input), and lif_norse with the NIR paper's input, whose spike times must also
+equal the paper's Lava trace.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from snnkit.deploy.loihi.emulator import LoihiEmulator
+from snnkit.deploy.loihi.emulator import LoihiEmulator, to_numpy
 from snnkit.deploy.loihi.graph import InputSpec, LoihiGraph, NeuronLayer, Projection
 from snnkit.deploy.loihi.prepare import prepare_graph
 from conftest import NO_LAVA_REASON, ZOO, lava_available
@@ -37,9 +40,15 @@ def _weights(rng, shape, mode=None, density=1.0):
     return w.astype(np.int32)
 
 
-def _layer(rng, name, shape, depth, stress=None):
+def _layer(rng, name, shape, depth, stress=None, kind="LIF", decay_groups=1, per_channel=False):
     du = 4095 if rng.random() < 0.4 else int(rng.integers(0, 4096))
     dv = 0 if rng.random() < 0.2 else int(rng.integers(0, 4096))
+    if decay_groups > 1:  # per-neuron decays drawn from a few (du, dv) pairs: one Lava process per pair
+        pairs = rng.integers(0, 4096, (decay_groups, 2))
+        which = rng.integers(0, decay_groups, shape[0] if per_channel else shape)
+        if per_channel:
+            which = np.broadcast_to(which.reshape(-1, *[1] * (len(shape) - 1)), shape)
+        du, dv = pairs[which, 0].astype(np.int32), pairs[which, 1].astype(np.int32)
     if stress == "wrap":
         du = 0  # the current never decays: it wraps around at 24 bits
     if stress == "saturate":
@@ -49,25 +58,25 @@ def _layer(rng, name, shape, depth, stress=None):
     if stress == "saturate":  # half of the neurons: far below zero, v clips at -(2**23 - 1)
         bias_mant.reshape(-1)[::2] = -4096
         bias_exp.reshape(-1)[::2] = 7
-    return NeuronLayer(name=name, kind="LIF", shape=tuple(shape), depth=depth, du=du, dv=dv, vth=1,
+    return NeuronLayer(name=name, kind=kind, shape=tuple(shape), depth=depth, du=du, dv=dv, vth=1,
                        bias_mant=bias_mant, bias_exp=bias_exp, du_f=1.0, dv_f=0.0, bias_f=np.zeros(shape))
 
 
-def _dense(rng, name, src, dst, n_src, n_dst, *, exp, kind="dense", recurrent=False, bits=0, mode=None):
+def _dense(rng, name, src, dst, n_src, n_dst, *, exp, kind="dense", recurrent=False, bits=0, mode=None, delay=0):
     w = _weights(rng, (n_dst, n_src), mode, density=0.3 if kind == "sparse" else 0.9)
     return Projection(name=name, nodes=[name], src=src, dst=dst, kind=kind, weight=w, weight_exp=int(exp),
-                      weight_f=w.astype(np.float64), recurrent=recurrent, message_bits=bits)
+                      weight_f=w.astype(np.float64), recurrent=recurrent, message_bits=bits, delay=delay)
 
 
 def _conv(rng, name, src, dst, in_shape, c_out, k, stride, padding, dilation, groups, *, exp, bits=0,
-          mode="mixed"):
+          mode="mixed", delay=0):
     w = _weights(rng, (c_out, in_shape[0] // groups, k, k), mode)
     h = (in_shape[1] + 2 * padding - dilation * (k - 1) - 1) // stride + 1
     wd = (in_shape[2] + 2 * padding - dilation * (k - 1) - 1) // stride + 1
     return Projection(name=name, nodes=[name], src=src, dst=dst, kind="conv", weight=w, weight_exp=int(exp),
                       weight_f=w.astype(np.float64), message_bits=bits, stride=(stride, stride),
                       padding=(padding, padding), dilation=(dilation, dilation), groups=groups,
-                      in_shape=tuple(in_shape), out_shape=(c_out, h, wd))
+                      in_shape=tuple(in_shape), out_shape=(c_out, h, wd), delay=delay)
 
 
 def _calibrate(lg: LoihiGraph, x: np.ndarray, rng) -> LoihiGraph:
@@ -75,7 +84,7 @@ def _calibrate(lg: LoihiGraph, x: np.ndarray, rng) -> LoihiGraph:
     xt = torch.from_numpy(x.astype(np.float64))
     for layer in lg.layers:
         layer.vth = 131071
-    for layer in sorted(lg.layers, key=lambda l: l.depth):
+    for layer in sorted((layer for layer in lg.layers if not layer.readout), key=lambda l: l.depth):
         target = rng.uniform(0.1, 0.45)
         best = None
         for bits in range(18):
@@ -123,6 +132,59 @@ def random_convnet(seed: int, graded: bool) -> tuple[LoihiGraph, np.ndarray]:
     return _calibrate(lg, x, rng), x.astype(np.int32)
 
 
+def random_features_mlp(seed: int) -> tuple[LoihiGraph, np.ndarray]:
+    """Graded input; a hidden layer of three decay groups with a recurrent projection, a second of two; skip
+    connections from the input (delayed input copies, 1 and 2 steps) and from the first hidden layer (one relay
+    layer); a CubaLI (odd seeds: LI) readout with per-neuron decays and a saturating bias on some neurons."""
+    rng = np.random.default_rng(seed)
+    b, t, n_in = 4, 20, 14
+    spec = InputSpec("in", (n_in,), "counts", 1.0, 7, 3)
+    x = rng.integers(0, 8, (b, t, n_in))
+    readout = "LI" if seed % 2 else "CubaLI"
+    out = _layer(rng, "out", (6,), 3, kind=readout, decay_groups=2)
+    if readout == "LI":
+        out.du = 4095
+    layers = [_layer(rng, "h1", (20,), 1, decay_groups=3), _layer(rng, "h2", (30,), 2, decay_groups=2), out]
+    projs = [_dense(rng, "fc1", "in", "h1", n_in, 20, exp=rng.integers(0, 4), bits=spec.message_bits, mode="mixed"),
+             _dense(rng, "rec1", "h1", "h1", 20, 20, exp=rng.integers(-3, 3), recurrent=True, mode="mixed"),
+             _dense(rng, "fc2", "h1", "h2", 20, 30, exp=rng.integers(-4, 1), mode="mixed"),
+             _dense(rng, "skip_in", "in", "h2", n_in, 30, exp=-2, bits=spec.message_bits, delay=1, mode="mixed"),
+             _dense(rng, "fc3", "h2", "out", 30, 6, exp=rng.integers(0, 4), kind="sparse", mode="mixed"),
+             _dense(rng, "skip_h1", "h1", "out", 20, 6, exp=2, delay=1, mode="inhibitory"),
+             _dense(rng, "skip_in2", "in", "out", n_in, 6, exp=0, bits=spec.message_bits, delay=2, mode="excitatory")]
+    lg = LoihiGraph(input=spec, layers=layers, projections=projs, output="out", dt=1e-3)
+    return _calibrate(lg, x, rng), x.astype(np.int32)
+
+
+def random_features_convnet(seed: int) -> tuple[LoihiGraph, np.ndarray]:
+    """Spike input; convolution layers with per-channel decays (each Conv split by output channel between the
+    groups, one with groups=2); a 3-D layer whose decays vary within channels, fed by Sparse projections and
+    feeding a Conv; skips from the first layer over one, two and four stages (a chain of 3-D relay layers, a
+    Sparse, a Conv and a Dense after them); an LI readout."""
+    rng = np.random.default_rng(seed)
+    b, t, shape = 3, 8, (2, 9, 9)
+    spec = InputSpec("in", shape, "spikes")
+    x = (rng.random((b, t, *shape)) < 0.3).astype(np.int32)
+    c1 = _conv(rng, "conv1", "in", "l1", shape, 4, 3, 1, 1, 1, 1, exp=1)
+    fmap = c1.out_shape
+    n = int(np.prod(fmap))
+    layers = [_layer(rng, "l1", fmap, 1, decay_groups=2, per_channel=True),
+              _layer(rng, "l2", fmap, 2, decay_groups=3, per_channel=True),
+              _layer(rng, "l3", fmap, 3, decay_groups=2), _layer(rng, "l4", fmap, 4, decay_groups=2, per_channel=True),
+              _layer(rng, "fc", (10,), 5, decay_groups=2), _layer(rng, "out", (5,), 6, kind="LI")]
+    layers[-1].du = 4095
+    projs = [c1, _conv(rng, "conv2", "l1", "l2", fmap, 4, 3, 1, 1, 1, 2, exp=0, mode="excitatory"),
+             _dense(rng, "sparse3", "l2", "l3", n, n, exp=-1, kind="sparse", mode="mixed"),
+             _dense(rng, "skip3", "l1", "l3", n, n, exp=0, kind="sparse", mode="mixed", delay=1),
+             _conv(rng, "conv4", "l3", "l4", fmap, 4, 3, 1, 1, 1, 1, exp=0),
+             _conv(rng, "skip4", "l1", "l4", fmap, 4, 3, 1, 1, 1, 1, exp=0, delay=2),
+             _dense(rng, "fc1", "l4", "fc", n, 10, exp=0, mode="mixed"),
+             _dense(rng, "fc2", "fc", "out", 10, 5, exp=1, mode="mixed"),
+             _dense(rng, "skip_out", "l1", "out", n, 5, exp=0, delay=4, mode="mixed")]
+    lg = LoihiGraph(input=spec, layers=layers, projections=projs, output="out", dt=1e-3)
+    return _calibrate(lg, x, rng), x
+
+
 def _zoo_jobs():
     rng = np.random.default_rng(1)
     inputs = {
@@ -160,6 +222,9 @@ def lava_runs():
         jobs[f"convnet{seed}"] = random_convnet(seed + 10, graded)
     jobs["mlp2"] = subtracting(*random_mlp(2, True), 2)
     jobs["convnet2"] = subtracting(*random_convnet(12, False), 12)
+    for seed in (0, 1):
+        jobs[f"features_mlp{seed}"] = random_features_mlp(20 + seed)
+        jobs[f"features_convnet{seed}"] = random_features_convnet(30 + seed)
     names = list(jobs)
     results = run_lava([jobs[n] for n in names])
     return {n: (jobs[n][0], jobs[n][1], r[0]) for n, r in zip(names, results)}
@@ -167,13 +232,15 @@ def lava_runs():
 
 def _emulate(lg: LoihiGraph, x: np.ndarray) -> dict[str, np.ndarray]:
     with torch.no_grad():
-        out = LoihiEmulator(lg).run(torch.from_numpy(x.astype(np.float64)), encoded=True)
-    return {k: v.to(torch.uint8).numpy() for k, v in out.items()}
+        return to_numpy(lg, LoihiEmulator(lg).run(torch.from_numpy(x.astype(np.float64)), encoded=True))
+
+
+FEATURES = ["features_mlp0", "features_mlp1", "features_convnet0", "features_convnet1"]
 
 
 @pytest.mark.parametrize("name", ["lif_norse", "two_lif_neurons", "braille_noDelay_bias_zero",
                                   "braille_noDelay_noBias_subtract", "cnn_sinabs", "mlp0", "mlp1", "convnet0",
-                                  "convnet1", "mlp2", "convnet2"])
+                                  "convnet1", "mlp2", "convnet2", *FEATURES])
 def test_emulator_equals_lava_on_every_layer(lava_runs, name):
     lg, x, lava = lava_runs[name]
     emu = _emulate(lg, x)
@@ -185,13 +252,28 @@ def test_emulator_equals_lava_on_every_layer(lava_runs, name):
         assert diff.size == 0, f"{name}/{layer.name}: {len(diff)} differing entries, first at {diff[:3].tolist()}"
 
 
-@pytest.mark.parametrize("name", ["mlp0", "mlp1", "convnet0", "convnet1", "mlp2", "convnet2"])
+@pytest.mark.parametrize("name", ["mlp0", "mlp1", "convnet0", "convnet1", "mlp2", "convnet2", *FEATURES])
 def test_random_networks_are_active(lava_runs, name):
-    """Neither silent nor saturated layers: the equality above is informative."""
+    """Neither silent nor saturated layers, readouts that move: the equality above is informative."""
     lg, x, lava = lava_runs[name]
     for layer in lg.layers:
         r = lava[layer.name][:, layer.depth:]
-        assert 0 < r.mean() < 0.9, f"{name}/{layer.name}: firing fraction {r.mean():.3f}"
+        if layer.readout:
+            assert r.dtype == np.int32 and len(np.unique(r)) > r.size // 4, f"{name}/{layer.name}: flat potential"
+        else:
+            assert 0 < r.mean() < 0.9, f"{name}/{layer.name}: firing fraction {r.mean():.3f}"
+
+
+@pytest.mark.parametrize("name", FEATURES)
+def test_feature_networks_exercise_groups_readouts_and_relays(lava_runs, name):
+    """The feature networks really hold several decay groups per layer (some within channels), delayed
+    projections from the input and from layers (relays), and a readout."""
+    lg, _, _ = lava_runs[name]
+    assert lg.layer(lg.output).readout
+    assert sum(len(layer.groups()) > 1 for layer in lg.layers) >= 3
+    sources = {p.src for p in lg.projections if p.delay}
+    assert any(src != lg.input.name for src in sources)
+    assert "convnet" in name or lg.input.name in sources
 
 
 def test_random_networks_reach_wraparound_and_saturation(lava_runs):

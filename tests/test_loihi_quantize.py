@@ -95,14 +95,16 @@ def test_report_counts_weights_that_became_zero_and_lossy_features():
     w1[0, 0] = 1e-5  # far below the mantissa step: becomes zero
     g = _mlp(w1, np.full((2, 4), 0.5))
     g.metadata["reset"] = {"l1": "subtract", "l2": "zero"}
-    g.nodes["l2"].tau = np.array([0.01, 0.02])  # per-neuron decay: Lava has one per layer
+    g.nodes["l2"].tau = np.array([0.01, 0.02])  # per-neuron decays: exact, one Lava process per group
+    g.nodes["l2"].v_reset = np.array([0.0, 0.3])  # reset to a non-zero potential: lossy
     lg = quantize(g)
     rep = {r["name"]: r for r in lg.report["layers"]}
     assert rep["l1"]["projections"][0]["became_zero"] == 1
     assert rep["l1"]["projections"][0]["nonzero_float"] == 12
     assert rep["l1"]["lossy"] == [] and rep["l1"]["reset"] == "subtract"  # exact: LIFSubtractReset
     assert lg.layer("l1").reset == "subtract" and lg.layer("l2").reset == "zero"
-    assert any("beta" in m for m in rep["l2"]["lossy"])
+    assert rep["l2"]["decay_groups"] == 2 and rep["l2"]["dv"] == [205, 410]
+    assert [m for m in rep["l2"]["lossy"]] == ["v_reset != 0 is not available on Loihi 2: runs with reset to zero"]
     assert lg.report["lossy"] == [m for m in lg.report["lossy"] if m.startswith("l2: ")]
 
 
@@ -167,18 +169,23 @@ def test_zoo_graphs_quantise_and_name_their_lossy_parts():
 
 def test_unsupported_graphs_fail_with_one_line_naming_the_node():
     w = np.ones((2, 2))
-    li = _mlp(w, w)
-    li.nodes["l2"] = nir.LI(tau=np.full(2, 0.01), r=np.ones(2), v_leak=np.zeros(2))
-    with pytest.raises(QuantizeError, match="node 'l2' \\(LI, non-spiking leaky integrator\\)"):
-        quantize(li, source="li.nir")
-    skip = _mlp(w, w)
-    skip.edges.append(("input", "fc2"))  # a skip connection: paths of length 1 and 2 into l2
-    with pytest.raises(QuantizeError, match="paths of different lengths"):
-        quantize(skip)
+    integrator = _mlp(w, w)
+    integrator.nodes["l2"] = nir.I(r=np.ones(2))
+    with pytest.raises(QuantizeError, match="node 'l2' \\(I, non-spiking integrator\\)"):
+        quantize(integrator, source="i.nir")
+    hidden_li = _mlp(w, w)
+    hidden_li.nodes["l1"] = nir.LI(tau=np.full(2, 0.01), r=np.ones(2), v_leak=np.zeros(2))
+    with pytest.raises(QuantizeError, match="readout 'l1' \\(LI\\) must feed the Output node alone"):
+        quantize(hidden_li)
     readout = _mlp(w, w)
     readout.edges = [e for e in readout.edges if e != ("l2", "output")] + [("fc2", "output")]
-    with pytest.raises(QuantizeError, match="Output node must be fed by a spiking layer"):
+    with pytest.raises(QuantizeError, match="Output node must be fed by a spiking layer or an LI/CubaLI readout"):
         quantize(readout)
+    between = _mlp(w, w)
+    between.nodes["back"] = nir.Linear(weight=w)
+    between.edges += [("l2", "back"), ("back", "l1")]
+    with pytest.raises(QuantizeError, match="recurrence between different layers"):
+        quantize(between)
     zero_thr = _mlp(w, w, thr=0.0)
     with pytest.raises(QuantizeError, match="thresholds must be > 0"):
         quantize(zero_thr)

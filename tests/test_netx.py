@@ -30,7 +30,7 @@ from snnkit.deploy.lava import env as lava_env
 from snnkit.deploy.loihi import quantize, write_netx
 from snnkit.deploy.loihi.netx_check import emulate, same_parameters
 from snnkit.deploy.loihi.netx_read import NetxReadError, netx_synapse, read_netx
-from conftest import ZOO, lava_available
+from conftest import ZOO, lava_available, scaled_model_file
 
 
 def _netx_available() -> bool:
@@ -106,23 +106,6 @@ def test_conv_biases_that_vary_within_a_channel_are_kept_per_neuron(tmp_path):
 
 # --- the export report (the emulator checks run everywhere) -----------------------------------------------
 
-def _model_file(path: Path, arch: str = "mlp", **cfg) -> Path:
-    import torch
-
-    from snnkit.models import build, save
-
-    torch.manual_seed(0)
-    base = {"mlp": {"hidden": [24]}, "convnet": {"channels": [4], "fc": [12]}}[arch]
-    model = build({"arch": arch, "input_shape": [1, 8, 8], "num_classes": 10, "timesteps": 6, **base,
-                   **cfg}).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.mul_(3)
-    save(model, path, meta={"dataset": "digits"})
-    return path
-
-
 def _export(capsys, model: Path, out: Path, probe: int) -> dict:
     rc = export_cli.main([str(model), "--target", "lava", "-o", str(out), "--probe", str(probe), "--json"])
     stdout, err = capsys.readouterr()
@@ -132,7 +115,7 @@ def _export(capsys, model: Path, out: Path, probe: int) -> dict:
 
 def test_export_report_measures_the_netx_file_beside_the_lava_target(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("SNNKIT_LAVA_ENV", str(tmp_path / "no-lava"))
-    s = _export(capsys, _model_file(tmp_path / "m.pt"), tmp_path / "e", probe=12)
+    s = _export(capsys, scaled_model_file(tmp_path / "m.pt"), tmp_path / "e", probe=12)
     check = s["checks"]["lava"]
     netx = check["netx"]
     assert netx["written"] and netx["file"] == s["files"]["netx"] and netx["samples"] == 12
@@ -157,7 +140,7 @@ def test_export_report_measures_the_netx_file_beside_the_lava_target(tmp_path, c
 def test_what_netx_cannot_carry_is_measured(tmp_path, capsys, monkeypatch):
     """Reset by subtraction: no file; the closest network netx can carry (reset to zero) is measured."""
     monkeypatch.setenv("SNNKIT_LAVA_ENV", str(tmp_path / "no-lava"))
-    s = _export(capsys, _model_file(tmp_path / "sub.pt", reset="subtract"), tmp_path / "e", probe=12)
+    s = _export(capsys, scaled_model_file(tmp_path / "sub.pt", reset="subtract"), tmp_path / "e", probe=12)
     assert "netx" not in s["files"]
     netx = s["checks"]["lava"]["netx"]
     assert not netx["written"] and "reset by subtraction" in netx["reason"]

@@ -255,6 +255,40 @@ def test_recurrent_edge_reads_previous_step():
     assert out["rec"][0, 0].tolist() == [1.0, 1.0]
 
 
+def test_li_and_cubali_readouts_follow_semantics_and_round_trip(tmp_path):
+    """LI / CubaLI: the charge of LIF / CubaLIF without fire and reset, the output is h (docs/semantics.md);
+    the same in the stepped path, and written back as the same nodes."""
+    dt, n, T = 1e-3, 3, 9
+    li = nir.LI(tau=np.array([0.002, 0.005, 0.01]), r=np.array([2.0, 5.0, 10.0]), v_leak=np.array([0.0, 0.1, -0.2]))
+    cuba = nir.CubaLI(tau_syn=np.full(n, 0.004), tau_mem=np.full(n, 0.01), r=np.full(n, 10.0), v_leak=np.zeros(n),
+                      w_in=np.full(n, 4.0))
+    x = torch.rand(2, T, n, generator=torch.Generator().manual_seed(2))
+    for node in (li, cuba):
+        g = nir.NIRGraph(nodes={"input": nir.Input(input_type=np.array([n])), "ro": node,
+                                "output": nir.Output(output_type=np.array([n]))},
+                         edges=[("input", "ro"), ("ro", "output")], metadata={"dt": dt}, type_check=False)
+        net = from_nir(g)
+        with torch.no_grad():
+            out, stepped = net(x), net._run_stepped(x)["output"]
+        xs = x.double().numpy()
+        v, i, expected = np.zeros((2, n)), np.zeros((2, n)), []
+        for t in range(T):
+            if isinstance(node, nir.LI):
+                beta = 1 - dt / node.tau
+                v = beta * v + (1 - beta) * (node.v_leak + node.r * xs[:, t])
+            else:
+                alpha, beta = 1 - dt / node.tau_syn, 1 - dt / node.tau_mem
+                i = alpha * i + (1 - alpha) * node.w_in * xs[:, t]
+                v = beta * v + (1 - beta) * (node.v_leak + node.r * i)
+            expected.append(v)
+        np.testing.assert_allclose(out.numpy(), np.stack(expected, 1), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(stepped, out)
+        back = read_nir(write_nir(to_nir(net), tmp_path / "ro.nir"))
+        assert type(back.nodes["ro"]) is type(node) and "ro" not in back.metadata.get("reset", {})
+        with torch.no_grad():
+            torch.testing.assert_close(from_nir(back)(x), out)
+
+
 def test_unsupported_node_and_bad_parameters():
     g = nir.NIRGraph.from_list(nir.Affine(weight=np.ones((2, 2), np.float32), bias=np.zeros(2, np.float32)),
                                nir.Threshold(threshold=np.ones(2)))

@@ -5,10 +5,6 @@ If an upstream release fixes one, its "raw" assertion fails here: the work-aroun
 """
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
 from pathlib import Path
 
 import nir
@@ -19,6 +15,7 @@ import torch
 from snnkit.deploy.base import DeployError, get_target
 from snnkit.export import read_nir
 from snnkit.export.rewrite import batch_agnostic_flatten, fold_input_gain, leak_to_bias, pool_to_conv, rescale_time
+from conftest import quiet
 
 norse_torch = pytest.importorskip("norse.torch", reason="the norse target needs Norse")
 snn = pytest.importorskip("snntorch", reason="the snntorch target needs snnTorch")
@@ -26,15 +23,6 @@ pytest.importorskip("nirtorch", reason="the importers need nirtorch")
 from snntorch.import_nir import import_from_nir  # noqa: E402
 
 
-@contextlib.contextmanager
-def quiet():
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        logging.disable(logging.WARNING)
-        try:
-            yield
-        finally:
-            logging.disable(logging.NOTSET)
 
 
 def f32(*shape, value=0.0):

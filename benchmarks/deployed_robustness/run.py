@@ -18,22 +18,33 @@ Per model: clean and robust accuracy on both sides, spikes / synaptic ops / neur
 energy per sample under every energy model with figures (``snnkit.energy``), and the MACs of the non-spiking twin
 (one dense forward pass: what an ANN of the same weights costs on a conventional processor).
 
+Every model is also fine-tuned for Loihi (``+ QAT``: ``snn-train --init MODEL.pt --qat loihi`` with the model's
+own ``--method``, masks kept; regularisers do not compose with QAT and are left out of its fine-tuning) and
+measured the same way.
+
+Each (model, seed) is one job (``--jobs`` run side by side, one thread each); its records are cached in
+``WORK/deployed/`` under the budget and the model file's digest, so an interrupted run resumes where it stopped.
+
 Writes ``results.json`` here and regenerates the README section between ``<!-- deployed-robustness:begin -->``
 and ``<!-- deployed-robustness:end -->`` (``--quick``: a reduced run into ``--out``, for the tests).
 
-    python benchmarks/deployed_robustness/run.py [--seeds 0 1 2] [--only vanilla converted-90] [--quick --out DIR]
+    python benchmarks/deployed_robustness/run.py [--seeds 0 1 2] [--only vanilla converted-90] [--jobs 2] [--no-qat]
+    python benchmarks/deployed_robustness/run.py --quick --out DIR     # what the tests run
     python benchmarks/deployed_robustness/run.py --table     # the README section from the committed results.json
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import json
+import multiprocessing
 import os
 import platform
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -71,6 +82,7 @@ EXTRA = {"hydra-90+at": ("HYDRA 90 % + PGD-AT", {"method": ROB.PGD_AT, "sparsity
 LABELS = {**{n: ROB.MODELS[n][0] for n in FROM_ROBUSTNESS}, **{n: v[0] for n, v in EXTRA.items()}}
 LOIHI_ENERGY = "loihi1-davies2018"  # the table's energy column (every built-in model is in results.json)
 TWIN_ENERGY = "horowitz45-fp32"  # the non-spiking twin's MACs on a conventional processor
+QAT_EPOCHS, QAT_LR = 5, 1e-4  # benchmarks/loihi_qat.py's fine-tuning
 
 
 @dataclass(frozen=True)
@@ -97,12 +109,7 @@ def trained(name: str, seed: int, work: Path, budget: Budget) -> Path:
     out = work / (f"{name}-seed{seed}" + ("-quick" if budget.epochs else ""))
     if (out / "model.pt").is_file():
         return out
-    if name in ROB.MODELS:
-        cfg, conv = ROB.train_config(name, seed)
-    else:
-        cfg = TrainConfig(dataset="digits", model={"arch": "mlp", "hidden": [512], "timesteps": 8},
-                          epochs=ROB.EPOCHS, batch_size=64, lr=2e-3, seed=seed, **EXTRA[name][1])
-        conv = None
+    cfg, conv = base_config(name, seed)
     if budget.epochs:
         cfg = replace(cfg, epochs=budget.epochs, prune_epochs=min(cfg.prune_epochs, budget.epochs))
         conv = conv and replace(conv, ann_epochs=budget.epochs, prune_epochs=budget.epochs,
@@ -113,6 +120,27 @@ def trained(name: str, seed: int, work: Path, budget: Budget) -> Path:
         from snnkit.train.conversion import convert_pipeline
 
         convert_pipeline(cfg, conv, out, progress=False)
+    return out
+
+
+def base_config(name: str, seed: int):
+    """The training recipe of model ``name`` (``TrainConfig`` and the conversion's config, or None)."""
+    if name in ROB.MODELS:
+        return ROB.train_config(name, seed)
+    return TrainConfig(dataset="digits", model={"arch": "mlp", "hidden": [512], "timesteps": 8},
+                       epochs=ROB.EPOCHS, batch_size=64, lr=2e-3, seed=seed, **EXTRA[name][1]), None
+
+
+def qat_tuned(name: str, seed: int, folder: Path, budget: Budget) -> Path:
+    """``folder``'s model fine-tuned through the Loihi 2 forward pass (``--qat loihi``) with its own ``--method``
+    (regularisers do not compose with QAT); masks stay as they are."""
+    out = folder.parent / f"{folder.name}+qat"
+    if (out / "model.pt").is_file():
+        return out
+    method = base_config(name, seed)[0].method
+    cfg = TrainConfig(dataset="digits", init=str(folder / "model.pt"), qat="loihi", method=method,
+                      epochs=budget.epochs or QAT_EPOCHS, lr=QAT_LR, batch_size=64, seed=seed)
+    train(cfg, out, progress=False)
     return out
 
 
@@ -217,8 +245,13 @@ def table(results: dict) -> str:
              f"PGD-{b['target_steps']} through the differentiable emulator, and the surrogate ensemble at eps {top}. "
              f"*Loihi cost*: Loihi's robust accuracy minus the reference's at eps {top}. Energy per sample: Loihi 1 "
              f"figures of Davies et al. 2018 for the SNN on Loihi, Horowitz 2014 (45 nm, fp32 MAC) for the twin; every "
-             f"built-in energy model is in results.json. Measured {cfg['date']} on {cfg['machine']}: "
-             f"{cfg['total_time_s'] / 60:.1f} min (`python benchmarks/deployed_robustness/run.py`).")
+             f"built-in energy model is in results.json. *+ QAT*: the model fine-tuned for {cfg['qat']['epochs']} epochs "
+             f"through the Loihi 2 forward pass (`--qat loihi --lr {cfg['qat']['lr']:g}`, its own `--method`). "
+             f"Measured {cfg['date']} on {cfg['machine']}: {cfg['wall_time_s'] / 60:.0f} min wall time with "
+             f"{cfg['jobs']} jobs side by side, {cfg['core_time_s'] / 60:.0f} core-minutes of training, QAT and "
+             f"evaluation (models of `benchmarks/robustness` reused as trained there"
+             + (f"; {cfg['reused_records']} records reused from an interrupted run" if cfg["reused_records"] else "")
+             + "; `python benchmarks/deployed_robustness/run.py --jobs 2`).")
     parts = [intro, "", "\n".join(lines)]
     if lava:
         parts += ["", "Re-checked on Lava (first seed, largest eps; clean inputs and every final adversarial example): "
@@ -229,17 +262,70 @@ def table(results: dict) -> str:
     return "\n".join(parts)
 
 
+@dataclass(frozen=True)
+class Job:
+    """One model and seed: trained (or reused), evaluated, fine-tuned with QAT and evaluated again."""
+
+    name: str
+    seed: int
+    qat: bool
+    lava_check: bool
+    work: Path
+    budget: Budget
+    threads: int = 1
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run_job(job: Job) -> list[tuple[str, dict]]:
+    """``[(variant, record)]`` for the job's model and, with ``job.qat``, its QAT fine-tuning; records come from
+    ``WORK/deployed/`` when the budget and the model file are unchanged."""
+    torch.set_num_threads(job.threads)
+    x, y = data.load("digits", "test", limit=job.budget.samples)
+    t0 = time.perf_counter()
+    folder = trained(job.name, job.seed, job.work, job.budget)
+    out = []
+    for variant in [job.name] + ([f"{job.name}+qat"] if job.qat else []):
+        t1 = time.perf_counter()
+        model_dir = qat_tuned(job.name, job.seed, folder, job.budget) if variant.endswith("+qat") else folder
+        prepared = time.perf_counter() - (t0 if variant == job.name else t1)
+        lava = job.lava_check and variant == job.name
+        key = json.loads(json.dumps({"budget": asdict(job.budget), "lava_check": lava,
+                                     "model": _digest(model_dir / "model.pt")}))
+        cache = job.work / "deployed" / f"{variant}-seed{job.seed}{'-quick' if job.budget.epochs else ''}.json"
+        cached = json.loads(cache.read_text()) if cache.is_file() else None
+        if cached and cached["key"] == key:
+            rec = dict(cached["record"], reused=True)
+        else:
+            t2 = time.perf_counter()
+            rec = evaluate_model(model_dir, x, y, job.budget, lava)
+            rec["seconds"] = {"train": prepared, "evaluate": time.perf_counter() - t2}
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            ROB._atomic_text(cache, json.dumps({"key": key, "record": rec}, indent=1))
+        top = rec["eps"][str(max(job.budget.eps))]
+        took = "reused" if rec.get("reused") else f"{sum(rec['seconds'].values()):.0f} s"
+        print(f"{variant} seed {job.seed}: clean {top['reference']['clean']:.3f} / {top['loihi']['clean']:.3f}, "
+              f"robust@{max(job.budget.eps)} {top['reference']['worst']:.3f} / {top['loihi']['worst']:.3f} ({took})",
+              flush=True)
+        out.append((variant, rec))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--only", nargs="+", choices=list(LABELS), help="run only these models")
+    p.add_argument("--only", nargs="+", choices=list(LABELS), help="run only these models (the others' results "
+                   "in the output's results.json are kept)")
     p.add_argument("--work", default=str(ROOT / "runs" / "robustness"), help="folder of trained models (shared "
-                   "with benchmarks/robustness)")
+                   "with benchmarks/robustness) and of the cached records (WORK/deployed)")
     p.add_argument("--quick", action="store_true", help="a reduced run (1-epoch models, 24 samples, one eps, tiny "
                    "attack budgets) for the tests; needs --out")
     p.add_argument("--out", help="where results.json and RESULTS.md go (default: here and the README)")
     p.add_argument("--no-lava", action="store_true", help="skip the Lava re-check on the first seed")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-qat", action="store_true", help="skip the QAT fine-tuned variants")
+    p.add_argument("--jobs", type=int, default=1, help="models evaluated side by side (one thread each)")
     p.add_argument("--table", action="store_true", help="only regenerate the README section from the committed "
                    "results.json")
     args = p.parse_args(argv)
@@ -248,32 +334,38 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.quick and not args.out:
         p.error("--quick needs --out (the committed results are full runs)")
-    torch.set_num_threads(args.threads)
     budget = QUICK if args.quick else FULL
     work = Path(args.work)
-    x, y = data.load("digits", "test", limit=budget.samples)
     names = args.only or list(LABELS)
     out_dir = Path(args.out) if args.out else HERE
     previous = json.loads((out_dir / "results.json").read_text()) if args.only and (out_dir / "results.json").is_file() \
         else {"models": {}, "config": {}}
+    jobs = [Job(name, seed, not args.no_qat, i == 0 and not args.no_lava, work, budget)
+            for name in names for i, seed in enumerate(args.seeds)]
     t0 = time.perf_counter()
+    if args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            done = list(pool.map(run_job, jobs))
+    else:
+        done = [run_job(job) for job in jobs]
+    per_variant: dict[str, dict] = {}
+    for job, records in zip(jobs, done):
+        for variant, rec in records:
+            per_variant.setdefault(variant, {})[str(job.seed)] = rec
     models = dict(previous["models"])  # with --only, the other models' results are kept
-    for name in names:
-        per_seed = {}
-        for i, seed in enumerate(args.seeds):
-            folder = trained(name, seed, work, budget)
-            rec = evaluate_model(folder, x, y, budget, lava_check=(i == 0 and not args.no_lava))
-            per_seed[str(seed)] = rec
-            top = rec["eps"][str(max(budget.eps))]
-            print(f"{name} seed {seed}: clean {top['reference']['clean']:.3f} / {top['loihi']['clean']:.3f}, robust@"
-                  f"{max(budget.eps)} {top['reference']['worst']:.3f} / {top['loihi']['worst']:.3f}", flush=True)
-        models[name] = {"label": LABELS[name], "per_seed": per_seed, "summary": summarise(per_seed, budget)}
-    models = {k: models[k] for k in LABELS if k in models}
-    results = {"config": {"seeds": args.seeds, "budget": asdict(budget), "n_test": int(x.shape[0]),
-                          "quick": args.quick, "date": time.strftime("%Y-%m-%d"),
-                          "total_time_s": time.perf_counter() - t0 + previous["config"].get("total_time_s", 0.0),
+    models.update({v: {"label": label(v), "per_seed": recs, "summary": summarise(recs, budget)}
+                   for v, recs in per_variant.items()})
+    order = [v for n in LABELS for v in (n, f"{n}+qat")]
+    models = {k: models[k] for k in order if k in models}
+    records = [r for m in models.values() for r in m["per_seed"].values()]
+    results = {"config": {"seeds": args.seeds, "budget": asdict(budget), "n_test": int(budget.samples or 360),
+                          "quick": args.quick, "date": time.strftime("%Y-%m-%d"), "jobs": args.jobs,
+                          "qat": {"epochs": budget.epochs or QAT_EPOCHS, "lr": QAT_LR},
+                          "wall_time_s": time.perf_counter() - t0 + previous["config"].get("wall_time_s", 0.0),
+                          "core_time_s": sum(sum(r["seconds"].values()) for r in records),
+                          "reused_records": sum(bool(r.get("reused")) for r in records),
                           "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-                                     f"{torch.get_num_threads()} threads"},
+                                     "one thread per job"},
                "models": models}
     out_dir.mkdir(parents=True, exist_ok=True)
     ROB._atomic_text(out_dir / "results.json", json.dumps(results, indent=2))
@@ -284,6 +376,10 @@ def main(argv: list[str] | None = None) -> int:
         write_readme(text)
     print(text)
     return 0
+
+
+def label(variant: str) -> str:
+    return LABELS[variant.removesuffix("+qat")] + (" + QAT" if variant.endswith("+qat") else "")
 
 
 def write_readme(text: str) -> None:

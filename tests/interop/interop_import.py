@@ -11,7 +11,7 @@ import nir
 import numpy as np
 import torch
 
-from interop_nets import quiet
+from conftest import quiet
 
 
 def _tensor_steps(x: np.ndarray):

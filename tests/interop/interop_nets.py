@@ -19,16 +19,14 @@ Conventions measured here (and written down in docs/interop.md):
 """
 from __future__ import annotations
 
-import contextlib
 import functools
-import io
-import logging
-import warnings
 from dataclasses import dataclass, field
 
 import nir
 import numpy as np
 import torch
+
+from conftest import quiet
 
 SPIKE_TOL = 1e-3
 """Largest fraction of differing spike values allowed where the arithmetic differs only in rounding order
@@ -38,16 +36,6 @@ FRAMEWORK_TARGETS = ("torch", "norse", "snntorch")
 B, T = 4, 30
 
 
-@contextlib.contextmanager
-def quiet():
-    """Silence the libraries' prints, warnings and log lines (their importers and exporters are chatty)."""
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        logging.disable(logging.WARNING)
-        try:
-            yield
-        finally:
-            logging.disable(logging.NOTSET)
 
 
 def spikes(shape, p: float, seed: int = 0) -> np.ndarray:

@@ -75,7 +75,7 @@ def test_norse_exports_no_recurrent_cell():
     """Norse's recurrent cells have no ``to_nir`` mapping: ``LIFRecurrentCell`` becomes a ``None`` node (no
     recurrent edge, no LIF), so Norse exports no recurrent kind."""
     import norse.torch as nt
-    from interop_nets import quiet
+    from conftest import quiet
 
     m = nt.SequentialState(torch.nn.Linear(6, 8), nt.LIFRecurrentCell(8, 8))
     with quiet():

@@ -71,6 +71,14 @@ def parser() -> argparse.ArgumentParser:
     conv.add_argument("--ann-finetune-epochs", type=int, help="sparse ANN fine-tuning epochs (default 10)")
     conv.add_argument("--percentile", type=float, help="threshold percentile of pre-activations (99.7)")
     conv.add_argument("--threshold-scale", type=float, help="threshold = scale x percentile (0.3)")
+    qat = p.add_argument_group("quantisation-aware fine-tuning (snnkit.train.qat)")
+    qat.add_argument("--qat", choices=["loihi"], help="fine-tune the --init model through the Loihi 2 fixed-point "
+                     "forward pass (the bit-exact emulator on the model quantised as snn-export/snn-deploy do it, "
+                     "re-quantised after every step; straight-through gradients to the float weights). model.pt "
+                     "stays a float model whose Lava export is what was trained; metrics.json adds the loihi-emu "
+                     "and float test accuracy before and after. Composes with --method (adversarial examples on "
+                     "the quantised model); masks of pruned models stay frozen; not with --reg. Needs --init; a "
+                     "few epochs at a small --lr (e.g. --epochs 5 --lr 2e-4)")
     p.add_argument("--limit", type=int, help="evaluate on the first N test samples only")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice; 1 is often fastest "
@@ -119,6 +127,9 @@ def check_options(args: argparse.Namespace) -> None:
     for dest in given(args, CONVERT_OPTIONS):
         if args.pipeline != "convert":
             raise ValueError(f"{_flag(dest)} needs --pipeline convert")
+    if args.qat and args.pipeline == "convert":
+        raise ValueError("--qat fine-tunes a trained model, not --pipeline convert (fine-tune its model.pt with "
+                         "--init MODEL.pt --qat loihi)")
     check_data_dir(args.data_dir, args.dataset)
 
 
@@ -152,7 +163,12 @@ def _main(args: argparse.Namespace) -> int:
     cfg = TrainConfig(dataset=args.dataset, model=model_config(args), epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
                       weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed, method=args.method,
-                      regs=args.reg, data_dir=args.data_dir, limit=args.limit, device=device, **sparse)
+                      regs=args.reg, data_dir=args.data_dir, limit=args.limit, device=device, qat=args.qat,
+                      **sparse)
+    if cfg.qat:
+        from snnkit.train.qat import check
+
+        check(cfg)
     if convert:
         from snnkit.train.conversion import ConversionConfig, convert_pipeline
 
@@ -164,11 +180,20 @@ def _main(args: argparse.Namespace) -> int:
     else:
         metrics = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     summary = {k: metrics[k] for k in ("dataset", "test_accuracy", "train_accuracy", "train_time_s")}
-    summary.update(model=args.model, out=str(args.out), epochs=args.epochs,
+    summary.update(model=metrics.get("model", {}).get("arch", args.model), out=str(args.out), epochs=args.epochs,
                    **{k: v for k, v in metrics.items() if k not in summary and k not in ("history", "model", "train_config")})
-    emit(summary, args.json, lambda s: (f"{s['model']} on {s['dataset']}: test accuracy {s['test_accuracy']:.4f}, "
-                                        f"trained in {s['train_time_s']:.1f} s -> {s['out']}/model.pt"))
+    emit(summary, args.json, _summary_line)
     return 0
+
+
+def _summary_line(s: dict) -> str:
+    line = (f"{s['model']} on {s['dataset']}: test accuracy {s['test_accuracy']:.4f}, trained in {s['train_time_s']:.1f} s "
+            f"-> {s['out']}/model.pt")
+    if "qat" in s:
+        q = s["qat"]
+        line += (f"\nloihi-emu test accuracy {q['loihi_accuracy_before']:.4f} -> {q['loihi_accuracy_after']:.4f} (float "
+                 f"{q['float_accuracy_before']:.4f} -> {q['float_accuracy_after']:.4f})")
+    return line
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,7 @@ dynamics exist here):
 | LIF | ``snnkit.nn.LIF`` | ``beta = 1 - dt/tau``, ``input_scale = (1-beta) r``, v_leak, threshold, v_reset |
 | IF | ``snnkit.nn.IF`` | ``input_scale = r``, threshold, v_reset |
 | CubaLIF | ``snnkit.nn.CubaLIF`` | ``alpha = 1 - dt/tau_syn``, ``syn_scale = (1-alpha) w_in``, beta and input_scale as LIF |
+| LI / CubaLI | ``snnkit.nn.LI`` / ``snnkit.nn.CubaLI`` | as LIF / CubaLIF without threshold; the output is the potential |
 
 The reset mode of a spiking node is ``metadata["reset"][name]`` when snnkit wrote the graph, else ``"zero"``
 (NIR has no reset-mode field). Feed-forward graphs run layer at a time on ``[B, T, ...]`` (the code path of
@@ -34,7 +35,7 @@ from snnkit.graph import DeployError, GraphPlan, flatten_graph, graph_dt, graph_
 from snnkit.graph.conventions import decay, node_resets
 from snnkit.graph.kinds import SPIKING
 from snnkit.nn.layers import AvgPool2d, Conv2d, Flatten, SumPool2d
-from snnkit.nn.neurons import IF, LIF, CubaLIF, SpikingLayer
+from snnkit.nn.neurons import IF, LI, LIF, CubaLI, CubaLIF, SpikingLayer
 
 
 
@@ -134,6 +135,18 @@ def _cuba(name, node, dt, reset) -> nn.Module:
                    input_scale=_t((1.0 - beta) * _f64(node.r)), v_reset=_t(_v_reset(node)))
 
 
+def _li(name, node, dt, reset) -> nn.Module:
+    beta = decay(name, "beta", dt, node.tau)
+    return LI(beta=_t(beta), v_leak=_t(node.v_leak), input_scale=_t((1.0 - beta) * _f64(node.r)))
+
+
+def _cuba_li(name, node, dt, reset) -> nn.Module:
+    alpha = decay(name, "alpha", dt, node.tau_syn)
+    beta = decay(name, "beta", dt, node.tau_mem)
+    return CubaLI(alpha=_t(alpha), beta=_t(beta), v_leak=_t(node.v_leak), syn_scale=_t((1.0 - alpha) * _f64(node.w_in)),
+                  input_scale=_t((1.0 - beta) * _f64(node.r)))
+
+
 BUILDERS: dict[type, Callable[..., nn.Module]] = {
     nir.Input: lambda *a: nn.Identity(),
     nir.Output: lambda *a: nn.Identity(),
@@ -147,6 +160,8 @@ BUILDERS: dict[type, Callable[..., nn.Module]] = {
     nir.LIF: _lif,
     nir.IF: _if,
     nir.CubaLIF: _cuba,
+    nir.LI: _li,
+    nir.CubaLI: _cuba_li,
 }
 SUPPORTED = tuple(sorted(t.__name__ for t in BUILDERS))
 

@@ -1,10 +1,11 @@
 """``to_nir``: an snnkit model as a ``nir.NIRGraph`` (parameters as in docs/semantics.md).
 
 Layers map one to one (``nn.Linear`` -> Affine or Linear, ``Conv2d`` -> Conv2d, ``AvgPool2d`` -> AvgPool2d,
-``SumPool2d`` -> SumPool2d, ``Flatten`` -> Flatten, ``LIF``/``IF``/``CubaLIF`` -> their NIR nodes) and keep their
-names; ``BatchNormTT`` is folded into the preceding Linear/Conv2d with its running (eval) statistics. Weights are
-copied unchanged (pruned weights stay exact zeros). Neuron parameters are written per neuron with the neuron's
-shape, time constants and gains in float64 so that reading them back gives the same float32 layer parameters:
+``SumPool2d`` -> SumPool2d, ``Flatten`` -> Flatten, ``LIF``/``IF``/``CubaLIF``/``LI``/``CubaLI`` -> their NIR
+nodes) and keep their names; ``BatchNormTT`` is folded into the preceding Linear/Conv2d with its running (eval)
+statistics. Weights are copied unchanged (pruned weights stay exact zeros). Neuron parameters are written per
+neuron with the neuron's shape, time constants and gains in float64 so that reading them back gives the same
+float32 layer parameters:
 
 - LIF: ``tau = dt/(1-beta)``, ``r = g/(1-beta)``; IF: ``r = g``; CubaLIF: ``tau_syn = dt/(1-alpha)``,
   ``w_in = g_syn/(1-alpha)`` and ``tau_mem``, ``r`` as LIF. A LIF whose ``beta`` is 1 for every neuron is an IF.
@@ -26,7 +27,7 @@ from snnkit.export.report import ExportReport, NodeRecord
 from snnkit.graph.kinds import WEIGHTED
 from snnkit.models.spiking import SpikingModel
 from snnkit.nn.layers import BatchNormTT, Flatten, SumPool2d
-from snnkit.nn.neurons import IF, LIF, CubaLIF
+from snnkit.nn.neurons import IF, LI, LIF, CubaLI, CubaLIF
 
 
 def _np(t: torch.Tensor, dtype=np.float32) -> np.ndarray:
@@ -88,6 +89,18 @@ def _lif_node(m: LIF, shape, dt: float, name: str, report: ExportReport) -> nir.
                    v_threshold=thr, v_reset=v_reset)
 
 
+def _readout_node(m: "LI | CubaLI", shape, dt: float, name: str) -> nir.NIRNode:
+    """LI / CubaLI: the charge parameters of the LIF / CubaLIF node, without threshold and reset."""
+    if isinstance(m, CubaLI):
+        c = _cuba_node(m, shape, dt, name)
+        return nir.CubaLI(tau_syn=c.tau_syn, tau_mem=c.tau_mem, r=c.r, v_leak=c.v_leak, w_in=c.w_in)
+    beta = _full(m.decay(), shape)
+    if np.any(beta == 1.0):
+        raise ValueError(f"layer {name!r}: LI with beta = 1 has an infinite time constant")
+    return nir.LI(tau=dt / (1.0 - beta), r=_full(m.input_scale, shape) / (1.0 - beta),
+                  v_leak=_full(m.v_leak, shape, np.float32))
+
+
 def _cuba_node(m: CubaLIF, shape, dt: float, name: str) -> nir.NIRNode:
     alpha, beta, _, _ = m._params()
     alpha, beta = _full(alpha, shape), _full(beta, shape)
@@ -139,6 +152,8 @@ def _layer_node(name: str, m: nn.Module, in_shape: tuple, out_shape: tuple, dt: 
         return nir.Flatten(input_type={"input": np.array(in_shape)}, start_dim=0, end_dim=-1)
     if isinstance(m, Scale):
         return nir.Scale(scale=_np(m.scale))
+    if isinstance(m, (LI, CubaLI)):
+        return _readout_node(m, out_shape, dt, name)
     if isinstance(m, (LIF, CubaLIF)):
         node = _lif_node(m, out_shape, dt, name, report) if isinstance(m, LIF) else _cuba_node(m, out_shape, dt, name)
         if m.reset == "subtract":
@@ -203,7 +218,7 @@ def to_nir(model: "SpikingModel | nn.Module", *, dt: float | None = None,
         node = _layer_node(name, m, in_shape, out_shape, dt, report)
         if node is None:
             continue
-        if isinstance(m, (LIF, CubaLIF)):
+        if isinstance(m, (LIF, CubaLIF)) and not isinstance(m, (LI, CubaLI)):
             resets[name] = m.reset
         nodes[name] = node
         sources[name] = f"{kind} {name}"
@@ -247,7 +262,7 @@ def _network_to_nir(net, dt: float | None, report: ExportReport) -> nir.NIRGraph
             node = _layer_node(name, m, in_shape, shape[name], dt, report)
         if node is None:
             raise ValueError(f"node {name!r}: {type(m).__name__} cannot be written back")
-        if isinstance(m, (LIF, CubaLIF)):
+        if isinstance(m, (LIF, CubaLIF)) and not isinstance(m, (LI, CubaLI)):
             resets[name] = m.reset
         nodes[name] = node
         sources[name] = type(m).__name__

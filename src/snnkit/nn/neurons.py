@@ -1,4 +1,5 @@
-"""Multi-step spiking layers over ``[B, T, ...]``: LIF, IF and CubaLIF (docs/semantics.md).
+"""Multi-step neuron layers over ``[B, T, ...]``: LIF, IF and CubaLIF, and the readouts LI and CubaLI
+(docs/semantics.md).
 
 Every ``forward`` starts from zero state, so nothing leaks between calls. Set ``layer.record = True`` (or use
 ``model.run``) to keep the last call's spikes and pre-reset membrane potentials, with their autograd graph, in
@@ -6,6 +7,8 @@ Every ``forward`` starts from zero state, so nothing leaks between calls. Set ``
 Parameters may be scalars or per-neuron tensors (imported graphs); ``learn_*`` makes them trainable.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -163,3 +166,42 @@ class CubaLIF(SpikingLayer):
         s, h = torch.stack(spikes, 1), torch.stack(hs, 1)
         self._keep(s, h)
         return s
+
+
+class LI(LIF):
+    """Leaky integrator, a non-spiking readout: LIF's charge ``h = beta v + (1-beta) v_leak + g I`` without fire
+    or reset; its output is ``h``. Same arguments as :class:`LIF` for the charge (the threshold is infinite)."""
+
+    def __init__(self, beta=0.9, v_leak=0.0, input_scale=1.0, learn_beta: bool = False):
+        super().__init__(beta=beta, threshold=math.inf, v_leak=v_leak, input_scale=input_scale,
+                         learn_beta=learn_beta)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, h = F.lif_scan(self.drive(x).transpose(0, 1), self.decay(), self.threshold, self.v_reset,
+                          self.surrogate, False, with_h=True)
+        h = h.transpose(0, 1)
+        if self.record:
+            self._keep(torch.zeros_like(h), h)
+        return h
+
+    def step(self, x: torch.Tensor, state: F.LIFState):
+        """One step on ``x [B, ...]``: returns ``(h, state, h)``."""
+        _, state, h = super().step(x, state)
+        return h, state, h
+
+
+class CubaLI(CubaLIF):
+    """Current-based leaky integrator, a non-spiking readout: CubaLIF's ``i`` and ``h`` without fire or reset;
+    its output is ``h``. Same arguments as :class:`CubaLIF` for the charge (the threshold is infinite)."""
+
+    def __init__(self, alpha=0.8, beta=0.9, v_leak=0.0, syn_scale=1.0, input_scale=1.0):
+        super().__init__(alpha=alpha, beta=beta, threshold=math.inf, v_leak=v_leak, syn_scale=syn_scale,
+                         input_scale=input_scale)
+
+    def step(self, x: torch.Tensor, state: F.CubaState):
+        """One step on ``x [B, ...]``: returns ``(h, state, h)``."""
+        _, state, h = super().step(x, state)
+        return h, state, h
+
+    def _keep(self, s: torch.Tensor, h: torch.Tensor) -> None:
+        super()._keep(torch.zeros_like(h), h)  # CubaLIF's forward stacks what step returns first: h

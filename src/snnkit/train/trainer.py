@@ -6,6 +6,10 @@ Determinism: the same config and seed give the same weights and metrics on the s
 the same final weights as an uninterrupted one.
 
 Outputs in ``out_dir``: ``model.pt`` (see ``snnkit.models.io``), ``metrics.json``, ``checkpoint.pt``.
+
+With ``qat="loihi"`` (and ``init``) the objective sees the model as it runs on Loihi 2
+(:class:`snnkit.train.qat.LoihiQAT`, re-quantised after every optimiser step); ``model.pt`` is still the float
+model, and ``metrics.json`` adds the accuracies of the starting and the final model on ``loihi-emu``.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from snnkit import data as datasets
 from snnkit.attack.gradients import input_gradient_sparsity
 from snnkit.models import build, load, save
 from snnkit.atomic import atomic_write
+from snnkit.train import qat
 from snnkit.train import sparsity as masks
 from snnkit.train.objectives import accuracy, build_objective
 
@@ -49,6 +54,7 @@ class TrainConfig:
     prune: str = "magnitude"  # magnitude | hydra | harp (snnkit.train.sparsity)
     prune_epochs: int = 0  # score-training epochs (hydra/harp) or dense epochs before magnitude pruning
     prune_lr: float = 0.01
+    qat: str | None = None  # "loihi": quantisation-aware fine-tuning of ``init`` (snnkit.train.qat)
 
 
 def _optimizer(cfg: TrainConfig, params):
@@ -123,23 +129,26 @@ def train(cfg: TrainConfig, out_dir: "str | Path", *, resume: bool = False, prog
         history = list(ckpt["history"])
         start_epoch = int(ckpt["epoch"])
 
+    net = qat.wrap(model, cfg, x_train) if cfg.qat else model  # what the objective trains
     train_time = sum(h["time_s"] for h in history)
     n = len(x_train)
     bar = tqdm(range(start_epoch, cfg.epochs), desc=f"train {model_cfg['arch']} on {cfg.dataset}",
                disable=not progress, initial=start_epoch, total=cfg.epochs, unit="epoch")
     for epoch in bar:
         t0 = time.perf_counter()
-        model.train()
+        net.train()
         perm = torch.randperm(n, generator=shuffle)
         loss_sum, correct, parts_sum = 0.0, 0.0, {}
         for i in range(0, n, cfg.batch_size):
             idx = perm[i : i + cfg.batch_size]
             xb, yb = x_train[idx].to(cfg.device), y_train[idx].to(cfg.device)
-            loss, logits, parts = objective(model, xb, yb)
+            loss, logits, parts = objective(net, xb, yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             masks.after_step(model, objective)
+            if net is not model:
+                net.requantise()
             loss_sum += float(loss.detach()) * len(idx)
             correct += accuracy(logits.detach(), yb) * len(idx)
             for k, v in parts.items():
@@ -152,6 +161,7 @@ def train(cfg: TrainConfig, out_dir: "str | Path", *, resume: bool = False, prog
             "loss": loss_sum / n,
             "train_accuracy": correct / n,
             "test_accuracy": evaluate(model, x_test, y_test),
+            **({"loihi_test_accuracy": evaluate(net, x_test, y_test)} if net is not model else {}),
             "lr": opt.param_groups[0]["lr"],
             "time_s": epoch_time,
             **({"loss_parts": {k: v / n for k, v in parts_sum.items()}} if len(parts_sum) > 1 else {}),
@@ -187,6 +197,7 @@ def train(cfg: TrainConfig, out_dir: "str | Path", *, resume: bool = False, prog
         "gradient_sparsity": input_gradient_sparsity(model, x_test[:1024].to(cfg.device), y_test[:1024]),
         "weight_sparsity": masks.weight_sparsity(model),
         **({"prune_history": prune_history} if prune_history else {}),
+        **({"qat": qat.record(cfg, model, x_test, y_test)} if cfg.qat else {}),
         "history": history,
     }
     save(model.cpu(), out / "model.pt", meta={"dataset": cfg.dataset, "test_accuracy": final["test_accuracy"]})

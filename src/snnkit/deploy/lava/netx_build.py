@@ -72,7 +72,7 @@ class NetxNetwork(LavaNetwork):
             if tuple(block.shape) != lava_shape(tuple(layer.shape)):
                 raise ValueError(f"netx block for layer {layer.name!r} has shape {tuple(block.shape)}, expected "
                                  f"{lava_shape(tuple(layer.shape))}")
-        in_port, in_shape = self.out_ports[lg.input.name]
+        [in_port], in_shape = self.out_ports[lg.input.name]
         feed = in_port
         if len(in_shape) == 3 and len(self.net.inp.shape) == 1:  # a flatten before the first dense block
             feed = in_port.transpose([2, 1, 0]).flatten()
@@ -81,5 +81,5 @@ class NetxNetwork(LavaNetwork):
         self.synapses = [getattr(b, name) for b in blocks for name in ("synapse", "synapse_rec") if hasattr(b, name)]
         self.recurrent = [(b.synapse_rec, layer.depth) for b, layer in zip(blocks, layers) if hasattr(b, "synapse_rec")]
         for block, layer in zip(blocks, layers):
-            self.out_ports[layer.name] = (block.out, tuple(layer.shape))
+            self.out_ports[layer.name] = ([block.out], tuple(layer.shape))
         self._record()

@@ -133,7 +133,7 @@ def _run_jobs(jobs: list[tuple[LoihiGraph, np.ndarray, dict, Path | None]], tag:
                 shutil.copyfile(netx_file, d / "model_netx.h5")
             dirs.append(d)
             steps += x.shape[0] * lg.steps_out(x.shape[1])
-            procs = max(procs, 1 + 2 * len(lg.layers) + len(lg.projections))
+            procs = max(procs, lg.lava_processes())
         timeout = timeout_s if timeout_s is not None else default_timeout(steps, procs)
         results = run_worker(dirs, python=python, timeout_s=timeout, log_dir=root)
         out = []

@@ -12,7 +12,8 @@ JOB_DIR holds (written by :mod:`snnkit.deploy.lava.target`):
 
 and receives:
 
-- ``rasters.npz``: ``layer<i>`` -> spikes ``[B, T + delay, n]`` (uint8) of ``graph.layers[i]``
+- ``rasters.npz``: ``layer<i>`` -> spikes ``[B, T + delay, n]`` (uint8) of ``graph.layers[i]``, or its potential
+  for a readout (int32; float64 for floating_pt)
 - ``result.json``: ``{"ok": true, "build_s", "run_s", "steps", "processes"}`` (netx jobs add ``imports``:
   ``"stand-in"`` or ``"torch"``) or ``{"ok": false, "error": one line}``
 
@@ -64,9 +65,9 @@ def run_job(job_dir: Path) -> dict:
     with os.fdopen(fd, "wb") as f:
         np.savez(f, **{f"layer{i}": rasters[layer.name] for i, layer in enumerate(lg.layers)})
     os.replace(tmp, job_dir / "rasters.npz")
-    for path in net.files.values():
+    for path in net.scratch_files():
         path.unlink(missing_ok=True)
-    n_proc = 1 + len(net.neurons) + len(net.synapses) + len(net.recorders)
+    n_proc = len(net.sources) + len(net.neurons) + len(net.synapses) + len(net.recorders)
     result = {"ok": True, "build_s": t1 - t0, "run_s": t2 - t1, "steps": net.total, "processes": n_proc,
               "pauses": len(net.stops()) - 1}
     if job.get("kind") == "netx":

@@ -9,15 +9,22 @@ It runs a :class:`~snnkit.deploy.loihi.graph.LoihiGraph` exactly as the Lava tar
   exponent to the accumulated sum (floor shift), Conv wraps to 24 bits, every message is an int32;
 - the LIF step is Lava's: current ``u`` decays toward zero and wraps at 24 bits, voltage ``v`` decays toward
   zero and saturates, fire when ``v > vth << 6``, reset ``v`` to 0 (or subtract ``vth << 6``: a layer with
-  ``reset == "subtract"``, as snnkit's Lava process ``LIFSubtractReset`` does).
+  ``reset == "subtract"``, as snnkit's Lava process ``LIFSubtractReset`` does). Decays may differ per neuron
+  (Lava runs such a layer as one process per group of equal decays); a readout layer never fires and
+  returns its ``v`` (snnkit's ``LIFReadout``);
+- a projection with a ``delay`` (a skip connection) reads its source that many steps earlier (Lava: relay
+  layers, or a delayed copy of the input stream).
 
 Feed-forward layers are computed one after the other over all steps (one big matmul/convolution per
 projection); a layer with a recurrent projection is stepped.
 
 ``differentiable=True`` keeps every forward value bit-identical and adds straight-through gradients: the
 rounding, shifts, wraps and saturation pass the gradient of their real-valued counterpart, and the spike
-passes the arctan surrogate of :mod:`snnkit.nn.surrogate` (width set by the threshold). This is the model
-adaptive attacks differentiate.
+passes the arctan surrogate of :mod:`snnkit.nn.surrogate` (width set by the threshold; another surrogate per
+layer on request). This is the model adaptive attacks differentiate. Given a :class:`FloatPath`, every
+synapse stage's messages and every layer's bias pass instead the gradient of the path's real-valued
+counterparts, which may depend on parameters: quantisation-aware training (:mod:`snnkit.train.qat`)
+differentiates the float model's weights that way, through this forward.
 """
 from __future__ import annotations
 
@@ -30,9 +37,9 @@ import torch.nn.functional as F
 
 from snnkit.graph import DeployError
 from snnkit.deploy.cache import BuildCache
-from snnkit.deploy.loihi.graph import ACT_SHIFT, DECAY_UNITY, STATE_MAX, LoihiGraph, Projection
+from snnkit.deploy.loihi.graph import ACT_SHIFT, DECAY_UNITY, STATE_MAX, LoihiGraph, NeuronLayer, Projection
 from snnkit.deploy.loihi.prepare import QuantisedTarget
-from snnkit.nn.surrogate import ATan
+from snnkit.nn.surrogate import ATan, Surrogate
 
 _TWO31 = 2.0 ** 31
 _TWO23 = float(STATE_MAX)
@@ -107,10 +114,30 @@ class _NoTF32:
         return False
 
 
-def _spike(h: torch.Tensor, thr: float, alpha: float) -> torch.Tensor:
-    """Fire where ``h > thr`` (0/1 in h's dtype), differentiable: the gradient of :class:`snnkit.nn.surrogate.ATan`
-    (sharpness ``alpha``) on the scaled potential ``(h - thr) / thr``, so its width is set by the threshold."""
-    return ATan(alpha=alpha).spike((h - thr) / thr)
+def _spike(h: torch.Tensor, thr: float, surrogate: "float | Surrogate") -> torch.Tensor:
+    """Fire where ``h > thr`` (0/1 in h's dtype), differentiable: the gradient of ``surrogate`` (a float:
+    :class:`snnkit.nn.surrogate.ATan` of that sharpness) on the scaled potential ``(h - thr) / thr``, so its width
+    is set by the threshold."""
+    surrogate = surrogate if isinstance(surrogate, Surrogate) else ATan(alpha=surrogate)
+    return surrogate.spike((h - thr) / thr)
+
+
+class FloatPath:
+    """Real-valued counterparts of a :class:`LoihiGraph`'s integer quantities, for straight-through gradients.
+
+    In differentiable mode an emulator given a float path computes every message and bias exactly as without it,
+    and passes the gradient of :meth:`message` and :meth:`bias` instead (``exact + (float - float.detach())``).
+    Both are in the emulator's integer units, so the gradient has the scale of the integers it stands for.
+    """
+
+    def message(self, p: Projection, x: torch.Tensor) -> torch.Tensor:
+        """The real value of projection ``p``'s message (before ``<< 6``) for source outputs ``x [N, *src_shape]``
+        (the integers the projection receives): ``[N, n_dst]``."""
+        raise NotImplementedError
+
+    def bias(self, layer: NeuronLayer) -> torch.Tensor:
+        """The real value of ``layer``'s bias, in v units (threshold ``vth << 6``): ``[layer.size]``."""
+        raise NotImplementedError
 
 
 class LoihiEmulator:
@@ -119,14 +146,19 @@ class LoihiEmulator:
     device: where tensors live (``"cpu"``, ``"cuda"``...).
     differentiable: straight-through gradients (see the module docstring); forward values are unchanged.
     surrogate_alpha: sharpness of the arctan surrogate, in units of the threshold.
+    surrogates: layer name -> the surrogate its spikes use instead (on the potential in threshold units).
+    float_path: a :class:`FloatPath` whose messages and biases the gradients follow (differentiable mode).
     """
 
     def __init__(self, lg: LoihiGraph, device: str | torch.device = "cpu", differentiable: bool = False,
-                 surrogate_alpha: float = 2.0):
+                 surrogate_alpha: float = 2.0, *, surrogates: dict[str, Surrogate] | None = None,
+                 float_path: FloatPath | None = None):
         self.lg = lg
         self.device = torch.device(device)
         self.differentiable = differentiable
         self.surrogate_alpha = float(surrogate_alpha)
+        self.surrogates = dict(surrogates or {})
+        self.float_path = float_path if differentiable else None
         dd = dict(device=self.device, dtype=torch.float64)
         self._w = {}
         self._acc_bound: dict[int, float] = {}  # bound on |sum of weights x inputs| before any shift
@@ -162,7 +194,15 @@ class LoihiEmulator:
 
     # --- one synapse stage -------------------------------------------------------------------------------
     def _project(self, i: int, p: Projection, x: torch.Tensor) -> torch.Tensor:
-        """Lava's message for inputs ``x [N, *src_shape]`` (integer-valued): ``[N, n_dst]``."""
+        """Lava's message for inputs ``x [N, *src_shape]`` (integer-valued): ``[N, n_dst]``; with a float path,
+        its gradient is the path's."""
+        if self.float_path is None:
+            return self._message(i, p, x)
+        with torch.no_grad():
+            exact = self._message(i, p, x)
+        return _ste(self.float_path.message(p, x).to(torch.float64), exact)
+
+    def _message(self, i: int, p: Projection, x: torch.Tensor) -> torch.Tensor:
         w = self._w[i]
         n = x.shape[0]
         x = x.to(w.dtype)
@@ -183,7 +223,8 @@ class LoihiEmulator:
 
     # --- the run -----------------------------------------------------------------------------------------
     def run(self, x: torch.Tensor, *, encoded: bool = False) -> dict[str, torch.Tensor]:
-        """Run a batch; returns layer name -> spikes ``[B, T + delay, n]`` (float64, 0/1).
+        """Run a batch; returns layer name -> spikes ``[B, T + delay, n]`` (float64, 0/1), for a readout its
+        potential ``v`` (integers, float64).
 
         x: ``[B, T, *input_shape]`` float input (or Lava's integers when ``encoded``). Each sample starts from
         zero state; layer at depth k is zero before step k (see ``LoihiGraph``).
@@ -209,7 +250,7 @@ class LoihiEmulator:
                 if p.recurrent:
                     rec.append((i, p))
                     continue
-                src = rasters[p.src][:, k - 1:t_out - 1]  # delivered one step later
+                src = rasters[p.src][:, k - 1 - p.delay:t_out - 1 - p.delay]  # delivered 1 + delay steps later
                 shape = lg.source_shape(p.src)
                 msg = self._project(i, p, src.reshape(-1, *shape)).reshape(b, t_out - k, n)
                 a_ff[:, k:] += msg
@@ -217,27 +258,41 @@ class LoihiEmulator:
         del rasters[lg.input.name]
         return rasters
 
+    def _keep(self, layer, name: str, offset: int) -> "float | torch.Tensor":
+        """``4096 - (field + offset)``: what of the state a decay keeps, per neuron (a number when uniform)."""
+        keep = DECAY_UNITY - (layer.per_neuron(name).astype(np.float64) + offset)
+        if np.all(keep == keep[0]):
+            return float(keep[0])
+        return torch.as_tensor(keep, device=self.device, dtype=torch.float64)
+
     def _neurons(self, layer, a_ff: torch.Tensor, rec: list, k: int) -> torch.Tensor:
-        """Lava's fixed-point LIF over steps ``k .. T_out - 1`` (state reset to zero at step k)."""
+        """Lava's fixed-point LIF over steps ``k .. T_out - 1`` (state reset to zero at step k): the spikes, or a
+        readout's potential."""
         b, t_out, n = a_ff.shape
         dd = dict(device=self.device, dtype=torch.float64)
         u = torch.zeros((b, n), **dd)
         v = torch.zeros((b, n), **dd)
-        keep_u = DECAY_UNITY - (int(layer.du) + 1)
-        keep_v = DECAY_UNITY - int(layer.dv)
+        keep_u = self._keep(layer, "du", 1)
+        keep_v = self._keep(layer, "dv", 0)
+        empty_u = bool(np.all(DECAY_UNITY - layer.per_neuron("du") - 1 == 0))  # LIF/IF: u emptied every step
+        no_leak = bool(np.all(layer.per_neuron("dv") == 0))
         thr = float(int(layer.vth) << ACT_SHIFT)
         subtract = layer.reset == "subtract"
         bias = self._bias[layer.name]
+        b_bias = float(bias.abs().max()) if bias.numel() else 0.0
+        if self.float_path is not None:
+            bias = _ste(self.float_path.bias(layer).to(torch.float64), bias)
+        surrogate = self.surrogates.get(layer.name, self.surrogate_alpha)
         shift = float(1 << ACT_SHIFT)
         vmax = _TWO23 - 1
         # Proven bounds on |a|, |a << 6|, |u| and |v| let wraps and clips that cannot trigger be skipped: a
         # leaky state driven by inputs of at most b stays below b / (1 - keep / 4096).
         b_a = sum(self._msg_bound[i] for i, p in enumerate(self.lg.projections) if p.dst == layer.name)
         b_act = b_a * shift
-        r_u, r_v = keep_u / DECAY_UNITY, keep_v / DECAY_UNITY
+        r_u = float(np.max(DECAY_UNITY - layer.per_neuron("du") - 1)) / DECAY_UNITY
+        r_v = float(np.max(DECAY_UNITY - layer.per_neuron("dv"))) / DECAY_UNITY
         b_u = b_act / (1 - r_u) if r_u < 1 else math.inf
         b_cur = b_u if b_u < _TWO23 else math.inf  # inf: u may wrap; check every step
-        b_bias = float(bias.abs().max()) if bias.numel() else 0.0
         b_v = (b_u + b_bias) / (1 - r_v) if r_v < 1 else math.inf
         b_h = b_v if b_v <= vmax else math.inf  # inf: v may saturate; check every step
         out = [torch.zeros((b, n), **dd)] * k
@@ -250,25 +305,35 @@ class LoihiEmulator:
                 a = a + self._project(i, p, s)
             a = _wrap(a, 32, b_a)
             act = _wrap(a * shift, 32, b_act)
-            cur = act if keep_u == 0 else _wrap(_decay(u, keep_u) + act, 32, b_cur)  # LIF/IF: u emptied
+            cur = act if empty_u else _wrap(_decay(u, keep_u) + act, 32, b_cur)
             if b_cur > _TWO23:
                 over, under = cur > _TWO23, cur <= -_TWO23
                 u = torch.where(over, cur - 2 * _TWO23, torch.where(under, cur + 2 * _TWO23, cur))
                 wraps += (over | under).sum()
             else:
                 u = cur
-            h = _wrap((v if keep_v == DECAY_UNITY else _decay(v, keep_v)) + u + bias, 32, b_h)
+            h = _wrap((v if no_leak else _decay(v, keep_v)) + u + bias, 32, b_h)
             if b_h > vmax:
                 sats += (h.abs() > vmax).sum()
                 h = _ste(h, torch.clamp(h, -vmax, vmax))
+            if layer.readout:  # never fires: v is the output
+                v = h
+                out.append(h)
+                continue
             if self.differentiable:
-                s = _spike(h, thr, self.surrogate_alpha)
+                s = _spike(h, thr, surrogate)
             else:
                 s = (h > thr).to(torch.float64)
             v = h - s.detach() * thr if subtract else h * (1 - s.detach())
             out.append(s)
         self.overflow[layer.name] = {"u_wraps": int(wraps), "v_saturations": int(sats)}
         return torch.stack(out, dim=1)
+
+
+def to_numpy(lg: LoihiGraph, rasters: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """The emulator's outputs as the Lava worker returns them: spikes as uint8, a readout's potential as int32."""
+    return {name: r.to("cpu", torch.int32 if lg.layer(name).readout else torch.uint8).numpy()
+            for name, r in rasters.items()}
 
 
 class LoihiEmulatorTarget(QuantisedTarget):
@@ -300,9 +365,9 @@ class LoihiEmulatorTarget(QuantisedTarget):
         with torch.no_grad():
             for start in range(0, xi.shape[0], self.batch_size):
                 xb = torch.from_numpy(xi[start:start + self.batch_size].astype(np.float64))
-                out = emu.run(xb, encoded=True)
+                out = to_numpy(lg, emu.run(xb, encoded=True))
                 for name, r in out.items():
-                    chunks.setdefault(name, []).append(r.to("cpu", torch.uint8).numpy())
+                    chunks.setdefault(name, []).append(r)
                 for name, ev in emu.overflow.items():
                     acc = overflow.setdefault(name, {"u_wraps": 0, "v_saturations": 0})
                     for key, val in ev.items():
@@ -317,8 +382,9 @@ class LoihiEmulatorTarget(QuantisedTarget):
 class LoihiModule(torch.nn.Module):
     """The deployed network as a differentiable torch module (for adaptive attacks on the Loihi model).
 
-    ``forward(x [B, T, *input_shape])`` returns the output layer's spikes ``[B, T + delay, C]``; forward
-    values are bit-identical to Lava's fixed-point run, gradients are straight-through estimates.
+    ``forward(x [B, T, *input_shape])`` returns the output layer's spikes ``[B, T + delay, C]`` (a readout's
+    potential in its float units); forward values are bit-identical to Lava's fixed-point run, gradients are
+    straight-through estimates.
     """
 
     def __init__(self, lg: LoihiGraph, device: str | torch.device = "cpu", surrogate_alpha: float = 2.0):
@@ -327,4 +393,6 @@ class LoihiModule(torch.nn.Module):
         self.emulator = LoihiEmulator(lg, device=device, differentiable=True, surrogate_alpha=surrogate_alpha)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.emulator.run(x)[self.lg.output].to(x.dtype)
+        out = self.lg.layer(self.lg.output)
+        y = self.emulator.run(x)[out.name]
+        return (y * out.v_unit() if out.readout else y).to(x.dtype)

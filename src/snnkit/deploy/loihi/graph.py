@@ -1,13 +1,18 @@
 """The quantised Loihi 2 graph: what the Lava worker builds and the emulator runs (numpy only).
 
-A :class:`LoihiGraph` is a list of spiking layers (Lava ``LIF`` processes, torch layout ``(C, H, W)`` or
+A :class:`LoihiGraph` is a list of neuron layers (Lava ``LIF`` processes, torch layout ``(C, H, W)`` or
 ``(N,)``) and of projections between them (Lava ``Dense``, ``Sparse`` or ``Conv`` processes). Every number
 in it is an integer of the width Loihi 2 stores (see docs/loihi.md); the ``*_f`` fields hold the same network
-in floating point for Lava's ``floating_pt`` models.
+in floating point for Lava's ``floating_pt`` models. A layer's neurons may have different decays: Lava holds
+``du`` and ``dv`` per process, so such a layer runs as one process per group of equal decays
+(:meth:`NeuronLayer.groups`). A readout layer (LI, CubaLI) never fires; its potential is its output.
 
 Time: a layer at ``depth`` k (k synapse stages from the input) receives the input of reference step ``t`` at
 target step ``t + k``; its state is reset to zero when that first input arrives, so its raster is zero on
-target steps ``< k``. The output layer's depth is the graph's ``delay``.
+target steps ``< k``. The output layer's depth is the graph's ``delay``. A projection with ``delay`` m > 0
+(a skip connection from a shallower source) delivers the source's output ``m`` steps later, so that every
+input of a layer arrives in the step its depth says: relay layers on Lava (:func:`relay_chains`), a delayed
+copy of the input stream when the source is the input.
 """
 from __future__ import annotations
 
@@ -67,15 +72,23 @@ class InputSpec:
         return np.clip(q, lo, self.max_int).astype(np.int32), {"clipped_values": clipped}
 
 
+READOUTS = ("LI", "CubaLI")  # layer kinds that never fire: their potential is recorded and is their output
+
+
 @dataclass
 class NeuronLayer:
-    """One Lava LIF process.
+    """One layer of Lava LIF neurons (one process per group of equal decays, :meth:`groups`).
 
-    du, dv: 12-bit decays (Lava fixed_pt: ``u *= (4096 - du - 1) / 4096``, ``v *= (4096 - dv) / 4096``).
-    vth: threshold mantissa; a neuron fires when ``v > vth << 6``.
+    kind: the NIR neuron (``LIF``, ``IF``, ``CubaLIF``; ``LI``, ``CubaLI`` for readouts, which never fire and
+        whose potential ``v`` is recorded every step: :attr:`readout`).
+    du, dv: 12-bit decays (Lava fixed_pt: ``u *= (4096 - du - 1) / 4096``, ``v *= (4096 - dv) / 4096``); an int,
+        or an int array of shape ``shape`` when the neurons' decays differ.
+    vth: threshold mantissa; a neuron fires when ``v > vth << 6``. For a readout it sets the scale only: the
+        float potential is ``v / (vth << 6)`` (:meth:`v_unit`).
     bias_mant, bias_exp: per neuron, shape ``shape``; bias added to v every step is
         ``bias_mant << bias_exp``.
-    du_f, dv_f, bias_f: the float network (threshold 1) for Lava's floating_pt models.
+    du_f, dv_f, bias_f: the float network (threshold 1) for Lava's floating_pt models (``du_f``, ``dv_f``: a
+        float, or an array of shape ``shape``).
     reset: ``"zero"`` (Lava's LIF: ``v = 0`` after a spike) or ``"subtract"`` (``v -= vth << 6``: snnkit's
         ``LIFSubtractReset`` process, ``snnkit.deploy.lava.procs.subtract``).
     """
@@ -98,6 +111,28 @@ class NeuronLayer:
     def size(self) -> int:
         return int(np.prod(self.shape))
 
+    @property
+    def readout(self) -> bool:
+        """Whether the layer is a non-spiking readout (its output is its potential)."""
+        return self.kind in READOUTS
+
+    def v_unit(self) -> float:
+        """Float units per integer of ``v``: one threshold is ``vth << 6`` (a readout's potential in its NIR units)."""
+        return 1.0 / (int(self.vth) << ACT_SHIFT)
+
+    def per_neuron(self, name: str) -> np.ndarray:
+        """A decay field (``du``, ``dv``, ``du_f``, ``dv_f``) as one value per neuron, flat in torch order."""
+        return np.broadcast_to(np.asarray(getattr(self, name)), self.shape).reshape(-1)
+
+    def groups(self, fixed: bool = True) -> list[np.ndarray]:
+        """Neuron indices (flat, torch order) that share their decays, ``(du, dv)`` (``fixed``) or ``(du_f, dv_f)``:
+        one Lava process each, since Lava holds the decays per process. One group when they are uniform."""
+        keys = ("du", "dv") if fixed else ("du_f", "dv_f")
+        per = np.stack([self.per_neuron(k).astype(np.float64) for k in keys], axis=1)
+        _, inverse = np.unique(per, axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        return [np.flatnonzero(inverse == g) for g in range(int(inverse.max(initial=0)) + 1)]
+
     def bias_int(self) -> np.ndarray:
         """The integer bias per neuron (int64), as Lava's fixed-point LIF applies it."""
         m = self.bias_mant.astype(np.int64)
@@ -118,6 +153,8 @@ class Projection:
     num_weight_bits: Lava's ``num_weight_bits`` for Dense/Sparse (8 unless a graph read from a netx file, whose
         loader chooses it): on the first step the mantissas are truncated to that many bits (one fewer
         significant bit for mixed signs).
+    delay: steps by which the source's output is held back before this stage (on top of the stage's own step),
+        so that a skip connection's contribution arrives with the longer path's (0 for every other projection).
     """
 
     name: str
@@ -137,6 +174,7 @@ class Projection:
     in_shape: tuple[int, ...] = ()
     out_shape: tuple[int, ...] = ()
     num_weight_bits: int = 8
+    delay: int = 0
 
     def effective_weight(self) -> np.ndarray:
         """The integer weights Lava's fixed-point model multiplies spikes with (int64).
@@ -165,6 +203,7 @@ class Projection:
 
 
 _ARRAY_FIELDS = {"NeuronLayer": ("bias_mant", "bias_exp", "bias_f"), "Projection": ("weight", "weight_f")}
+_PER_NEURON_FIELDS = ("du", "dv", "du_f", "dv_f")  # a number, or an array when the neurons differ
 
 
 @dataclass
@@ -199,6 +238,24 @@ class LoihiGraph:
     def steps_out(self, timesteps: int) -> int:
         """Steps a target runs per sample: the input's ``T`` plus the pipeline delay."""
         return int(timesteps) + self.delay
+
+    def relays(self) -> list[dict]:
+        """What the skip connections insert (see :func:`relay_chains`): per delayed source, its relay layers
+        and their neurons (a delayed copy of the input stream needs no neurons)."""
+        chains = relay_chains(self)
+        return [{"source": src, "steps": steps,
+                 "neurons": 0 if src == self.input.name else steps * int(np.prod(self.source_shape(src)))}
+                for src, steps in sorted(chains.items())]
+
+    def lava_processes(self) -> int:
+        """How many Lava processes the lava target builds for this graph (input streams, one process per decay
+        group, a recorder per spiking layer, one connection per projection and destination group, relays with
+        their connections): what a run's time grows with."""
+        groups = {layer.name: len(layer.groups()) for layer in self.layers}
+        relays = sum(steps for src, steps in relay_chains(self).items() if src != self.input.name)
+        inputs = 1 + len({p.delay for p in self.projections if p.src == self.input.name and p.delay})
+        recorders = sum(not layer.readout for layer in self.layers)
+        return inputs + sum(groups.values()) + recorders + sum(groups[p.dst] for p in self.projections) + 2 * relays
 
     # --- files -------------------------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike) -> Path:
@@ -238,11 +295,23 @@ class LoihiGraph:
                    output=meta["output"], dt=float(meta["dt"]), report=report)
 
 
+def relay_chains(lg: "LoihiGraph") -> dict[str, int]:
+    """Source name -> the longest delay any projection asks of it: that many relay layers follow a layer source
+    (each a copy of it one step later: IF neurons, threshold 0, identity weights 1, reset to zero, so a relay
+    fires exactly when its input spiked), and one chain serves every shorter delay; an input source is fed
+    again as a copy of the input stream that many steps later (graded values cannot pass through neurons)."""
+    chains: dict[str, int] = {}
+    for p in lg.projections:
+        if p.delay > 0:
+            chains[p.src] = max(chains.get(p.src, 0), int(p.delay))
+    return chains
+
+
 def _to_json(obj, key: str, arrays: dict[str, np.ndarray]) -> dict:
     out = {}
     for f in fields(obj):
         v = getattr(obj, f.name)
-        if f.name in _ARRAY_FIELDS[type(obj).__name__]:
+        if f.name in _ARRAY_FIELDS[type(obj).__name__] or isinstance(v, np.ndarray):
             arrays[f"{key}/{f.name}"] = np.asarray(v)
             out[f.name] = f"{key}/{f.name}"
         elif isinstance(v, tuple):
@@ -258,7 +327,7 @@ def _from_json(cls, meta: dict, arrays: dict[str, np.ndarray]):
         if f.name not in meta:
             continue
         v = meta[f.name]
-        if f.name in _ARRAY_FIELDS[cls.__name__]:
+        if f.name in _ARRAY_FIELDS[cls.__name__] or (f.name in _PER_NEURON_FIELDS and isinstance(v, str)):
             v = arrays[v]
         elif isinstance(v, list) and f.name != "nodes":
             v = tuple(v)

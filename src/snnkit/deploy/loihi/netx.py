@@ -77,6 +77,12 @@ def netx_fit(lg: LoihiGraph) -> list[str]:
             reasons.append(f"layer {layer.name!r}: reset by subtraction, which netx's CUBA neuron cannot express "
                            "(Loihi 2 hardware needs a microcode neuron for it; the lava target runs snnkit's "
                            "LIFSubtractReset)")
+        if layer.readout:
+            reasons.append(f"layer {layer.name!r}: a non-spiking {layer.kind} readout (netx's blocks spike; the "
+                           "lava target records the potential with snnkit's LIFReadout)")
+        if len(layer.groups()) > 1:
+            reasons.append(f"layer {layer.name!r}: decays differ between its neurons (a netx block has one du and "
+                           "dv; the lava target runs one process per group)")
     return reasons
 
 

@@ -30,18 +30,20 @@ LAVA_SAMPLES = 16
 
 
 def emulate(lg: LoihiGraph, xi: np.ndarray, batch_size: int = 512) -> dict[str, np.ndarray]:
-    """Every layer's spikes ``[B, T + delay, n]`` (uint8) from ``loihi-emu`` on input integers ``xi``."""
+    """Every layer's spikes ``[B, T + delay, n]`` (uint8; a readout's potential, int32) from ``loihi-emu`` on
+    input integers ``xi``."""
     import torch
 
-    from snnkit.deploy.loihi.emulator import LoihiEmulator
+    from snnkit.deploy.loihi.emulator import LoihiEmulator, to_numpy
 
     emu = LoihiEmulator(lg, device="cpu")
     chunks: dict[str, list[np.ndarray]] = {}
     with torch.no_grad():
         for start in range(0, xi.shape[0], batch_size):
-            out = emu.run(torch.from_numpy(xi[start:start + batch_size].astype(np.float64)), encoded=True)
+            out = to_numpy(lg, emu.run(torch.from_numpy(xi[start:start + batch_size].astype(np.float64)),
+                                       encoded=True))
             for name, r in out.items():
-                chunks.setdefault(name, []).append(r.to(torch.uint8).numpy())
+                chunks.setdefault(name, []).append(r)
     return {name: np.concatenate(c) for name, c in chunks.items()}
 
 

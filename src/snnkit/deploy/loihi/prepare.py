@@ -70,7 +70,8 @@ def prepare_graph(graph: nir.NIRGraph | LoihiGraph, x: np.ndarray, *, input_mode
 
 def lossy_effect(graph: nir.NIRGraph, lg: LoihiGraph, x: np.ndarray) -> dict:
     """How far the Loihi mapping ``lg`` of ``graph`` departs from the float reference on inputs ``x``: the
-    fraction of differing output spike values and of differing predictions (reference time axis)."""
+    fraction of differing output spike values (a readout: the relative RMS difference of its potentials) and of
+    differing predictions (reference time axis)."""
     from snnkit.deploy.base import REFERENCE, get_target
     from snnkit.deploy.loihi.emulator import LoihiEmulatorTarget
 
@@ -78,8 +79,13 @@ def lossy_effect(graph: nir.NIRGraph, lg: LoihiGraph, x: np.ndarray) -> dict:
     emu = LoihiEmulatorTarget(device="cpu").run_quantised(lg, graph, x)
     steps = x.shape[1]
     a, b = ref.aligned_outputs(steps), emu.aligned_outputs(steps)
-    return {"samples": int(x.shape[0]), "differing_output_spikes": float(np.mean(a != b)),
-            "differing_predictions": float(np.mean(ref.predictions(steps) != emu.predictions(steps)))}
+    out = {"samples": int(x.shape[0]),
+           "differing_predictions": float(np.mean(ref.predictions(steps) != emu.predictions(steps)))}
+    if lg.layer(lg.output).readout:
+        out["output_rel_rmse"] = float(np.sqrt(np.mean((a - b) ** 2) / max(np.mean(a.astype(np.float64) ** 2), 1e-30)))
+    else:
+        out["differing_output_spikes"] = float(np.mean(a != b))
+    return out
 
 
 def _index_bytes(n: int) -> int:

@@ -9,8 +9,13 @@ Numpy only. The mapping, per spiking layer (details and reasons in docs/loihi.md
   of the 8-bit mantissas, under a cap that keeps the worst-case input inside the 24-bit state
   (``headroom_bits`` to spare). Mixed-sign mantissas are even (Lava's Dense drops their lowest bit).
 - ``dv = round(4096 dt / tau_mem)``; ``du = round(4096 dt / tau_syn) - 1`` (Lava adds 1 to du) for CubaLIF,
-  ``du = 4095`` (current emptied every step) for LIF and IF; IF has ``dv = 0``.
+  ``du = 4095`` (current emptied every step) for LIF and IF; IF has ``dv = 0``. Per neuron: a layer whose
+  neurons' decays differ runs as one Lava process per group of equal ``(du, dv)``.
 - The bias (``v_leak`` and connection biases) becomes ``bias_mant << bias_exp`` in v units.
+- LI / CubaLI readouts are the same neurons without a threshold (their float potential is the unit, ``theta = 1``);
+  they never fire and their potential is recorded.
+- A layer fed from sources at different depths (a skip connection) gets the shorter paths delayed
+  (``Projection.delay``) so that all its inputs arrive together, as in the reference.
 """
 from __future__ import annotations
 
@@ -23,10 +28,13 @@ import numpy as np
 from snnkit.deploy.loihi import nirops
 from snnkit.deploy.loihi.graph import (ACT_SHIFT, BIAS_EXP_MAX, BIAS_MANT_MAX, DECAY_UNITY, STATE_MAX, VTH_MAX,
                                        InputSpec, LoihiGraph, NeuronLayer, Projection)
-from snnkit.graph import DEFAULT_DT, DeployError, flatten_graph, infer_shapes, predecessors
+from snnkit.graph import DEFAULT_DT, DeployError, flatten_graph, infer_shapes, predecessors, successors
 from snnkit.graph.kinds import CONNECTIONS, PORTS, SPIKING
 
 SPIKE_ENCODERS = {"poisson", "latency", "rate", "spikes"}
+READOUT_NODES = (nir.LI, nir.CubaLI)  # non-spiking layers Loihi runs as LIF neurons that never fire
+LAYER_NODES = (*SPIKING, *READOUT_NODES)
+CUBA_KINDS = ("CubaLIF", "CubaLI")
 EXP_RANGE = (-8, 7)  # Loihi 2 weight exponent range used here
 
 
@@ -45,6 +53,7 @@ class _Incoming:
     q: float  # input integers per input unit (1 for spikes and layer outputs)
     x_max: float  # largest input magnitude, in input units
     recurrent: bool
+    delay: int = 0  # steps the source is held back (a skip connection's shorter path)
 
 
 def quantize(graph: nir.NIRGraph, *, input_mode: str = "auto", input_range: float | None = None,
@@ -102,7 +111,23 @@ def quantize(graph: nir.NIRGraph, *, input_mode: str = "auto", input_range: floa
         "lossy": sorted({f"{r['name']}: {m}" for r in report_layers for m in r["lossy"]}),
         "overflow_risk": [r["name"] for r in report_layers if r["headroom"]["overflow_risk"]],
     }
-    return LoihiGraph(input=spec, layers=layers, projections=projections, output=st.out_src, dt=dt, report=report)
+    lg = LoihiGraph(input=spec, layers=layers, projections=projections, output=st.out_src, dt=dt, report=report)
+    report["relays"] = lg.relays()
+    notes += _relay_notes(lg)
+    return lg
+
+
+def _relay_notes(lg: LoihiGraph) -> list[str]:
+    """One line per delayed source of a skip connection: what the Lava network inserts for it."""
+    out = []
+    for r in lg.report["relays"]:
+        if r["source"] == lg.input.name:
+            out.append(f"skip connection: the input is fed again {r['steps']} step(s) later (a delayed copy of the "
+                       f"input stream)")
+        else:
+            out.append(f"skip connection: {r['steps']} relay layer(s) after {r['source']!r} ({r['neurons']} relay "
+                       f"neurons, not counted in the graph's operations)")
+    return out
 
 
 def _check_options(meta: dict, dt: float | None, weight_exp_range, source: str) -> tuple[float, tuple[int, int]]:
@@ -151,38 +176,46 @@ def _structure(graph: nir.NIRGraph, source: str) -> _Structure:
                             f"(found {len(inputs)} and {len(outputs)})")
     in_name, out_name = inputs[0], outputs[0]
     for n, v in nodes.items():
-        if not isinstance(v, (*PORTS, *SPIKING, *CONNECTIONS)):
-            why = {"LI": "non-spiking leaky integrator", "CubaLI": "non-spiking leaky integrator",
-                   "I": "non-spiking integrator", "Delay": "synaptic delay", "Threshold": "bare threshold"}
+        if not isinstance(v, (*PORTS, *LAYER_NODES, *CONNECTIONS)):
+            why = {"I": "non-spiking integrator", "Delay": "synaptic delay", "Threshold": "bare threshold"}
             kind = type(v).__name__
             raise QuantizeError(f"{source}: node {n!r} ({kind}, {why.get(kind, 'node type')}) is not supported "
-                                f"on Loihi 2 by snnkit (spiking layers: LIF, IF, CubaLIF)")
-    spiking = [n for n, v in nodes.items() if isinstance(v, SPIKING)]
-    if not spiking:
-        raise QuantizeError(f"{source}: the graph has no spiking layer (LIF, IF, CubaLIF)")
+                                f"on Loihi 2 by snnkit (neuron layers: LIF, IF, CubaLIF; readouts: LI, CubaLI)")
+    layers = [n for n, v in nodes.items() if isinstance(v, LAYER_NODES)]
+    if not layers:
+        raise QuantizeError(f"{source}: the graph has no neuron layer (LIF, IF, CubaLIF, LI, CubaLI)")
+    _check_readouts(nodes, successors(flat), out_name, source)
     out_src = preds[out_name][0] if len(preds[out_name]) == 1 else None
-    if out_src is None or out_src not in spiking:
-        raise QuantizeError(f"{source}: the Output node must be fed by a spiking layer (a non-spiking readout "
-                            f"cannot leave Loihi as spikes)")
+    if out_src is None or out_src not in layers:
+        raise QuantizeError(f"{source}: the Output node must be fed by a spiking layer or an LI/CubaLI readout "
+                            f"(nothing else leaves Loihi)")
     try:
         node_shapes = infer_shapes(flat, in_name)
     except (ValueError, DeployError) as e:
         raise QuantizeError(f"{source}: {e}") from None
-    missing = [n for n in spiking if n not in node_shapes]
+    missing = [n for n in layers if n not in node_shapes]
     if missing:
-        raise QuantizeError(f"{source}: spiking layer {missing[0]!r} is not reachable from the input")
+        raise QuantizeError(f"{source}: layer {missing[0]!r} is not reachable from the input")
     regions = {}
-    for n in spiking:
+    for n in layers:
         try:
-            regions[n] = nirops.region_into(n, nodes, preds, lambda m: m == in_name or m in spiking)
+            regions[n] = nirops.region_into(n, nodes, preds, lambda m: m == in_name or m in layers)
         except ValueError as e:
             raise QuantizeError(f"{source}: {e}") from None
         if not regions[n].sources:
-            raise QuantizeError(f"{source}: spiking layer {n!r} has no input")
-    depth = _depths(spiking, regions, in_name, source)
+            raise QuantizeError(f"{source}: layer {n!r} has no input")
+    depth = _depths(layers, regions, in_name, source)
     return _Structure(nodes=nodes, in_name=in_name, out_src=out_src, node_shapes=node_shapes,
-                      shapes={n: node_shapes[n][1] for n in [in_name, *spiking]}, regions=regions, depth=depth,
-                      order=sorted(spiking, key=lambda n: (depth[n], spiking.index(n))))
+                      shapes={n: node_shapes[n][1] for n in [in_name, *layers]}, regions=regions, depth=depth,
+                      order=sorted(layers, key=lambda n: (depth[n], layers.index(n))))
+
+
+def _check_readouts(nodes: dict, succ: dict[str, list[str]], out_name: str, source: str) -> None:
+    """A readout (LI, CubaLI) may only feed the Output node: only spikes leave a Loihi neuron."""
+    for n, v in nodes.items():
+        if isinstance(v, READOUT_NODES) and succ.get(n) != [out_name]:
+            raise QuantizeError(f"{source}: readout {n!r} ({type(v).__name__}) must feed the Output node alone: its "
+                                f"potential cannot drive other layers on Loihi (only spikes leave a neuron)")
 
 
 # --- float projections ----------------------------------------------------------------------------------
@@ -196,6 +229,11 @@ def _incoming(n: str, st: _Structure, nparams: dict, spec: InputSpec, x_max_in: 
     conv = nirops.as_conv_chain(region, nodes, st.node_shapes)
     if conv is not None and tuple(conv.out_shape) != tuple(shape):
         conv = None
+    if conv is not None and _decays_vary_within_channels(nparams, shape):
+        # each group of equal decays is a Lava process of its own; a convolution cannot be split between
+        # processes inside a channel, so this stage becomes a Sparse/Dense with the same connections
+        conv = None
+        notes.append(f"{n}: decays differ within a channel: its convolution is mapped to Sparse/Dense")
     if conv is not None and region.sources[0] == in_name and spec.mode == "analog" and exp_range[0] < 0:
         # Analog input needs a negative weight exponent (a floor shift of the summed input), which
         # Lava's Conv cannot apply: this stage becomes a Sparse/Dense with the same connections (unless
@@ -220,7 +258,7 @@ def _incoming(n: str, st: _Structure, nparams: dict, spec: InputSpec, x_max_in: 
             src = region.sources[0]
             w = conv.weight * per_channel[:, :1, None, None]
             incoming.append(_Incoming(src, list(region.order), w, conv, *_in_scale(src, in_name, spec, x_max_in),
-                                      recurrent=False))
+                                      recurrent=False, delay=_delay(st, src, n)))
         else:  # per-position scales cannot live in a shared kernel: use the exact dense matrix
             maps, const = nirops.linear_maps(region, nodes, st.node_shapes, shape)
             conv = None
@@ -228,7 +266,8 @@ def _incoming(n: str, st: _Structure, nparams: dict, spec: InputSpec, x_max_in: 
         for src, a in maps.items():
             w = a * row[:, None]
             incoming.append(_Incoming(src, _region_nodes_from(region, src, nodes), w, None,
-                                      *_in_scale(src, in_name, spec, x_max_in), recurrent=(src == n)))
+                                      *_in_scale(src, in_name, spec, x_max_in), recurrent=(src == n),
+                                      delay=_delay(st, src, n)))
     bias_f = (nparams["bias_v"] + nparams["bias_in"] * const) / nparams["theta"]
     if n in region.sources:
         ff_nodes = {m for s_ in region.sources if s_ != n for m in _region_nodes_from(region, s_, nodes)}
@@ -242,7 +281,19 @@ def _incoming(n: str, st: _Structure, nparams: dict, spec: InputSpec, x_max_in: 
         lossy.append("CubaLIF with a connection bias: Lava's LIF adds a bias to v, not to the synaptic current, so "
                      "it acts at once and again after every reset instead of charging the current; spikes differ "
                      "over the whole run")
+    if nparams["kind"] == "CubaLI" and np.any(const != 0):
+        lossy.append("CubaLI with a connection bias: Lava's LIF adds a bias to v, not to the synaptic current, so "
+                     "it acts at once instead of charging the current; the potential differs while the current "
+                     "would charge (about tau_syn / dt steps)")
     return incoming, bias_f, notes, lossy
+
+
+def _decays_vary_within_channels(nparams: dict, shape) -> bool:
+    """Whether a 3-D layer's neurons in one channel have different ``(du, dv)``."""
+    if len(shape) != 3:
+        return False
+    keys = (np.asarray(nparams["du"]) * DECAY_UNITY + np.asarray(nparams["dv"])).reshape(shape[0], -1)
+    return bool(np.any(keys != keys[:, :1]))
 
 
 def _reset(n: str, node: nir.NIRNode, meta: dict) -> tuple[str, list[str]]:
@@ -268,28 +319,31 @@ def _region_nodes_from(region: nirops.Region, src: str, nodes) -> list[str]:
     return out
 
 
-def _depths(spiking: list[str], regions: dict, in_name: str, source: str) -> dict[str, int]:
+def _depths(layers: list[str], regions: dict, in_name: str, source: str) -> dict[str, int]:
+    """Each layer's depth: one more than its deepest feed-forward source (shallower sources are delayed to
+    match, :func:`_delay`). Recurrence between different layers is refused."""
     depth = {in_name: 0}
-    pending = set(spiking)
+    pending = set(layers)
     while pending:
         progressed = False
         for n in sorted(pending):
             ff = [s for s in regions[n].sources if s != n]
             if not ff:
-                raise QuantizeError(f"{source}: spiking layer {n!r} is fed only by itself")
+                raise QuantizeError(f"{source}: layer {n!r} is fed only by itself")
             if all(s in depth for s in ff):
-                ds = {depth[s] for s in ff}
-                if len(ds) != 1:
-                    raise QuantizeError(f"{source}: layer {n!r} is reached through paths of different lengths "
-                                        f"({sorted(ff)}); Loihi adds one step per synapse stage, so skip "
-                                        f"connections are not supported")
-                depth[n] = ds.pop() + 1
+                depth[n] = max(depth[s] for s in ff) + 1
                 pending.discard(n)
                 progressed = True
         if not progressed:
             raise QuantizeError(f"{source}: recurrence between different layers ({sorted(pending)}) is not "
                                 f"supported (only a layer's connection to itself)")
     return depth
+
+
+def _delay(st: _Structure, src: str, dst: str) -> int:
+    """Steps by which the projection ``src -> dst`` must be held back so that it arrives with ``dst``'s deepest
+    input (0 for the deepest sources and for a layer's connection to itself)."""
+    return 0 if src == dst else st.depth[dst] - 1 - st.depth[src]
 
 
 def _input_spec(name, shape, mode, rng, bits, meta) -> InputSpec:
@@ -327,35 +381,53 @@ def _in_scale(src: str, in_name: str, spec: InputSpec, x_max_in: float) -> tuple
 # --- neuron parameters ----------------------------------------------------------------------------------
 
 def _neuron_params(name: str, node, shape, dt: float) -> dict:
+    """Per neuron (flat arrays): threshold ``theta`` (1 for readouts: their potential is the unit), input gain,
+    decays ``alpha``/``beta`` and Lava's ``du``/``dv``, and the bias terms (``bias_v`` per step, ``bias_in`` per
+    unit of a connection bias)."""
     def arr(v, default=0.0):
         v = default if v is None else v
         return np.broadcast_to(np.asarray(v, dtype=np.float64), shape).reshape(-1).copy()
 
-    theta = arr(node.v_threshold)
+    kind = type(node).__name__
+    r = arr(node.r, 1.0)
+    theta = np.ones_like(r) if kind in ("LI", "CubaLI") else arr(node.v_threshold)
     if np.any(~(theta > 0)):
         raise QuantizeError(f"layer {name!r}: thresholds must be > 0 on Loihi (found {theta.min():g})")
-    r = arr(node.r, 1.0)
-    if isinstance(node, nir.IF):
-        return dict(kind="IF", theta=theta, gain=r, beta=np.ones_like(theta), alpha=np.zeros_like(theta),
-                    bias_v=np.zeros_like(theta), bias_in=r)
-    if isinstance(node, nir.LIF):
+    if kind == "IF":
+        p = dict(theta=theta, gain=r, beta=np.ones_like(theta), alpha=np.zeros_like(theta),
+                 bias_v=np.zeros_like(theta), bias_in=r)
+    elif kind in ("LIF", "LI"):
         beta = 1.0 - dt / arr(node.tau)
-        return dict(kind="LIF", theta=theta, gain=(1 - beta) * r, beta=beta, alpha=np.zeros_like(theta),
-                    bias_v=(1 - beta) * arr(node.v_leak), bias_in=(1 - beta) * r)
-    # CubaLIF
-    alpha = 1.0 - dt / arr(node.tau_syn)
-    beta = 1.0 - dt / arr(node.tau_mem)
-    w_in = arr(getattr(node, "w_in", 1.0), 1.0)
-    return dict(kind="CubaLIF", theta=theta, gain=(1 - alpha) * w_in * (1 - beta) * r, beta=beta, alpha=alpha,
-                bias_v=(1 - beta) * arr(node.v_leak), bias_in=(1 - beta) * r * w_in)
+        p = dict(theta=theta, gain=(1 - beta) * r, beta=beta, alpha=np.zeros_like(theta),
+                 bias_v=(1 - beta) * arr(node.v_leak), bias_in=(1 - beta) * r)
+    else:  # CubaLIF, CubaLI
+        alpha = 1.0 - dt / arr(node.tau_syn)
+        beta = 1.0 - dt / arr(node.tau_mem)
+        w_in = arr(getattr(node, "w_in", 1.0), 1.0)
+        p = dict(theta=theta, gain=(1 - alpha) * w_in * (1 - beta) * r, beta=beta, alpha=alpha,
+                 bias_v=(1 - beta) * arr(node.v_leak), bias_in=(1 - beta) * r * w_in)
+    du, dv = decays(kind, p["alpha"], p["beta"])
+    return dict(kind=kind, du=np.broadcast_to(du, r.shape), dv=np.broadcast_to(dv, r.shape), **p)
 
 
-def decays(kind: str, alpha: float, beta: float) -> tuple[int, int]:
-    """Lava's (du, dv) for a layer's float decays ``alpha`` (synaptic) and ``beta`` (membrane)."""
-    dv = 0 if kind == "IF" else int(np.clip(round(DECAY_UNITY * (1.0 - beta)), 0, DECAY_UNITY - 1))
-    du = DECAY_UNITY - 1 if kind != "CubaLIF" else int(np.clip(round(DECAY_UNITY * (1.0 - alpha)) - 1, 0,
-                                                               DECAY_UNITY - 1))
-    return du, dv
+def decays(kind: str, alpha, beta):
+    """Lava's (du, dv) for float decays ``alpha`` (synaptic) and ``beta`` (membrane): ints for scalars, int
+    arrays for per-neuron arrays."""
+    alpha, beta = np.asarray(alpha, dtype=np.float64), np.asarray(beta, dtype=np.float64)
+    dv = np.zeros(beta.shape) if kind == "IF" else np.clip(np.rint(DECAY_UNITY * (1.0 - beta)), 0, DECAY_UNITY - 1)
+    du = (np.clip(np.rint(DECAY_UNITY * (1.0 - alpha)) - 1, 0, DECAY_UNITY - 1) if kind in CUBA_KINDS
+          else np.full(alpha.shape, DECAY_UNITY - 1.0))
+    if du.ndim == 0:
+        return int(du), int(dv)
+    return du.astype(np.int32), dv.astype(np.int32)
+
+
+def _compact(a: np.ndarray, shape: tuple[int, ...], dtype):
+    """One value when every neuron has it (as Lava's process takes it), else the array in the layer's shape."""
+    a = np.asarray(a).reshape(-1)
+    if np.all(a == a[0]):
+        return dtype(a[0])
+    return a.reshape(shape).astype(np.int32 if dtype is int else np.float64)
 
 
 # --- the per-layer search -------------------------------------------------------------------------------
@@ -502,105 +574,36 @@ def _bias(bias_int: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
 
 def _quantize_layer(name, p, shape, depth, incoming: list[_Incoming], bias_f, spec: InputSpec, headroom_bits,
                     sparse_below, exp_range: tuple[int, int]):
+    """One layer's integers (:class:`NeuronLayer`), its projections and its report."""
     kind = p["kind"]
     lossy: list[str] = []
-
-    def uniform(v, what):
-        med = float(np.median(v))
-        if np.ptp(v) > 1e-9 * max(1.0, abs(med)):
-            lossy.append(f"{what} differs between neurons ({v.min():.6g}..{v.max():.6g}); Lava's LIF has one "
-                         f"per layer: using the median {med:.6g}")
-        return med
-
-    alpha = uniform(p["alpha"], "alpha (synaptic decay)") if kind == "CubaLIF" else 0.0
-    beta = uniform(p["beta"], "beta (membrane decay)") if kind != "IF" else 1.0
-    if kind != "IF" and not 0 <= beta <= 1:
-        lossy.append(f"beta = {beta:.6g} is outside [0, 1] (tau < dt?); clipped")
-    du, dv = decays(kind, alpha, beta)
-    alpha_q = (DECAY_UNITY - du - 1) / DECAY_UNITY
-    beta_q = 1.0 - dv / DECAY_UNITY
-
-    # worst-case input per step in threshold units (all inputs of one sign active at their maximum)
-    n = int(np.prod(shape))
-    pos = np.zeros(n)
-    neg = np.zeros(n)
-    for inc in incoming:
-        wp, wn = np.maximum(inc.w, 0), np.maximum(-inc.w, 0)
-        if inc.conv is None:
-            pos += wp.sum(axis=1) * inc.x_max
-            neg += wn.sum(axis=1) * inc.x_max
-        else:
-            per_c = np.stack([wp.reshape(wp.shape[0], -1).sum(1), wn.reshape(wn.shape[0], -1).sum(1)])
-            pos += np.broadcast_to(per_c[0][:, None], (shape[0], n // shape[0])).reshape(-1) * inc.x_max
-            neg += np.broadcast_to(per_c[1][:, None], (shape[0], n // shape[0])).reshape(-1) * inc.x_max
-    leak_u = max(1.0 - alpha_q, 1.0 / DECAY_UNITY)
-    u_worst = float(np.maximum(pos, neg).max(initial=0.0)) / leak_u
-    one = float(1 << ACT_SHIFT)
-    # hard caps: u must not wrap for the worst-case input (with headroom_bits to spare), biases must fit
-    # their 13-bit mantissa << 7; soft cap: v should not saturate under sustained inhibition and negative
-    # bias (v clips at -(2**23 - 1)), unless that would push the threshold below 256
-    u_cap = (STATE_MAX - 1) / (one * 2.0 ** headroom_bits * max(u_worst, 1.0))
-    b_max = float(np.abs(bias_f).max(initial=0.0))
-    bias_cap = BIAS_MANT_MAX * 2.0 ** BIAS_EXP_MAX / (one * b_max) if b_max > 0 else np.inf
-    if kind == "IF" or beta_q >= 1.0:
-        sat_cap = np.inf
-    else:
-        v_low = (float(neg.max(initial=0.0)) / leak_u + float(np.maximum(-bias_f, 0).max(initial=0.0))) / (1 - beta_q)
-        sat_cap = max((STATE_MAX - 1) / (one * max(v_low, 1.0)), 256.0)
-    v_cap = int(max(32, min(2 ** 16, VTH_MAX, math.floor(min(u_cap, bias_cap, sat_cap)))))
+    alpha_q = (DECAY_UNITY - p["du"] - 1) / DECAY_UNITY
+    beta_q = 1.0 - p["dv"] / DECAY_UNITY
+    pos, neg = _worst_input(incoming, shape)
+    v_cap, u_worst, state_worst = _threshold_cap(p, alpha_q, beta_q, pos, neg, bias_f, headroom_bits)
     V, exps, mants, w_err = _search(incoming, v_cap, exp_range)
 
     bias_int = np.rint(bias_f * (1 << ACT_SHIFT) * V)
     bias_mant, bias_exp, bias_clipped = _bias(bias_int)
     bias_q = bias_mant.astype(np.float64) * 2.0 ** bias_exp / ((1 << ACT_SHIFT) * V)
 
-    layer = NeuronLayer(name=name, kind=kind, shape=tuple(shape), depth=depth, du=du, dv=dv, vth=int(V),
-                        bias_mant=bias_mant.reshape(shape), bias_exp=bias_exp.reshape(shape),
-                        du_f=float(1.0 - alpha), dv_f=float(1.0 - beta), bias_f=bias_f.reshape(shape))
-    projs = []
-    proj_reports = []
+    layer = NeuronLayer(name=name, kind=kind, shape=tuple(shape), depth=depth, du=_compact(p["du"], shape, int),
+                        dv=_compact(p["dv"], shape, int), vth=int(V), bias_mant=bias_mant.reshape(shape),
+                        bias_exp=bias_exp.reshape(shape), du_f=_compact(1.0 - p["alpha"], shape, float),
+                        dv_f=_compact(1.0 - p["beta"], shape, float), bias_f=bias_f.reshape(shape))
+    projs, proj_reports = [], []
     for inc, e, mant in zip(incoming, exps, mants):
-        if inc.conv is not None:
-            pkind = "conv"
-        else:
-            density = float(np.count_nonzero(mant)) / max(mant.size, 1)
-            pkind = "sparse" if density < sparse_below and mant.size > 1024 else "dense"
-        message_bits = spec.message_bits if inc.src == spec.name else 0
-        pname = "+".join(inc.nodes) if inc.nodes else f"{inc.src}->{name}"
-        kw = {}
-        if inc.conv is not None:
-            c = inc.conv
-            kw = dict(stride=c.stride, padding=c.padding, dilation=c.dilation, groups=c.groups, in_shape=c.in_shape,
-                      out_shape=tuple(c.out_shape))
-        # float weights per input unit (floating_pt feeds float inputs and spikes unscaled)
-        projs.append(Projection(name=pname, nodes=list(inc.nodes), src=inc.src, dst=name, kind=pkind,
-                                weight=mant, weight_exp=int(e), weight_f=inc.w * inc.q,
-                                recurrent=inc.recurrent, message_bits=message_bits, **kw))
-        se, ss = _rel_err(inc.w, mant, inc.q, V, e)
-        w_hat = mant.astype(np.float64) * inc.q * 2.0 ** e / V
-        lim = _mant_limit(inc.w)
-        proj_reports.append({
-            "name": pname, "source": inc.src, "kind": pkind, "recurrent": inc.recurrent,
-            "weights": int(mant.size), "weight_exp": int(e),
-            "mantissa_range": [int(mant.min(initial=0)), int(mant.max(initial=0))],
-            "sign_mode": "mixed" if lim == 254.0 else ("inhibitory" if np.all(inc.w <= 0) else "excitatory"),
-            "weight_rel_rmse": math.sqrt(se / ss) if ss > 0 else 0.0,
-            "weight_max_abs_err_thr": float(np.abs(inc.w - w_hat).max(initial=0.0)),
-            "nonzero_float": int(np.count_nonzero(inc.w)),
-            "became_zero": int(np.count_nonzero((inc.w != 0) & (mant == 0))),
-            "clipped": int(np.count_nonzero(np.abs(inc.w * V / (inc.q * 2.0 ** e)) > lim + 1)),
-        })
+        proj, proj_rep = _projection(inc, e, mant, V, name, spec, sparse_below)
+        projs.append(proj)
+        proj_reports.append(proj_rep)
     threshold_v = (1 << ACT_SHIFT) * V
-    peak = threshold_v * (1.0 + u_worst)
+    peak = threshold_v * state_worst
+    groups = len(layer.groups())
     rep = {
-        "name": name, "kind": kind, "shape": list(shape), "neurons": n, "depth": depth,
-        "vth": int(V), "vth_cap": v_cap, "du": du, "dv": dv,
+        "name": name, "kind": kind, "shape": list(shape), "neurons": int(np.prod(shape)), "depth": depth,
+        "vth": int(V), "vth_cap": v_cap, "du": _values(p["du"]), "dv": _values(p["dv"]), "decay_groups": groups,
         "threshold_float": [float(p["theta"].min()), float(p["theta"].max())],
-        "decay": {
-            "beta": beta, "beta_q": beta_q, "beta_rel_err": abs(beta_q - beta) / beta if beta else abs(beta_q),
-            "alpha": alpha, "alpha_q": alpha_q if kind == "CubaLIF" else 0.0,
-            "alpha_rel_err": (abs(alpha_q - alpha) / alpha if alpha else abs(alpha_q)) if kind == "CubaLIF" else 0.0,
-        },
+        "decay": _decay_report(kind, p["alpha"], p["beta"], alpha_q, beta_q),
         "weights_rel_rmse": math.sqrt(w_err),
         "projections": proj_reports,
         "bias": {"max_abs_err_thr": float(np.abs(bias_f - bias_q).max(initial=0.0)), "clipped": bias_clipped,
@@ -615,6 +618,115 @@ def _quantize_layer(name, p, shape, depth, incoming: list[_Incoming], bias_f, sp
         },
         "lossy": lossy,
     }
+    if layer.readout:
+        rep["readout"] = {"potential_per_lsb": layer.v_unit()}
     if bias_clipped:
         lossy.append(f"{bias_clipped} bias values exceed 13-bit mantissa << 7 and were clipped")
     return layer, projs, rep
+
+
+def _values(a: np.ndarray):
+    """A per-neuron integer field for the report: the value, or the sorted distinct values."""
+    distinct = sorted({int(v) for v in np.asarray(a).reshape(-1)})
+    return distinct[0] if len(distinct) == 1 else distinct
+
+
+def _decay_report(kind: str, alpha, beta, alpha_q, beta_q) -> dict:
+    """Float and quantised decays with their largest relative error (a value, or [min, max] over the neurons)."""
+    def span(a):
+        a = np.asarray(a, dtype=np.float64).reshape(-1)
+        return float(a[0]) if np.all(a == a[0]) else [float(a.min()), float(a.max())]
+
+    def rel(q, f):
+        return float(np.max(np.where(f != 0, np.abs(q - f) / np.where(f != 0, f, 1.0), np.abs(q)), initial=0.0))
+
+    if kind == "IF":
+        beta, beta_q = np.ones_like(beta), np.ones_like(beta)
+    cuba = kind in CUBA_KINDS
+    return {"beta": span(beta), "beta_q": span(beta_q), "beta_rel_err": rel(beta_q, beta),
+            "alpha": span(alpha) if cuba else 0.0, "alpha_q": span(alpha_q) if cuba else 0.0,
+            "alpha_rel_err": rel(alpha_q, alpha) if cuba else 0.0}
+
+
+def _worst_input(incoming: list[_Incoming], shape) -> tuple[np.ndarray, np.ndarray]:
+    """Per neuron, the largest positive and negative input of one step in threshold units (every input of one
+    sign active at its maximum)."""
+    n = int(np.prod(shape))
+    pos = np.zeros(n)
+    neg = np.zeros(n)
+    for inc in incoming:
+        wp, wn = np.maximum(inc.w, 0), np.maximum(-inc.w, 0)
+        if inc.conv is None:
+            pos += wp.sum(axis=1) * inc.x_max
+            neg += wn.sum(axis=1) * inc.x_max
+        else:
+            per_c = np.stack([wp.reshape(wp.shape[0], -1).sum(1), wn.reshape(wn.shape[0], -1).sum(1)])
+            pos += np.broadcast_to(per_c[0][:, None], (shape[0], n // shape[0])).reshape(-1) * inc.x_max
+            neg += np.broadcast_to(per_c[1][:, None], (shape[0], n // shape[0])).reshape(-1) * inc.x_max
+    return pos, neg
+
+
+def _threshold_cap(p: dict, alpha_q, beta_q, pos, neg, bias_f, headroom_bits) -> tuple[int, float, float]:
+    """The largest integer threshold the layer's state allows, the worst input current and the worst state (both
+    in threshold units).
+
+    Hard caps: ``u`` must not wrap for the worst-case input (with ``headroom_bits`` to spare), biases must fit
+    their 13-bit mantissa << 7. Soft cap (never below 256): ``v`` should not saturate, under sustained inhibition
+    and negative bias for a spiking layer, under either sign for a readout (whose ``v`` is never reset).
+    """
+    leak_u = np.maximum(1.0 - alpha_q, 1.0 / DECAY_UNITY)
+    u_worst = float((np.maximum(pos, neg) / leak_u).max(initial=0.0))
+    one = float(1 << ACT_SHIFT)
+    u_cap = (STATE_MAX - 1) / (one * 2.0 ** headroom_bits * max(u_worst, 1.0))
+    b_max = float(np.abs(bias_f).max(initial=0.0))
+    bias_cap = BIAS_MANT_MAX * 2.0 ** BIAS_EXP_MAX / (one * b_max) if b_max > 0 else np.inf
+    leaky = np.asarray(beta_q) < 1.0
+    readout = p["kind"] in ("LI", "CubaLI")
+    state_worst = (1.0 + u_worst) if not readout else np.inf
+    if p["kind"] == "IF" or not np.all(leaky):
+        sat_cap = np.inf
+    else:
+        drive = np.maximum(pos, neg) if readout else neg
+        bias = np.abs(bias_f) if readout else np.maximum(-bias_f, 0)
+        v_low = (float((drive / leak_u).max(initial=0.0)) + float(bias.max(initial=0.0))) / (1 - np.max(beta_q))
+        sat_cap = max((STATE_MAX - 1) / (one * max(v_low, 1.0)), 256.0)
+        if readout:
+            state_worst = v_low
+    v_cap = int(max(32, min(2 ** 16, VTH_MAX, math.floor(min(u_cap, bias_cap, sat_cap)))))
+    return v_cap, u_worst, state_worst
+
+
+def _projection(inc: _Incoming, e: int, mant: np.ndarray, V: int, dst: str, spec: InputSpec, sparse_below: float
+                ) -> tuple[Projection, dict]:
+    """One incoming projection's Lava process (Dense, Sparse or Conv) and its report."""
+    if inc.conv is not None:
+        pkind = "conv"
+    else:
+        density = float(np.count_nonzero(mant)) / max(mant.size, 1)
+        pkind = "sparse" if density < sparse_below and mant.size > 1024 else "dense"
+    message_bits = spec.message_bits if inc.src == spec.name else 0
+    pname = "+".join(inc.nodes) if inc.nodes else f"{inc.src}->{dst}"
+    kw = {}
+    if inc.conv is not None:
+        c = inc.conv
+        kw = dict(stride=c.stride, padding=c.padding, dilation=c.dilation, groups=c.groups, in_shape=c.in_shape,
+                  out_shape=tuple(c.out_shape))
+    # float weights per input unit (floating_pt feeds float inputs and spikes unscaled)
+    proj = Projection(name=pname, nodes=list(inc.nodes), src=inc.src, dst=dst, kind=pkind, weight=mant,
+                      weight_exp=int(e), weight_f=inc.w * inc.q, recurrent=inc.recurrent, message_bits=message_bits,
+                      delay=inc.delay, **kw)
+    se, ss = _rel_err(inc.w, mant, inc.q, V, e)
+    w_hat = mant.astype(np.float64) * inc.q * 2.0 ** e / V
+    lim = _mant_limit(inc.w)
+    rep = {
+        "name": pname, "source": inc.src, "kind": pkind, "recurrent": inc.recurrent, "delay": inc.delay,
+        "weights": int(mant.size), "weight_exp": int(e),
+        "mantissa_range": [int(mant.min(initial=0)), int(mant.max(initial=0))],
+        "sign_mode": "mixed" if lim == 254.0 else ("inhibitory" if np.all(inc.w <= 0) else "excitatory"),
+        "weight_rel_rmse": math.sqrt(se / ss) if ss > 0 else 0.0,
+        "weight_max_abs_err_thr": float(np.abs(inc.w - w_hat).max(initial=0.0)),
+        "nonzero_float": int(np.count_nonzero(inc.w)),
+        "became_zero": int(np.count_nonzero((inc.w != 0) & (mant == 0))),
+        "clipped": int(np.count_nonzero(np.abs(inc.w * V / (inc.q * 2.0 ** e)) > lim + 1)),
+    }
+    return proj, rep

@@ -3,7 +3,9 @@
 Host side, numpy. Counting follows docs/semantics.md through ``snnkit.energy.counting``: activity of
 every spiking layer and of the input comes from the rasters; a connection node whose output feeds a weighted
 node (a pooling or Flatten before a Conv/Affine) gets its activity by applying it, in numpy, to the rasters.
-Counts cover the target's own time axis (``T + delay`` steps per sample).
+Counts cover the target's own time axis (``T + delay`` steps per sample) and the graph's own nodes: relay
+neurons inserted for skip connections are not among them (the quantisation report lists them). A readout
+layer's raster holds its integer potential; outputs and records give it in the graph's units.
 """
 from __future__ import annotations
 
@@ -27,7 +29,11 @@ def _activities(graph: nir.NIRGraph, lg: LoihiGraph, rasters: dict[str, np.ndarr
     activity = {lg.input.name: Activity.from_output(x)}
     for layer in lg.layers:
         r = rasters[layer.name]
-        activity[layer.name] = Activity(events=r.sum(axis=(0, 1), dtype=np.int64).reshape(layer.shape), analog=False)
+        if layer.readout:  # potentials, not events
+            activity[layer.name] = Activity(events=(r != 0).sum(axis=(0, 1)).reshape(layer.shape), analog=True)
+        else:
+            activity[layer.name] = Activity(events=r.sum(axis=(0, 1), dtype=np.int64).reshape(layer.shape),
+                                            analog=False)
     needed = {p for n, node in nodes.items() if isinstance(node, WEIGHTED) for p in preds[n]
               if p not in activity and not isinstance(nodes[p], NEURONS)}
     if not needed:
@@ -71,24 +77,34 @@ def _activities(graph: nir.NIRGraph, lg: LoihiGraph, rasters: dict[str, np.ndarr
 def build_result(target: str, graph: nir.NIRGraph, lg: LoihiGraph, rasters: dict[str, np.ndarray],
                  x: np.ndarray, *, wall_s: float, build_s: float, record: bool, info: dict | None = None
                  ) -> TargetResult:
-    """The result record from rasters ``name -> [B, T + delay, n]`` (0/1) of every spiking layer."""
+    """The result record from rasters ``name -> [B, T + delay, n]`` of every layer (spikes 0/1; a readout's
+    integer potential)."""
     x = np.asarray(x, dtype=np.float64)
     b, t = x.shape[:2]
     t_out = lg.steps_out(t)
     activity = _activities(graph, lg, rasters, x)
     layers = layer_stats(graph, activity, b, t_out, weighted_input_shapes(graph))
     out_layer = lg.layer(lg.output)
-    outputs = rasters[lg.output].reshape(b, t_out, -1).astype(np.float32)
+    outputs = graph_units(out_layer, rasters[lg.output]).reshape(b, t_out, -1)
     records = {}
     if record:
         for layer in lg.layers:
-            records[layer.name] = rasters[layer.name].reshape(b, t_out, *layer.shape).astype(np.float32)
+            records[layer.name] = graph_units(layer, rasters[layer.name]).reshape(b, t_out, *layer.shape)
     res_info = {"quantisation": {"input": lg.report.get("input"), "lossy": lg.report.get("lossy", []),
-                                 "overflow_risk": lg.report.get("overflow_risk", [])},
+                                 "overflow_risk": lg.report.get("overflow_risk", []),
+                                 "relays": lg.report.get("relays", [])},
                 "output_layer": out_layer.name, "warnings": warnings(lg)}
     res_info.update(info or {})
     return TargetResult(target=target, outputs=outputs, layers=layers, wall_s=wall_s, build_s=build_s,
                         delay=lg.delay, records=records, info=res_info)
+
+
+def graph_units(layer, raster: np.ndarray) -> np.ndarray:
+    """A layer's raster as the graph's output: spikes as they are, a readout's integer potential in the float
+    units of the graph (float32)."""
+    if layer.readout:
+        return (raster.astype(np.float64) * layer.v_unit()).astype(np.float32)
+    return raster.astype(np.float32)
 
 
 def warnings(lg: LoihiGraph) -> list[str]:
@@ -98,8 +114,12 @@ def warnings(lg: LoihiGraph) -> list[str]:
     lossy = lg.report.get("lossy", [])
     out += [f"not exact on Loihi: {entry}" for entry in lossy]
     effect = lg.report.get("lossy_effect")
-    if effect:
+    if effect and "differing_output_spikes" in effect:
         out.append(f"measured on the first {effect['samples']} inputs: {100 * effect['differing_output_spikes']:.1f} % "
                    f"of output spike values and {100 * effect['differing_predictions']:.1f} % of predictions differ "
                    "from the float reference")
+    elif effect:
+        out.append(f"measured on the first {effect['samples']} inputs: the output potentials differ from the float "
+                   f"reference by {100 * effect['output_rel_rmse']:.2f} % (relative RMS) and "
+                   f"{100 * effect['differing_predictions']:.1f} % of predictions differ")
     return out
