@@ -158,8 +158,10 @@ def fanout(node: nir.NIRNode, input_shape: tuple[int, ...]) -> np.ndarray:
     groups = int(np.asarray(node.groups).item())
     x = torch.zeros((1, *input_shape), dtype=torch.float64)
     conv = F.conv1d if isinstance(node, nir.Conv1d) else F.conv2d
-    # The gradient of sum(conv(x)) with respect to x is exactly the per-input fan-out count.
+    # The gradient of sum(conv(x)) with respect to x is exactly the per-input fan-out count (computed with
+    # gradients on even when the caller runs under torch.no_grad(), as an attack querying a target does).
     x.requires_grad_(True)
-    conv(x, nz, stride=pair(node.stride, nd), padding=conv_padding(node), dilation=pair(node.dilation, nd),
-         groups=groups).sum().backward()
+    with torch.enable_grad():
+        conv(x, nz, stride=pair(node.stride, nd), padding=conv_padding(node), dilation=pair(node.dilation, nd),
+             groups=groups).sum().backward()
     return np.rint(x.grad[0].numpy()).astype(np.int64)
