@@ -1,9 +1,11 @@
 """A minimal headless-Chromium driver over the DevTools protocol on a pipe (``--remote-debugging-pipe``): no
 WebDriver, no network port, no third-party package.
 
-Chromium reads NUL-terminated JSON commands on its fd 3 and writes replies and events on its fd 4; a shell
-``exec`` puts our pipe ends there. :class:`Chromium` opens a page, collects console errors and uncaught
-exceptions, evaluates JavaScript and takes screenshots.
+Chromium reads NUL-terminated JSON commands on its fd 3 and writes replies and events on its fd 4; a few lines
+of Python (:data:`LAUNCHER`, run before Chromium in the child) put our pipe ends there (a POSIX shell's
+``3<&N`` cannot: dash refuses ``N >= 10``, which a test process with many open files reaches).
+:class:`Chromium` opens a page, collects console errors and uncaught exceptions, evaluates JavaScript and takes
+screenshots.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import os
 import queue
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -24,6 +27,18 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
          "--disable-dev-shm-usage", "--hide-scrollbars", "--window-size=1280,1600")
 
 
+LAUNCHER = """
+import fcntl, os, sys
+r, w = (fcntl.fcntl(int(fd), fcntl.F_DUPFD, 10) for fd in sys.argv[1:3])  # out of the way of 3 and 4 first
+os.dup2(r, 3)
+os.dup2(w, 4)
+for fd in {r, w, int(sys.argv[1]), int(sys.argv[2])} - {3, 4}:
+    os.close(fd)
+os.execv(sys.argv[3], sys.argv[3:])
+"""
+"""Run as ``python -c LAUNCHER CMD_R OUT_W CHROMIUM ARGS...``: Chromium with the pipe ends on fds 3 and 4."""
+
+
 def find_chromium() -> str | None:
     """``$SNNKIT_CHROMIUM``, else the first Chromium/Chrome on ``PATH``."""
     env = os.environ.get("SNNKIT_CHROMIUM")
@@ -33,7 +48,7 @@ def find_chromium() -> str | None:
 
 
 class ChromiumError(RuntimeError):
-    pass
+    """Chromium did not start, did not answer in time, refused a command or failed to load a page."""
 
 
 class Chromium:
@@ -46,7 +61,7 @@ class Chromium:
         args = [binary, *FLAGS, f"--user-data-dir={user_data_dir}", "--remote-debugging-pipe", "about:blank"]
         self.log = Path(user_data_dir).with_name(Path(user_data_dir).name + "-chromium.log")
         with open(self.log, "wb") as log:  # Chromium's own messages; read back when it fails
-            self.proc = subprocess.Popen(["/bin/sh", "-c", f'exec "$@" 3<&{cmd_r} 4>&{out_w}', "sh", *args],
+            self.proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(cmd_r), str(out_w), *args],
                                          pass_fds=(cmd_r, out_w), stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=log)
         os.close(cmd_r)
@@ -109,6 +124,7 @@ class Chromium:
         return reply.get("result", {})
 
     def wait_event(self, method: str, timeout: float | None = None) -> dict:
+        """The first event ``method`` since the last navigation (waiting up to ``timeout`` seconds)."""
         until = time.monotonic() + (timeout or self.timeout)
         seen = 0
         while True:
@@ -129,11 +145,23 @@ class Chromium:
             self.send(f"{domain}.enable")
 
     def navigate(self, url: str) -> None:
+        """Load ``url`` and wait for its load event (images included); a failed navigation raises."""
         self.events.clear()
-        self.send("Page.navigate", {"url": url})
+        res = self.send("Page.navigate", {"url": url})
+        if res.get("errorText"):
+            raise ChromiumError(f"{url}: {res['errorText']}")
         self.wait_event("Page.loadEventFired")
 
+    def images(self) -> list[dict]:
+        """Every ``<img>`` of the page once decoded: ``alt``, ``natural_width``/``natural_height`` (pixels, 0 for
+        an image that did not load) and ``error`` (the decode failure, or None)."""
+        return self.evaluate(
+            "Promise.all(Array.from(document.images, i => i.decode().then(() => null, e => String(e))))"
+            ".then(errs => Array.from(document.images, (i, k) => ({alt: i.alt, natural_width: i.naturalWidth,"
+            " natural_height: i.naturalHeight, error: errs[k]})))")
+
     def evaluate(self, expression: str):
+        """The JSON value of a JavaScript expression in the page (a promise is awaited); a throw raises."""
         res = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True})
         if "exceptionDetails" in res:
             raise ChromiumError(f"script failed: {res['exceptionDetails']}")
@@ -153,6 +181,7 @@ class Chromium:
         return out
 
     def screenshot(self, path: Path) -> Path:
+        """Write a PNG of the whole page (1280 px wide, at most 16000 px tall) to ``path``."""
         height = self.evaluate("Math.ceil(document.documentElement.scrollHeight)")
         self.send("Emulation.setDeviceMetricsOverride",
                   {"width": 1280, "height": int(min(max(height, 800), 16000)), "deviceScaleFactor": 1, "mobile": False})
