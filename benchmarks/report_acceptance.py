@@ -78,7 +78,8 @@ def _model_info(path: str) -> dict:
 def row(r: dict) -> str:
     """One run as a Markdown table row (the columns of :func:`table`)."""
     ok = all(r["checks"].values())
-    return (f"| {r['date']} | {', '.join(r['labels'])} | {', '.join(r['targets'])} | {' '.join(ATTACK[1::2])} "
+    threads = f" (OMP_NUM_THREADS={r['omp_num_threads']})" if r.get("omp_num_threads") else ""
+    return (f"| {r['date']}{threads} | {', '.join(r['labels'])} | {', '.join(r['targets'])} | {' '.join(ATTACK[1::2])} "
             f"(first {r['attack']['limit']} samples, {r['attack']['steps']} steps, "
             f"{r['attack']['square_queries']} queries) | {r['wall_s']:.0f} | {r['cpu_s']:.0f} | "
             f"{r['load_before']:.1f} / {r['load_after']:.1f} | {'yes' if r['wall_s'] < LIMIT_S else 'NO'} | "
@@ -139,7 +140,8 @@ def main() -> int:
         rep = json.loads((out / "report.json").read_text())
     s = run.pop("summary")
     result = {
-        "date": time.strftime("%Y-%m-%d %H:%M %Z"), "cpus": os.cpu_count(), **run, "checks": checks,
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"), "cpus": os.cpu_count(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), **run, "checks": checks,
         "labels": [m["label"] for m in s["models"]], "models": [_model_info(m) for m in args.models],
         "targets": [t["name"] for t in s["models"][0]["targets"]], "attack": s["attack"],
         "per_model": {m["label"]: {"deploy_s": sum(t["elapsed_s"] for t in m["targets"]),

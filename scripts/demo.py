@@ -30,9 +30,10 @@ MODELS = {
                                                            "--prune", "hydra"]),
 }
 COMPARE_TARGETS = "torch,loihi-emu,lava"
-COMPARE_ATTACK = ["--attack", "pgd,square", "--eps", "0.05,0.1", "--steps", "5", "--queries", "50"]
+COMPARE_ATTACK = ["--attack", "pgd,square", "--eps", "0.05,0.1", "--steps", "5", "--queries", "50", "--threads", "1"]
 """The closing report's attacks: PGD-5 and Square with 50 queries at two eps, on the first --attack-limit samples
-(a small budget: the demo's full robustness evaluation is the per-model re-attack on Lava)."""
+(a small budget: the demo's full robustness evaluation is the per-model re-attack on Lava), with one torch thread
+(these networks are small; two threads thrash when another job holds a core)."""
 
 
 def stage(title: str, argv: list[str]) -> dict:
