@@ -87,7 +87,7 @@ def row(r: dict) -> str:
 
 
 def table(runs: list[dict]) -> str:
-    head = ["| date | models | targets | attacks | wall (s) | CPU (s) | load avg before / after | under 5 min | "
+    head = ["| finished | models | targets | attacks | wall (s) | CPU (s) | load avg before / after | under 5 min | "
             "files, summary first, Pareto, GPU twin |", "|---|---|---|---|---|---|---|---|---|"]
     return "\n".join(head + [row(r) for r in runs])
 
