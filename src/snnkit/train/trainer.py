@@ -25,6 +25,7 @@ from snnkit import data as datasets
 from snnkit.attack.gradients import input_gradient_sparsity
 from snnkit.models import build, load, save
 from snnkit.atomic import atomic_write
+from snnkit.outdir import writing
 from snnkit.train import qat
 from snnkit.train import sparsity as masks
 from snnkit.train.objectives import accuracy, build_objective
@@ -93,10 +94,15 @@ def train(cfg: TrainConfig, out_dir: "str | Path", *, resume: bool = False, prog
     resume: continue from ``out_dir/checkpoint.pt`` (an error if it is missing or from another config).
     stop_after: stop once this many epochs are done in total (simulates an interruption; no model.pt then).
     callbacks: functions ``f(epoch, model, record)`` called after every epoch (may add keys to ``record``).
-    Returns the metrics dict written to metrics.json.
+    Returns the metrics dict written to metrics.json. ``out_dir`` is held for writing meanwhile
+    (:func:`snnkit.outdir.writing`: a second run on it refuses).
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with writing(out_dir) as out:
+        return _train(cfg, out, resume=resume, progress=progress, stop_after=stop_after, callbacks=callbacks)
+
+
+def _train(cfg: TrainConfig, out: Path, *, resume: bool, progress: bool, stop_after: int | None,
+           callbacks: list | None) -> dict:
     info = datasets.info(cfg.dataset)
     x_train, y_train = datasets.load(cfg.dataset, "train", data_dir=cfg.data_dir)
     x_test, y_test = datasets.load(cfg.dataset, "test", limit=cfg.limit, data_dir=cfg.data_dir)
