@@ -78,9 +78,18 @@ def _start_host(tmp: Path) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def _end(host: subprocess.Popen, worker: int | None) -> None:
+    """Whatever a failed test left running: the host and the worker's process group."""
+    if host.poll() is None:
+        host.kill()
+        host.wait()
+    if worker is not None:
+        lava_target._kill_group(worker)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_killing_the_host_ends_the_worker_and_the_next_start_removes_its_folder(tmp_path, sig, monkeypatch):
-    host = _start_host(tmp_path)
+    host, worker = _start_host(tmp_path), None
     try:
         worker, _ = _worker_group(tmp_path)
         host.send_signal(sig)
@@ -90,9 +99,7 @@ def test_killing_the_host_ends_the_worker_and_the_next_start_removes_its_folder(
             time.sleep(0.1)
         assert not _group_alive(worker), "Lava processes outlived the host"
     finally:
-        if host.poll() is None:
-            host.kill()
-        lava_target._kill_group(host.pid)
+        _end(host, worker)
     left = list(tmp_path.glob(f"{lava_target.JOB_PREFIX}{host.pid}-*"))
     assert left, "the killed host had no time to clean up, so its folder is there"
     monkeypatch.setenv("TMPDIR", str(tmp_path))
@@ -102,7 +109,7 @@ def test_killing_the_host_ends_the_worker_and_the_next_start_removes_its_folder(
 
 
 def test_a_dead_runtime_process_is_reported_within_seconds(tmp_path):
-    host = _start_host(tmp_path)
+    host, worker = _start_host(tmp_path), None
     try:
         worker, children = _worker_group(tmp_path)
         time.sleep(1.0)  # the run is under way
@@ -111,8 +118,7 @@ def test_a_dead_runtime_process_is_reported_within_seconds(tmp_path):
         out, _ = host.communicate(timeout=60)
         took = time.monotonic() - t0
     finally:
-        if host.poll() is None:
-            host.kill()
+        _end(host, worker)
     assert host.returncode == 2, out
     line = [ln for ln in out.splitlines() if ln.startswith("ERROR")][-1]
     assert "Lava runtime process" in line and "died (killed by signal 9)" in line, out
