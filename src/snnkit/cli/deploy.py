@@ -89,11 +89,12 @@ def _main(args: argparse.Namespace) -> int:
     from snnkit.deploy.base import make_target
     from snnkit.deploy.inputs import dataset_input, load_array
     from snnkit.graph import DeployError, flatten_graph, graph_metadata, input_shape
+    from snnkit.graph.errors import first_line
 
     source = str(args.source)
 
     def located(exc: Exception) -> Exception:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = first_line(exc)
         return type(exc)(msg if msg.startswith(source) else f"{source}: {msg}")
 
     options = dict(device=args.device, dt=args.dt, batch_size=args.batch_size, reset=args.reset,

@@ -25,6 +25,7 @@ from snnkit import data as datasets
 from snnkit.attack.gradients import input_gradient_sparsity
 from snnkit.models import build, load, save
 from snnkit.atomic import atomic_write
+from snnkit.graph.errors import first_line
 from snnkit.outdir import writing
 from snnkit.train import qat
 from snnkit.train import sparsity as masks
@@ -124,16 +125,27 @@ def _train(cfg: TrainConfig, out: Path, *, resume: bool, progress: bool, stop_af
     if resume:
         if not ckpt_path.is_file():
             raise ValueError(f"{ckpt_path}: no checkpoint to resume from")
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        try:
+            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many types for truncated or foreign files
+            raise ValueError(f"{ckpt_path}: not a readable checkpoint ({first_line(exc)[:200]})") from None
+        if not isinstance(ckpt, dict):
+            raise ValueError(f"{ckpt_path}: not an snnkit checkpoint (a {type(ckpt).__name__})")
         if ckpt.get("train_config") != json.loads(json.dumps(config_dict)):
             raise ValueError(f"{ckpt_path}: checkpoint was written by a different training config")
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        shuffle.set_state(ckpt["shuffle_rng"])
-        torch.set_rng_state(ckpt["torch_rng"])
-        history = list(ckpt["history"])
-        start_epoch = int(ckpt["epoch"])
+        try:
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+            shuffle.set_state(ckpt["shuffle_rng"])
+            torch.set_rng_state(ckpt["torch_rng"])
+            history = list(ckpt["history"])
+            start_epoch = int(ckpt["epoch"])
+        except KeyError as exc:
+            raise ValueError(f"{ckpt_path}: checkpoint has no {exc} entry") from None
+        except (RuntimeError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"{ckpt_path}: checkpoint does not fit the model "
+                             f"({first_line(exc)[:200]})") from None
 
     net = qat.wrap(model, cfg, x_train) if cfg.qat else model  # what the objective trains
     train_time = sum(h["time_s"] for h in history)
