@@ -10,6 +10,11 @@ from pathlib import Path
 def atomic_write(path: "str | Path", write) -> None:
     """Call ``write(tmp_path)`` and move the result to ``path`` only once it is complete."""
     path = Path(path)
+    for folder in (path.parent, *path.parent.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise NotADirectoryError(f"{path}: {folder} exists and is not a folder")
+            break
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)

@@ -6,6 +6,8 @@ import json
 import sys
 from typing import Callable
 
+from snnkit.graph.errors import first_line
+
 EXIT_USAGE = 2
 
 
@@ -16,8 +18,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from snnkit.deploy.lava.env import LavaEnvError
     from snnkit.models.io import ModelFileError
 
-    return (DataError, DeployError, LavaEnvError, ModelFileError, ValueError, FileNotFoundError, IsADirectoryError,
-            PermissionError)
+    return (DataError, DeployError, LavaEnvError, ModelFileError, ValueError, FileNotFoundError, FileExistsError,
+            IsADirectoryError, NotADirectoryError, PermissionError)
 
 
 def run(prog: str, main: Callable[[argparse.Namespace], int | None], parser: argparse.ArgumentParser,
@@ -27,7 +29,7 @@ def run(prog: str, main: Callable[[argparse.Namespace], int | None], parser: arg
     try:
         return int(main(args) or 0)
     except user_errors() as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = first_line(exc)
         print(f"{prog}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -46,6 +46,8 @@ def parser() -> argparse.ArgumentParser:
                    "the others run on the CPU")
     p.add_argument("--batch-size", type=int, help="samples per call (default: the target's; 256 on torch, norse and "
                    "snntorch, 512 on loihi-emu)")
+    p.add_argument("--retries", type=int, metavar="N", help="lava: run a worker that failed (crashed, timed out, lost "
+                   "a runtime process) again, up to N times (default 0)")
     p.add_argument("--save-output", metavar="OUT.npz", help="write the output spikes [B, T, C] here")
     add_json_flag(p)
     return p
@@ -87,15 +89,16 @@ def _main(args: argparse.Namespace) -> int:
     from snnkit.deploy.base import make_target
     from snnkit.deploy.inputs import dataset_input, load_array
     from snnkit.graph import DeployError, flatten_graph, graph_metadata, input_shape
+    from snnkit.graph.errors import first_line
 
     source = str(args.source)
 
     def located(exc: Exception) -> Exception:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = first_line(exc)
         return type(exc)(msg if msg.startswith(source) else f"{source}: {msg}")
 
     options = dict(device=args.device, dt=args.dt, batch_size=args.batch_size, reset=args.reset,
-                   if_convention=args.if_convention)
+                   if_convention=args.if_convention, retries=args.retries)
     check_target_flags(args.target, **options)
     check_data_dir(args.data_dir, args.dataset)
     target = make_target(args.target, **options)

@@ -134,75 +134,77 @@ def _main(args: argparse.Namespace) -> int:
     from snnkit.graph import graph_metadata, write_nir
     from snnkit.export.report import ExportReport
     from snnkit.models.io import read as read_model_file
+    from snnkit.outdir import writing
 
     model_path = Path(args.model)
     model = snnkit.load(model_path)
     meta = read_model_file(model_path).get("meta", {})
     check_data_dir(args.data_dir, meta.get("dataset"), needs="a model trained on")
     out = Path(args.out) if args.out else model_path.parent / f"export-{args.target}"
-    report = ExportReport(model=str(model_path), target=args.target)
-    try:
-        graph = to_nir(model, dt=args.dt, report=report)
-    except ValueError as exc:
-        raise ValueError(f"{model_path}: {exc}") from None
-    report.files["nir"] = str(write_nir(graph, out / "model.nir"))
-    status = 0
-    message = None
-    x = y = x_enc = None
-    if args.probe > 0:
-        x, y, what = _probe_samples(model, meta, args.probe, args.data_dir)
-        report.checks["probe"] = what
-        report.checks["round_trip"] = _round_trip(model, out / "model.nir", x)
-        x_enc = encode(x.numpy(), graph_metadata(graph))
-    if args.target == "onnx":
-        from snnkit.export.onnx_twin import TwinUndefined, export_onnx
-
+    with writing(out):  # one command at a time on a folder
+        report = ExportReport(model=str(model_path), target=args.target)
         try:
-            report.checks["onnx"] = export_onnx(graph, out / "model.onnx",
-                                                probe=None if x is None else x.numpy())
-            report.files["onnx"] = str(out / "model.onnx")
-            if x is not None:
-                report.checks["onnx"].update(_twin_check(model, graph, x, y))
-        except TwinUndefined as exc:
-            report.checks["onnx"] = {"exported": False, "reason": str(exc)}
-            message = f"snn-export: no ONNX file written: {exc}"
-            status = 2
-    elif args.target not in FORMATS:
-        from snnkit.deploy.base import make_target
-        from snnkit.graph import DeployError
+            graph = to_nir(model, dt=args.dt, report=report)
+        except ValueError as exc:
+            raise ValueError(f"{model_path}: {exc}") from None
+        report.files["nir"] = str(write_nir(graph, out / "model.nir"))
+        status = 0
+        message = None
+        x = y = x_enc = None
+        if args.probe > 0:
+            x, y, what = _probe_samples(model, meta, args.probe, args.data_dir)
+            report.checks["probe"] = what
+            report.checks["round_trip"] = _round_trip(model, out / "model.nir", x)
+            x_enc = encode(x.numpy(), graph_metadata(graph))
+        if args.target == "onnx":
+            from snnkit.export.onnx_twin import TwinUndefined, export_onnx
 
-        target = make_target(args.target, dt=args.dt)
-        try:
-            exported = target.export(graph, out, source=str(model_path))
-        except DeployError as exc:  # something the target cannot carry: reported, nothing written for it
-            report.warn(str(exc))
-            message, status = f"snn-export: no {args.target} files written: {exc}", 2
-        else:
-            report.files.update(exported.files)
-            for n in exported.notes:
-                report.note(n)
-            for w in exported.warnings:
-                report.warn(w)
-            report.checks[args.target] = dict(exported.details)
-            if x_enc is not None:
-                check = report.checks[args.target]
-                check.update(_target_check(graph, target, x_enc, y, report))
-                extra = target.verify_export(graph, exported, x_enc, None if y is None else np.asarray(y),
-                                             check=check, source=str(model_path))
-                if extra is not None:
-                    check.update(extra.details)
-                    for n in extra.notes:
-                        report.note(n)
-                    for w in extra.warnings:
-                        report.warn(w)
-    report.files["report"] = str(out / "export_report.json")
-    report.write(out / "export_report.json")
-    summary = {"model": str(model_path), "target": args.target, "out": str(out), "files": report.files,
-               "warnings": report.warnings, "notes": report.notes, "checks": report.checks}
-    emit(summary, args.json, _human)
-    if message:
-        print(message, file=sys.stderr)
-    return status
+            try:
+                report.checks["onnx"] = export_onnx(graph, out / "model.onnx",
+                                                    probe=None if x is None else x.numpy())
+                report.files["onnx"] = str(out / "model.onnx")
+                if x is not None:
+                    report.checks["onnx"].update(_twin_check(model, graph, x, y))
+            except TwinUndefined as exc:
+                report.checks["onnx"] = {"exported": False, "reason": str(exc)}
+                message = f"snn-export: no ONNX file written: {exc}"
+                status = 2
+        elif args.target not in FORMATS:
+            from snnkit.deploy.base import make_target
+            from snnkit.graph import DeployError
+
+            target = make_target(args.target, dt=args.dt)
+            try:
+                exported = target.export(graph, out, source=str(model_path))
+            except DeployError as exc:  # something the target cannot carry: reported, nothing written for it
+                report.warn(str(exc))
+                message, status = f"snn-export: no {args.target} files written: {exc}", 2
+            else:
+                report.files.update(exported.files)
+                for n in exported.notes:
+                    report.note(n)
+                for w in exported.warnings:
+                    report.warn(w)
+                report.checks[args.target] = dict(exported.details)
+                if x_enc is not None:
+                    check = report.checks[args.target]
+                    check.update(_target_check(graph, target, x_enc, y, report))
+                    extra = target.verify_export(graph, exported, x_enc, None if y is None else np.asarray(y),
+                                                 check=check, source=str(model_path))
+                    if extra is not None:
+                        check.update(extra.details)
+                        for n in extra.notes:
+                            report.note(n)
+                        for w in extra.warnings:
+                            report.warn(w)
+        report.files["report"] = str(out / "export_report.json")
+        report.write(out / "export_report.json")
+        summary = {"model": str(model_path), "target": args.target, "out": str(out), "files": report.files,
+                   "warnings": report.warnings, "notes": report.notes, "checks": report.checks}
+        emit(summary, args.json, _human)
+        if message:
+            print(message, file=sys.stderr)
+        return status
 
 
 def _human(s: dict) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from snnkit.graph import DeployError
+from snnkit import limits
 
 
 @dataclass
@@ -59,6 +60,9 @@ def encode(x, metadata: dict, timesteps: int | None = None) -> np.ndarray:
     from snnkit.nn.encoders import build_encoder
 
     t = graph_timesteps(metadata, timesteps)
+    x = np.asarray(x)
+    limits.check(f"the encoded input [{x.shape[0]}, {t}, {', '.join(map(str, x.shape[1:]))}]",
+                 2 * 4 * t * x.size)  # float32, the encoder's tensor and its numpy copy
     try:
         enc = build_encoder(encoder_spec(metadata), t)
     except (KeyError, TypeError, ValueError) as exc:

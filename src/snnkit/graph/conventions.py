@@ -24,6 +24,7 @@ import numpy as np
 from snnkit.graph.errors import DeployError
 from snnkit.graph.io import DEFAULT_DT, graph_dt, graph_metadata
 from snnkit.graph.kinds import SPIKING
+from snnkit.graph.shapes import declared_shape, infer_shapes, input_name
 
 RESETS = ("zero", "subtract")
 IF_CONVENTIONS = ("auto", "per-step", "ode")
@@ -53,25 +54,43 @@ def decay(name: str, what: str, dt: float, tau) -> np.ndarray:
     return d
 
 
-def validate(graph: nir.NIRGraph, dt: float) -> None:
-    """Refuse in one line what no target can run: non-finite parameters, or time constants that give a decay
-    outside [0, 1] at step ``dt``."""
+def validate(graph: nir.NIRGraph, dt: float, *, top: bool = True) -> None:
+    """Refuse in one line what no target can run: non-finite or empty parameters, time constants that give a
+    decay outside [0, 1] at step ``dt``, and nodes that do not fit the shape they receive."""
     for name, node in graph.nodes.items():
         if isinstance(node, nir.NIRGraph):
-            validate(node, dt)
+            validate(node, dt, top=False)
             continue
         if not isinstance(node, nir.NIRNode):
             raise DeployError(f"node {name!r} holds no NIR node ({type(node).__name__}): the exporter wrote nothing "
                               "for it")
         for f in dataclasses.fields(node):
             v = getattr(node, f.name)
-            if isinstance(v, np.ndarray) and np.issubdtype(v.dtype, np.number) and not np.all(np.isfinite(v)):
+            if not (isinstance(v, np.ndarray) and np.issubdtype(v.dtype, np.number)):
+                continue
+            if not np.all(np.isfinite(v)):
                 raise DeployError(f"node {name!r} ({type(node).__name__}): its {f.name} holds NaN or infinite values")
+            if v.size == 0 and f.name not in ("input_type", "output_type"):
+                raise DeployError(f"node {name!r} ({type(node).__name__}): its {f.name} is empty (shape "
+                                  f"{list(v.shape)})")
         if isinstance(node, (nir.LIF, nir.LI)):
             decay(name, "beta", dt, node.tau)
         elif isinstance(node, (nir.CubaLIF, nir.CubaLI)):
             decay(name, "alpha", dt, node.tau_syn)
             decay(name, "beta", dt, node.tau_mem)
+    if top and _shaped(graph):
+        infer_shapes(graph)  # raises where a node does not fit what it receives
+
+
+def _shaped(graph: nir.NIRGraph) -> bool:
+    """Whether shapes can be followed through ``graph``: one level, and an Input that declares its shape."""
+    if any(isinstance(n, nir.NIRGraph) for n in graph.nodes.values()):
+        return False
+    try:
+        node = graph.nodes[input_name(graph)]
+    except DeployError:
+        return False
+    return (declared_shape(node, "output") or declared_shape(node, "input")) is not None
 
 
 def _wrote_it(meta: dict) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import nir
 import numpy as np
 
-from snnkit.graph.errors import DeployError
+from snnkit.graph.errors import DeployError, first_line
 from snnkit.graph.kinds import CONNECTIONS, NEURONS, PORTS, WEIGHTED
 from snnkit.graph.ops import apply_node
 from snnkit.graph.topology import predecessors, successors
@@ -86,15 +86,33 @@ def infer_shapes(graph: nir.NIRGraph, start: str | None = None) -> dict[str, tup
                 shp_in = known[0]
                 node = nodes[d]
                 if isinstance(node, CONNECTIONS):
-                    shp_out = tuple(apply_node(node, np.zeros((1, *shp_in))).shape[1:])
+                    try:
+                        shp_out = tuple(apply_node(node, np.zeros((1, *shp_in))).shape[1:])
+                    except (ValueError, IndexError, TypeError, RuntimeError) as exc:
+                        raise DeployError(f"node {d!r} ({type(node).__name__}) does not fit its input of shape "
+                                          f"{list(shp_in)} ({first_line(exc)})") from None
                 elif isinstance(node, PORTS):
                     shp_out = shp_in
                 else:
                     shp_out = neuron_shape(node, shp_in)
+                    if not _fits(shp_out, shp_in):
+                        raise DeployError(f"node {d!r} ({type(node).__name__}) has parameters of shape "
+                                          f"{list(shp_out)} but receives an input of shape {list(shp_in)}")
                 shapes[d] = (tuple(shp_in), tuple(shp_out))
                 nxt.append(d)
         frontier = nxt
     return shapes
+
+
+def _fits(neurons: Shape, received: Shape) -> bool:
+    """Whether a neuron node of per-neuron shape ``neurons`` can take an input of shape ``received``: as many
+    values, or shapes that broadcast to the input's."""
+    if int(np.prod(neurons)) == int(np.prod(received)):
+        return True
+    try:
+        return np.broadcast_shapes(neurons, received) == tuple(received)
+    except ValueError:
+        return False
 
 
 def _needed_first(p: str, d: str, shapes: dict, preds: dict[str, list[str]]) -> bool:

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from snnkit.atomic import atomic_write
+from snnkit.graph.errors import first_line
 from snnkit.models.build import build
 from snnkit.models.spiking import SpikingModel
 
@@ -41,12 +42,16 @@ def read(path: "str | Path") -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or foreign files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelFileError(f"{path}: not a readable snnkit model file ({first})") from None
+        raise ModelFileError(f"{path}: not a readable snnkit model file ({first_line(exc)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelFileError(f"{path}: not an snnkit model file (no '{FORMAT}' header)")
     if payload.get("version") != VERSION:
         raise ModelFileError(f"{path}: model file version {payload.get('version')} is not supported (expected {VERSION})")
+    for key, kind in (("config", dict), ("state_dict", dict), ("meta", dict)):
+        if key in payload and not isinstance(payload[key], kind):
+            raise ModelFileError(f"{path}: its '{key}' is a {type(payload[key]).__name__}, not a {kind.__name__}")
+    if not all(isinstance(v, torch.Tensor) for v in payload.get("state_dict", {}).values()):
+        raise ModelFileError(f"{path}: its 'state_dict' holds values that are not tensors")
     return payload
 
 
@@ -56,6 +61,6 @@ def load(path: "str | Path", device: "str | torch.device" = "cpu") -> SpikingMod
     try:
         model = build(payload["config"])
         model.load_state_dict(payload["state_dict"])
-    except (KeyError, ValueError, RuntimeError) as exc:
+    except (KeyError, ValueError, RuntimeError, TypeError, AttributeError) as exc:
         raise ModelFileError(f"{path}: model does not match its config ({str(exc).splitlines()[0]})") from None
     return model.eval().to(device)

@@ -39,6 +39,7 @@ from snnkit import data as datasets
 from snnkit.models import SpikingModel, build, save
 from snnkit.atomic import atomic_write
 from snnkit.nn.neurons import SpikingLayer
+from snnkit.outdir import writing
 from snnkit.train import sparsity as sp
 from snnkit.train.objectives import build_method
 from snnkit.train.trainer import TrainConfig, evaluate, train
@@ -192,8 +193,11 @@ def convert_pipeline(cfg: TrainConfig, conv: ConversionConfig, out_dir: "str | P
     if cfg.init or cfg.sparsity:
         raise ValueError("convert pipeline: give the sparsity in the conversion config, not init/sparsity in the "
                          "training config")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with writing(out_dir) as out:
+        return _convert(cfg, conv, out, progress)
+
+
+def _convert(cfg: TrainConfig, conv: ConversionConfig, out: Path, progress: bool) -> dict:
     info = datasets.info(cfg.dataset)
     x_train, y_train = datasets.load(cfg.dataset, "train", data_dir=cfg.data_dir)
     x_test, y_test = datasets.load(cfg.dataset, "test", limit=cfg.limit, data_dir=cfg.data_dir)

@@ -25,6 +25,8 @@ from snnkit import data as datasets
 from snnkit.attack.gradients import input_gradient_sparsity
 from snnkit.models import build, load, save
 from snnkit.atomic import atomic_write
+from snnkit.graph.errors import first_line
+from snnkit.outdir import writing
 from snnkit.train import qat
 from snnkit.train import sparsity as masks
 from snnkit.train.objectives import accuracy, build_objective
@@ -93,10 +95,15 @@ def train(cfg: TrainConfig, out_dir: "str | Path", *, resume: bool = False, prog
     resume: continue from ``out_dir/checkpoint.pt`` (an error if it is missing or from another config).
     stop_after: stop once this many epochs are done in total (simulates an interruption; no model.pt then).
     callbacks: functions ``f(epoch, model, record)`` called after every epoch (may add keys to ``record``).
-    Returns the metrics dict written to metrics.json.
+    Returns the metrics dict written to metrics.json. ``out_dir`` is held for writing meanwhile
+    (:func:`snnkit.outdir.writing`: a second run on it refuses).
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with writing(out_dir) as out:
+        return _train(cfg, out, resume=resume, progress=progress, stop_after=stop_after, callbacks=callbacks)
+
+
+def _train(cfg: TrainConfig, out: Path, *, resume: bool, progress: bool, stop_after: int | None,
+           callbacks: list | None) -> dict:
     info = datasets.info(cfg.dataset)
     x_train, y_train = datasets.load(cfg.dataset, "train", data_dir=cfg.data_dir)
     x_test, y_test = datasets.load(cfg.dataset, "test", limit=cfg.limit, data_dir=cfg.data_dir)
@@ -118,16 +125,27 @@ def train(cfg: TrainConfig, out_dir: "str | Path", *, resume: bool = False, prog
     if resume:
         if not ckpt_path.is_file():
             raise ValueError(f"{ckpt_path}: no checkpoint to resume from")
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        try:
+            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many types for truncated or foreign files
+            raise ValueError(f"{ckpt_path}: not a readable checkpoint ({first_line(exc)[:200]})") from None
+        if not isinstance(ckpt, dict):
+            raise ValueError(f"{ckpt_path}: not an snnkit checkpoint (a {type(ckpt).__name__})")
         if ckpt.get("train_config") != json.loads(json.dumps(config_dict)):
             raise ValueError(f"{ckpt_path}: checkpoint was written by a different training config")
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        shuffle.set_state(ckpt["shuffle_rng"])
-        torch.set_rng_state(ckpt["torch_rng"])
-        history = list(ckpt["history"])
-        start_epoch = int(ckpt["epoch"])
+        try:
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+            shuffle.set_state(ckpt["shuffle_rng"])
+            torch.set_rng_state(ckpt["torch_rng"])
+            history = list(ckpt["history"])
+            start_epoch = int(ckpt["epoch"])
+        except KeyError as exc:
+            raise ValueError(f"{ckpt_path}: checkpoint has no {exc} entry") from None
+        except (RuntimeError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"{ckpt_path}: checkpoint does not fit the model "
+                             f"({first_line(exc)[:200]})") from None
 
     net = qat.wrap(model, cfg, x_train) if cfg.qat else model  # what the objective trains
     train_time = sum(h["time_s"] for h in history)

@@ -15,10 +15,12 @@ and receives:
 - ``rasters.npz``: ``layer<i>`` -> spikes ``[B, T + delay, n]`` (uint8) of ``graph.layers[i]``, or its potential
   for a readout (int32; float64 for floating_pt)
 - ``result.json``: ``{"ok": true, "build_s", "run_s", "steps", "processes"}`` (netx jobs add ``imports``:
-  ``"stand-in"`` or ``"torch"``) or ``{"ok": false, "error": one line}``
+  ``"stand-in"`` or ``"torch"``) or ``{"ok": false, "error": one line}`` (with ``"worker_failure": true`` when a
+  runtime process died rather than Lava reporting an error)
 
 Several job directories run one after the other in the same process (Lava is imported once). The Lava
-runtime is stopped in every case; the exit code is 0 when every job succeeded and 3 otherwise.
+runtime is stopped in every case; the exit code is 0 when every job succeeded and 3 otherwise. The worker ends
+its whole process group when the host dies or a runtime process dies (:mod:`snnkit.deploy.lava.watchdog`).
 """
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ import time
 import traceback
 from pathlib import Path
 
+from snnkit.deploy.lava import watchdog
+
 
 def _write_json(path: Path, obj: dict) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
@@ -38,7 +42,8 @@ def _write_json(path: Path, obj: dict) -> None:
     os.replace(tmp, path)
 
 
-def run_job(job_dir: Path) -> dict:
+def run_job(job_dir: Path, running: list[Path]) -> dict:
+    """Run one job directory; ``running`` holds ``job_dir`` while Lava's runtime runs (for the watcher)."""
     import numpy as np
 
     from snnkit.deploy.lava.build import LavaNetwork
@@ -56,9 +61,11 @@ def run_job(job_dir: Path) -> dict:
         net = LavaNetwork(lg, x, job["tag"], job_dir)
     try:
         t1 = time.perf_counter()
+        running[:] = [job_dir]
         net.run()
         t2 = time.perf_counter()
     finally:
+        running.clear()  # stopping ends the runtime's processes (the shared-memory manager by SIGTERM)
         net.stop()
     rasters = net.rasters()
     fd, tmp = tempfile.mkstemp(dir=job_dir, prefix="rasters.", suffix=".tmp")
@@ -80,11 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     if not argv:
         print("usage: python -m snnkit.deploy.lava.worker JOB_DIR [JOB_DIR...]", file=sys.stderr)
         return 2
+    running: list[Path] = []  # the job directory being run, for the runtime watcher
+    watchdog.watch_parent()
+    watchdog.watch_runtime(lambda: running[0] if running else None,
+                           lambda job_dir, line: _write_json(job_dir / "result.json",
+                                                             {"ok": False, "error": line, "worker_failure": True}))
     rc = 0
     for arg in argv:
         job_dir = Path(arg)
         try:
-            result = run_job(job_dir)
+            result = run_job(job_dir, running)
         except Exception as e:  # report every failure as one line; the traceback goes to the log
             traceback.print_exc()
             msg = " ".join(f"{type(e).__name__}: {e or repr(e)}".split())

@@ -1,0 +1,105 @@
+"""Every class of bad input ends in one line naming the file and the problem, exit code 2, never a traceback:
+unreadable checkpoints, output paths in the way, malformed model files, absurd sizes, graphs whose nodes do
+not fit what they receive (on every target)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nir
+import numpy as np
+import pytest
+import torch
+
+from conftest import scaled_model_file
+
+BIN = Path(sys.executable).parent
+
+
+def _cli(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, SNNKIT_MAX_MEMORY_GB="4")
+    return subprocess.run([str(BIN / argv[0]), *argv[1:]], capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=300)
+
+
+def _one_line(res: subprocess.CompletedProcess, *needles: str) -> None:
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr and res.stderr.strip().count("\n") == 0, res.stderr
+    for n in needles:
+        assert n in res.stderr, res.stderr
+
+
+def _graph(weight: np.ndarray, n_in: int = 4) -> nir.NIRGraph:
+    n = weight.shape[0]
+    return nir.NIRGraph(nodes={
+        "input": nir.Input(input_type={"input": np.array([n_in])}),
+        "fc": nir.Affine(weight=weight, bias=np.zeros(n)),
+        "lif": nir.LIF(tau=np.full(n, 0.01), r=np.ones(n), v_leak=np.zeros(n), v_threshold=np.ones(n)),
+        "output": nir.Output(output_type={"output": np.array([n])})},
+        edges=[("input", "fc"), ("fc", "lif"), ("lif", "output")], metadata={"timesteps": 4}, type_check=False)
+
+
+CHECKPOINTS = {
+    "empty": lambda p: p.write_bytes(b""),
+    "truncated": lambda p: p.write_bytes(b"PK\x03\x04" + b"\0" * 100),
+    "not a dict": lambda p: torch.save([1, 2], p),
+    "keys missing": None,  # a real checkpoint without its optimizer state, below
+}
+
+
+@pytest.mark.parametrize("kind", list(CHECKPOINTS))
+def test_unusable_checkpoints(tmp_path, kind):
+    args = ["snn-train", "--dataset", "digits", "--model", "mlp", "--hidden", "8", "--epochs", "1", "--limit", "20",
+            "--no-progress", "--out", "run"]
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    if CHECKPOINTS[kind] is None:
+        assert _cli(*args, cwd=tmp_path).returncode == 0
+        payload = torch.load(ckpt, weights_only=True)
+        del payload["optimizer"]
+        torch.save(payload, ckpt)
+    else:
+        ckpt.parent.mkdir()
+        CHECKPOINTS[kind](ckpt)
+    _one_line(_cli(*args, "--resume", cwd=tmp_path), "run/checkpoint.pt: ")
+
+
+@pytest.mark.parametrize("argv", [
+    ("snn-train", "--dataset", "digits", "--model", "mlp", "--epochs", "1", "--out", "F"),
+    ("snn-export", "m.pt", "--target", "nir", "-o", "F"),
+    ("snn-deploy", "m.pt", "--target", "torch", "--dataset", "digits", "--limit", "4", "--save-output", "F/o.npz"),
+])
+def test_an_output_path_in_the_way(tmp_path, argv):
+    scaled_model_file(tmp_path / "m.pt")
+    (tmp_path / "F").write_text("precious")
+    _one_line(_cli(*argv, cwd=tmp_path), "F", "exists and is not a folder")
+    assert (tmp_path / "F").read_text() == "precious"
+
+
+MODEL_FILES = {
+    "config is a string": (lambda d: d.update(config="hello"), "'config' is a str"),
+    "state_dict is a list": (lambda d: d.update(state_dict=list(d["state_dict"].values())), "'state_dict' is a list"),
+    "absurd timesteps": (lambda d: d["config"].update(timesteps=10 ** 9), "over the limit of 4.0 GiB"),
+}
+
+
+@pytest.mark.parametrize("kind", list(MODEL_FILES))
+def test_malformed_model_files(tmp_path, kind):
+    change, needle = MODEL_FILES[kind]
+    payload = torch.load(scaled_model_file(tmp_path / "m.pt"), weights_only=True)
+    change(payload)
+    torch.save(payload, tmp_path / "bad.pt")
+    _one_line(_cli("snn-deploy", "bad.pt", "--target", "torch", "--dataset", "digits", "--limit", "4",
+                   cwd=tmp_path), needle)
+
+
+@pytest.mark.parametrize("target", ["torch", "norse", "snntorch", "loihi-emu"])
+@pytest.mark.parametrize("kind", ["weight does not fit its input", "zero-size weight"])
+def test_graphs_whose_nodes_do_not_fit(tmp_path, kind, target):
+    weight = np.ones((3, 5)) if kind.startswith("weight") else np.ones((0, 4))
+    nir.write(tmp_path / "g.nir", _graph(weight))
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).uniform(0, 1, (2, 4, 4)).astype(np.float32))
+    needle = "does not fit its input of shape [4]" if kind.startswith("weight") else "its weight is empty"
+    _one_line(_cli("snn-deploy", "g.nir", "--target", target, "--input", "x.npy", cwd=tmp_path),
+              "g.nir: node 'fc' (Affine)", needle)
