@@ -181,6 +181,7 @@ def _main(args: argparse.Namespace) -> int:
     from snnkit.attack.registry import Settings, parse_attacks
     from snnkit.cli.attack import SETTING_FLAGS
     from snnkit.deploy.base import make_target, target_names
+    from snnkit.outdir import writing
     from snnkit.deploy.torch_target import resolve_device
     from snnkit.energy import resolve_models
     from snnkit.export import to_nir
@@ -256,11 +257,12 @@ def _main(args: argparse.Namespace) -> int:
         if not args.no_progress:
             print(f"snn-report [{time.perf_counter() - t_start:6.1f} s]: {message}", file=sys.stderr, flush=True)
 
-    report = build_comparison(entries, targets, energy_models=args.energy_model, attack_plan=plan,
-                              measure_gpu=not args.no_gpu_measure,
-                              make_target=lambda name: make_target(name, device=args.device),
-                              raster=not args.no_raster, progress=progress, log=log)
-    files = write_report(report, args.out)
+    with writing(args.out):  # one command at a time on a folder
+        report = build_comparison(entries, targets, energy_models=args.energy_model, attack_plan=plan,
+                                  measure_gpu=not args.no_gpu_measure,
+                                  make_target=lambda name: make_target(name, device=args.device),
+                                  raster=not args.no_raster, progress=progress, log=log)
+        files = write_report(report, args.out)
     d = report.data
     eps = d["summary"]["eps"]
     rows = {(r["model"], r["target"]): r for r in d["summary"]["rows"]}
