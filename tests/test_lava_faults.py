@@ -15,6 +15,7 @@ import pytest
 
 from snnkit.deploy.base import DeployError, get_target
 from snnkit.deploy.lava import target as lava_target
+from snnkit.deploy.lava import watchdog
 from conftest import NO_LAVA_REASON, ZOO, lava_available
 
 pytestmark = [pytest.mark.lava, pytest.mark.skipif(not lava_available(), reason=NO_LAVA_REASON)]
@@ -37,20 +38,16 @@ HOST = textwrap.dedent("""
 
 
 def _proc_table() -> dict[int, tuple[int, int, str]]:
-    """pid -> (ppid, process group, command line) of every process (Linux /proc)."""
+    """pid -> (ppid, process group, command line) of every live process."""
     out = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
+    for pid, fields in watchdog.proc_stats():
         try:
-            with open(f"/proc/{entry.name}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
                 cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
         if fields[0] != "Z":
-            out[int(entry.name)] = (int(fields[1]), int(fields[3]), cmd)
+            out[pid] = (int(fields[1]), int(fields[3]), cmd)
     return out
 
 

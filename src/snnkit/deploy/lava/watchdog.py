@@ -19,7 +19,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 PARENT_FD = "SNNKIT_LAVA_PARENT_FD"
 POLL_S = 0.2
@@ -48,25 +48,31 @@ def watch_parent() -> None:
     _start(wait, "snnkit-parent-watch")
 
 
-def dead_children() -> list[tuple[int, str]]:
-    """``(pid, how)`` of this process's children that ended abnormally and are not yet reaped (Linux ``/proc``:
-    a zombie's ``exit_code`` field is read without reaping it, so Lava's own bookkeeping is left alone)."""
-    me, out = os.getpid(), []
+def proc_stats() -> Iterator[tuple[int, list[str]]]:
+    """``(pid, fields)`` of every process (Linux ``/proc/PID/stat``; ``fields`` start after the command name:
+    ``[0]`` state, ``[1]`` parent pid, ``[3]`` process group, ``[49]`` exit code)."""
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
             with open(f"/proc/{entry.name}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+                yield int(entry.name), f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
+
+
+def dead_children() -> list[tuple[int, str]]:
+    """``(pid, how)`` of this process's children that ended abnormally and are not yet reaped (a zombie's
+    ``exit_code`` field is read without reaping it, so Lava's own bookkeeping is left alone)."""
+    me, out = os.getpid(), []
+    for pid, fields in proc_stats():
         if int(fields[1]) != me or fields[0] != "Z" or len(fields) < 50:
             continue
-        status = int(fields[49])  # field 52, exit_code, as waitpid reports it
+        status = int(fields[49])  # as waitpid reports it
         if status & 0x7F:
-            out.append((int(entry.name), f"killed by signal {status & 0x7F}"))
+            out.append((pid, f"killed by signal {status & 0x7F}"))
         elif status >> 8:
-            out.append((int(entry.name), f"exit code {status >> 8}"))
+            out.append((pid, f"exit code {status >> 8}"))
     return out
 
 
