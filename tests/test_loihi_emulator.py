@@ -235,3 +235,59 @@ def test_gpu_and_cpu_emulation_are_identical():
     xa = torch.from_numpy(_analog_mlp(7)[1])
     np.testing.assert_array_equal(LoihiEmulator(m).run(xa)[m.output].numpy(),
                                   LoihiEmulator(m, device="cuda").run(xa)[m.output].cpu().numpy())
+
+
+class _ScaledPath(emulator.FloatPath):
+    """A float path whose messages and biases are the exact integers times parameters equal to 1 (forward
+    values unchanged), so that gradients reach the parameters through both."""
+
+    def __init__(self, emu_for_messages: LoihiEmulator):
+        self.emu = emu_for_messages
+        lg = emu_for_messages.lg
+        self.msg = {p.name: torch.ones((), dtype=torch.float64, requires_grad=True) for p in lg.projections}
+        self.gain = {layer.name: torch.ones((), dtype=torch.float64, requires_grad=True) for layer in lg.layers}
+
+    def message(self, p, x):
+        return self.emu._message(self.emu.lg.projections.index(p), p, x) * self.msg[p.name]
+
+    def bias(self, layer):
+        return self.emu._bias[layer.name] * self.gain[layer.name]
+
+
+def test_one_pass_backward_equals_autograd_through_every_step(monkeypatch):
+    """Feed-forward layers take their straight-through gradient in one reverse pass (``_ScanFn``); it must be
+    the gradient autograd takes through the stepped form (the one recurrent layers use), for every neuron kind:
+    LIF/IF with reset to zero or by subtraction, per-neuron decays, CubaLIF currents that wrap, saturating
+    voltages, LI/CubaLI readouts, skip connections, and float-path messages and biases (parameters)."""
+    from test_lava_bitexact import (random_convnet, random_features_convnet, random_features_mlp, random_mlp,
+                                    subtracting)
+
+    cases = [random_mlp(0, False), random_mlp(1, True), random_convnet(0, False), random_features_mlp(0),
+             random_features_mlp(1), random_features_convnet(0), subtracting(*random_mlp(2, True), 2)]
+    stepped = lambda drive, bias, emu, plan, surrogate: emu._scan(plan, drive, bias, surrogate)[0]  # noqa: E731
+    for lg, x in cases:
+        weights = None
+        results = []
+        for one_pass in (True, False):
+            if not one_pass:
+                monkeypatch.setattr(emulator._ScanFn, "apply", stepped)
+            path = _ScaledPath(LoihiEmulator(lg))
+            emu = LoihiEmulator(lg, differentiable=True, float_path=path)
+            xt = torch.from_numpy(x.astype(np.float64)).requires_grad_(True)
+            out = emu.run(xt, encoded=False)
+            if weights is None:
+                gen = torch.Generator().manual_seed(0)
+                weights = {k: torch.randn(r.shape, generator=gen, dtype=torch.float64) for k, r in out.items()}
+            loss = sum((r * weights[k]).sum() for k, r in out.items())
+            params = [xt, *path.msg.values(), *path.gain.values()]
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+            results.append(([r.detach() for r in out.values()], grads, dict(emu.overflow)))
+            monkeypatch.undo()
+        (out1, g1, o1), (out2, g2, o2) = results
+        assert all(torch.equal(a, b) for a, b in zip(out1, out2)) and o1 == o2
+        assert float(g1[0].abs().sum()) > 0
+        for a, b in zip(g1, g2):
+            if a is None or b is None:
+                assert a is None and b is None or float((a if b is None else b).abs().sum()) == 0
+                continue
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12 * float(b.abs().max()))
