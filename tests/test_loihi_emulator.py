@@ -254,16 +254,55 @@ class _ScaledPath(emulator.FloatPath):
         return self.emu._bias[layer.name] * self.gain[layer.name]
 
 
-def test_one_pass_backward_equals_autograd_through_every_step(monkeypatch):
-    """Feed-forward layers take their straight-through gradient in one reverse pass (``_ScanFn``); it must be
-    the gradient autograd takes through the stepped form (the one recurrent layers use), for every neuron kind:
-    LIF/IF with reset to zero or by subtraction, per-neuron decays, CubaLIF currents that wrap, saturating
-    voltages, LI/CubaLI readouts, skip connections, and float-path messages and biases (parameters)."""
+def _random_networks():
+    """Integer networks of every neuron kind and feature (those the Lava bit-exactness tests run)."""
     from test_lava_bitexact import (random_convnet, random_features_convnet, random_features_mlp, random_mlp,
                                     subtracting)
 
-    cases = [random_mlp(0, False), random_mlp(1, True), random_convnet(0, False), random_features_mlp(0),
-             random_features_mlp(1), random_features_convnet(0), subtracting(*random_mlp(2, True), 2)]
+    return [random_mlp(0, False), random_mlp(1, True), random_convnet(0, False), random_features_mlp(0),
+            random_features_mlp(1), random_features_convnet(0), subtracting(*random_mlp(2, True), 2)]
+
+
+@pytest.fixture(params=[True, False], ids=["compiled", "torch"])
+def native(request):
+    """Run with the compiled scan (where it builds) and with the torch loop."""
+    from snnkit.nn import native as kernels
+
+    kernels.set_enabled(request.param)
+    yield request.param
+    kernels.set_enabled(kernels.build._env_enabled())
+
+
+def test_compiled_and_torch_scans_are_identical():
+    """The compiled loop (``loihi_scan.h``) and the torch loop give the same rasters, potentials and overflow
+    counts (the Lava tests check each against Lava where Lava is installed)."""
+    from snnkit.nn import native as kernels
+
+    if kernels.load() is None:
+        pytest.skip("no C compiler: only the torch loop runs")
+    events = {"u_wraps": 0, "v_saturations": 0}
+    for lg, x in _random_networks():
+        runs = []
+        for on in (True, False):
+            kernels.set_enabled(on)
+            emu = LoihiEmulator(lg)
+            runs.append((emu.run(torch.from_numpy(x.astype(np.float64)), encoded=True), dict(emu.overflow)))
+        kernels.set_enabled(kernels.build._env_enabled())
+        (a, oa), (b, ob) = runs
+        assert oa == ob and set(a) == set(b)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        for counts in oa.values():
+            for key in events:
+                events[key] += counts[key]
+    assert events["u_wraps"] > 0 and events["v_saturations"] > 0  # both loops met the wrap and the clip
+
+
+def test_one_pass_backward_equals_autograd_through_every_step(monkeypatch, native):
+    """Feed-forward layers take their straight-through gradient in one reverse pass (``_ScanFn``, compiled or
+    torch); it must be the gradient autograd takes through the stepped form (the one recurrent layers use), for
+    every neuron kind: LIF/IF with reset to zero or by subtraction, per-neuron decays, CubaLIF currents that
+    wrap, saturating voltages, LI/CubaLI readouts, skip connections, and float-path messages and biases."""
+    cases = _random_networks()
     stepped = lambda drive, bias, emu, plan, surrogate: emu._scan(plan, drive, bias, surrogate)[0]  # noqa: E731
     for lg, x in cases:
         weights = None

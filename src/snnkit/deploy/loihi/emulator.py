@@ -40,10 +40,12 @@ from snnkit.graph import DeployError
 from snnkit.deploy.cache import BuildCache
 from snnkit.deploy.loihi.graph import ACT_SHIFT, DECAY_UNITY, STATE_MAX, LoihiGraph, NeuronLayer, Projection
 from snnkit.deploy.loihi.prepare import QuantisedTarget
+from snnkit.nn.native import loihi_backward as native_reverse, loihi_forward as native_scan
 from snnkit.nn.surrogate import ATan, Surrogate
 
 _TWO31 = 2.0 ** 31
 _TWO23 = float(STATE_MAX)
+_VMAX = _TWO23 - 1  # v saturates at +-(2**23 - 1)
 
 
 def _wrap(x: torch.Tensor, bits: int, bound: float = math.inf) -> torch.Tensor:
@@ -147,13 +149,14 @@ class _LayerPlan:
     """What one layer's fixed-point step needs, worked out once per emulator.
 
     keep_u, keep_v: the fraction of ``u`` / ``v`` a decay keeps, ``(4096 - du - 1) / 4096`` and ``(4096 - dv) / 4096``
-    (a number when uniform, else a per-neuron tensor ``[n]``); empty_u: ``u`` is emptied every step (LIF, IF);
+    (a number when uniform, else a per-neuron tensor ``[n]``); keep_u_n, keep_v_n: the same as ``[n]`` float64 tensors
+    for the compiled scan (None: emptied / no leak); empty_u: ``u`` is emptied every step (LIF, IF);
     no_leak: ``v`` does not decay (IF); thr: the firing threshold ``vth << 6``; feeds / recurrent: ``(index,
     projection)`` of the feed-forward and recurrent stages into the layer.
 
     Proven bounds (inf: no bound) let wraps and clips that cannot trigger be skipped: b_a on ``|a|`` (the summed
     messages), b_act on ``|a << 6|``, b_u on ``|u|`` before its 24-bit wrap, b_cur32 on it before its 32-bit wrap,
-    b_v on ``|v|`` before its clip, b_h32 on ``|h|`` before its 32-bit wrap. A leaky state driven by inputs of at
+    b_v on ``|v|`` before its clip. A leaky state driven by inputs of at
     most ``b`` stays below ``b / (1 - keep)``; ``u`` after its wrap and ``v`` after its clip (or below its bound)
     never exceed ``2**23`` and ``2**23 - 1``.
     """
@@ -161,6 +164,8 @@ class _LayerPlan:
     layer: NeuronLayer
     keep_u: "float | torch.Tensor"
     keep_v: "float | torch.Tensor"
+    keep_u_n: "torch.Tensor | None"
+    keep_v_n: "torch.Tensor | None"
     empty_u: bool
     no_leak: bool
     thr: float
@@ -171,7 +176,6 @@ class _LayerPlan:
     b_u: float
     b_cur32: float
     b_v: float
-    b_h32: float
 
 
 class LoihiEmulator:
@@ -242,12 +246,16 @@ class LoihiEmulator:
         r_v = float(np.max(DECAY_UNITY - layer.per_neuron("dv"))) / DECAY_UNITY
         b_u = b_act / (1 - r_u) if r_u < 1 else math.inf
         b_uw = min(b_u, _TWO23)  # |u| after its wrap
+        no_leak = bool(np.all(layer.per_neuron("dv") == 0))
+        keep_u, keep_v = self._keep(layer, "du", 1), self._keep(layer, "dv", 0)
+        per_neuron = lambda k: torch.as_tensor(k, dtype=torch.float64).expand(layer.size).contiguous()  # noqa: E731
         return _LayerPlan(
-            layer=layer, keep_u=self._keep(layer, "du", 1), keep_v=self._keep(layer, "dv", 0), empty_u=r_u == 0,
-            no_leak=bool(np.all(layer.per_neuron("dv") == 0)), thr=float(int(layer.vth) << ACT_SHIFT),
+            layer=layer, keep_u=keep_u, keep_v=keep_v, keep_u_n=None if r_u == 0 else per_neuron(keep_u).cpu(),
+            keep_v_n=None if no_leak else per_neuron(keep_v).cpu(), empty_u=r_u == 0,
+            no_leak=no_leak, thr=float(int(layer.vth) << ACT_SHIFT),
             feeds=[(i, p) for i, p in into if not p.recurrent], recurrent=[(i, p) for i, p in into if p.recurrent],
             b_a=b_a, b_act=b_act, b_u=b_u, b_cur32=min(b_u, _TWO23 + b_act),
-            b_v=(b_uw + b_bias) / (1 - r_v) if r_v < 1 else math.inf, b_h32=_TWO23 - 1 + b_uw + b_bias)
+            b_v=(b_uw + b_bias) / (1 - r_v) if r_v < 1 else math.inf)
 
     # --- inputs ------------------------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -301,7 +309,7 @@ class LoihiEmulator:
         """
         chunk = self.chunk_size(x.shape[0], x.shape[1])
         self.overflow = {}
-        with _NoTF32():
+        with _NoTF32(), torch.set_grad_enabled(self.differentiable and torch.is_grad_enabled()):
             parts = [self._run(x[i:i + chunk], encoded) for i in range(0, max(x.shape[0], 1), chunk)]
         if len(parts) == 1:
             return {name: r.transpose(0, 1) for name, r in parts[0].items()}
@@ -387,31 +395,57 @@ class LoihiEmulator:
         return (torch.where(over, cur - 2 * _TWO23, torch.where(under, cur + 2 * _TWO23, cur)),
                 int((over | under).sum()))
 
-    def _scan(self, plan: _LayerPlan, drive: torch.Tensor, bias: torch.Tensor, surrogate: Surrogate | None = None,
-              keep_h: bool = False) -> tuple[torch.Tensor, "torch.Tensor | None"]:
+    def _scan(self, plan: _LayerPlan, drive: torch.Tensor, bias: torch.Tensor,
+              surrogate: Surrogate | None = None) -> tuple[torch.Tensor, "torch.Tensor | None"]:
         """Lava's fixed-point LIF over the layer's steps ``k .. t_out - 1`` (state reset to zero at step k).
 
-        drive: feed-forward messages ``[t_out - k, B, n]``; bias: ``[n]`` (v units); surrogate: spike with its
-        gradient (autograd through every step) instead of the plain comparison. Returns the raster
-        ``[t_out, B, n]`` (spikes, or a readout's potential) and, when ``keep_h``, the potentials before the
-        reset ``[t_out - k, B, n]``. Counts wraps and clips into :attr:`overflow`.
+        drive: feed-forward messages ``[t_out - k, B, n]``; bias: ``[n]`` (v units); surrogate: None for the exact
+        run, else spikes that pass its gradient, with autograd through every step (a recurrent layer in
+        differentiable mode). Returns the raster ``[t_out, B, n]`` (spikes, or a readout's potential) and the
+        exact run's potentials before the reset ``[t_out - k, B, n]`` (None with a surrogate). Counts wraps and
+        clips into :attr:`overflow`.
         """
+        if surrogate is not None:
+            raster, hs, wraps, sats = self._steps(plan, drive, bias, surrogate, clip=plan.b_v > _VMAX)
+        else:
+            # v's clip changes nothing until some |h| exceeds 2**23 - 1 without it: run without, check once, and
+            # run again with the per-step clip on the rare batch where it triggers
+            raster, hs, wraps, sats = self._steps(plan, drive, bias, None, clip=False)
+            if plan.b_v > _VMAX and hs.numel():
+                lo, hi = torch.aminmax(hs)
+                if float(lo) < -_VMAX or float(hi) > _VMAX:
+                    raster, hs, wraps, sats = self._steps(plan, drive, bias, None, clip=True)
+        counts = self.overflow.setdefault(plan.layer.name, {"u_wraps": 0, "v_saturations": 0})
+        counts["u_wraps"] += wraps
+        counts["v_saturations"] += sats
+        return raster, hs
+
+    def _steps(self, plan: _LayerPlan, drive: torch.Tensor, bias: torch.Tensor, surrogate: Surrogate | None,
+               clip: bool) -> tuple[torch.Tensor, "torch.Tensor | None", int, int]:
+        """The step loop of :meth:`_scan` (v clipped every step when ``clip``): ``(raster, potentials, u wraps,
+        v clips)``. The exact run writes each step's potential into one ``[t_out - k, B, n]`` tensor and takes
+        the spikes from it at the end (``h > thr``); with a surrogate every operation stays in autograd."""
         layer = plan.layer
         k = layer.depth
         steps, b, n = drive.shape
         dd = dict(device=self.device, dtype=torch.float64)
-        out = torch.zeros((k + steps, b, n), device=self.device,
-                          dtype=torch.float64 if layer.readout else self.spike_dtype)
-        hs = torch.empty((steps, b, n), **dd) if keep_h else None
+        exact = surrogate is None
+        hs = torch.empty((steps, b, n), **dd) if exact else None
         wraps = sats = 0
         inputs = None
         if plan.empty_u and not plan.recurrent:  # u depends on this step's messages only: all steps at once
             inputs, wraps = self._currents(plan, drive, None)
             inputs = inputs.add_(bias)  # a new tensor: ``a << 6`` is one
+            # the compiled loop (CPU), which clips wherever the bound does not rule it out: a comparison is free there
+            reset = 2 if layer.readout else int(layer.reset == "subtract")
+            native = native_scan(inputs, plan.keep_v_n, plan.thr, reset, plan.b_v > _VMAX, _VMAX) if exact else None
+            if native is not None:
+                hs, sats = native
+                return self._raster(plan, hs), hs, wraps, sats
         u = None if plan.empty_u else torch.zeros((b, n), **dd)
         v = torch.zeros((b, n), **dd)
-        s = torch.zeros((b, n), device=self.device, dtype=self.spike_dtype)
-        vmax = _TWO23 - 1
+        s = torch.zeros((b, n), device=self.device, dtype=torch.bool if exact else torch.float64)
+        spikes = []
         for step in range(steps):
             if inputs is not None:
                 j = inputs[step]
@@ -423,32 +457,38 @@ class LoihiEmulator:
                 wraps += wrapped
                 u = None if plan.empty_u else cur
                 j = cur + bias
-            h = _wrap((v if plan.no_leak else _decay(v, plan.keep_v)) + j, 32, plan.b_h32)
-            if plan.b_v > vmax and h.numel():
+            # |v| <= 2**23 - 1, |u| <= 2**23 and |bias| < 2**20: h never reaches Lava's 32-bit wrap
+            dec = v if plan.no_leak else _decay(v, plan.keep_v)
+            h = torch.add(dec, j, out=hs[step]) if exact else dec + j
+            if clip and h.numel():
                 lo, hi = torch.aminmax(h.detach())
-                if float(lo) < -vmax or float(hi) > vmax:
-                    sats += int((h.abs() > vmax).sum())
-                    h = _ste(h, torch.clamp(h, -vmax, vmax))
-            if keep_h:
-                hs[step] = h
+                if float(lo) < -_VMAX or float(hi) > _VMAX:
+                    sats += int((h.abs() > _VMAX).sum())
+                    h = h.clamp_(-_VMAX, _VMAX) if exact else _ste(h, torch.clamp(h, -_VMAX, _VMAX))
             if layer.readout:  # never fires: v is the output
                 v = h
-                out[k + step] = h
+                spikes.append(h)
                 continue
-            if surrogate is None:
-                fired = h > plan.thr
-                out[k + step] = fired
-                s = out[k + step]
-                # h is this step's own tensor (kept in hs by a copy): reset in place
-                v = torch.where(fired, h - plan.thr, h) if layer.reset == "subtract" else h.masked_fill_(fired, 0.0)
+            if exact:
+                s = h > plan.thr
+                v = torch.where(s, h - plan.thr, h) if layer.reset == "subtract" else h.masked_fill(s, 0.0)
             else:
                 s = surrogate.spike((h - plan.thr) / plan.thr)
                 v = h - s.detach() * plan.thr if layer.reset == "subtract" else h * (1 - s.detach())
-                out[k + step] = s
-        counts = self.overflow.setdefault(layer.name, {"u_wraps": 0, "v_saturations": 0})
-        counts["u_wraps"] += wraps
-        counts["v_saturations"] += sats
-        return out, hs
+                spikes.append(s)
+        if not exact:
+            return torch.cat([torch.zeros((k, b, n), **dd), torch.stack(spikes)]), None, wraps, sats
+        return self._raster(plan, hs), hs, wraps, sats
+
+    def _raster(self, plan: _LayerPlan, hs: torch.Tensor) -> torch.Tensor:
+        """The raster ``[t_out, B, n]`` from the potentials before the reset ``hs [t_out - k, B, n]``: zero before
+        the layer's depth k, then ``h > thr`` (a readout: ``h``)."""
+        layer = plan.layer
+        steps, b, n = hs.shape
+        raster = torch.zeros((layer.depth + steps, b, n), device=self.device,
+                             dtype=torch.float64 if layer.readout else self.spike_dtype)
+        raster[layer.depth:] = hs if layer.readout else hs > plan.thr
+        return raster
 
 
 class _ScanFn(torch.autograd.Function):
@@ -462,7 +502,7 @@ class _ScanFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, drive, bias, emu, plan, surrogate):
-        out, hs = emu._scan(plan, drive, bias, keep_h=not plan.layer.readout)
+        out, hs = emu._scan(plan, drive, bias)
         ctx.save_for_backward(out, hs)
         ctx.plan, ctx.surrogate = plan, surrogate
         return out
@@ -495,22 +535,26 @@ def _scan_backward(plan: _LayerPlan, surrogate: Surrogate, grad: torch.Tensor, o
     else:
         g_fire = g_out * surrogate.derivative((hs - plan.thr) / plan.thr) / plan.thr
         through = None if layer.reset == "subtract" else 1 - out[k:]
-    g_h = torch.empty_like(g_fire)
-    g_bias = None
-    for step in reversed(range(g_fire.shape[0])):
-        g = g_fire[step]
-        if step + 1 < g_fire.shape[0]:
-            g_v = g_h[step + 1] if plan.no_leak else g_h[step + 1] * plan.keep_v
-            g = g + (g_v if through is None else g_v * through[step])
-        g_h[step] = g
-        if with_bias:
-            g_bias = g.sum(0) if g_bias is None else g_bias + g.sum(0)
-    g_u = g_h
-    if not plan.empty_u:
-        g_u = torch.empty_like(g_h)
-        for step in reversed(range(g_h.shape[0])):
-            g_u[step] = g_h[step] if step + 1 == g_h.shape[0] else g_h[step] + g_u[step + 1] * plan.keep_u
-    return g_u * float(1 << ACT_SHIFT), g_bias
+    g_h = _reverse(g_fire, through, plan.keep_v_n, None if plan.no_leak else plan.keep_v)
+    g_u = g_h if plan.empty_u else _reverse(g_h, None, plan.keep_u_n, plan.keep_u)
+    return g_u * float(1 << ACT_SHIFT), g_h.sum(dim=(0, 1)) if with_bias else None
+
+
+def _reverse(g_in: torch.Tensor, through: "torch.Tensor | None", keep_n: "torch.Tensor | None",
+             keep: "float | torch.Tensor | None") -> torch.Tensor:
+    """``g[last] = g_in[last]``, ``g[t] = g_in[t] + (g[t + 1] * keep) * through[t]`` over ``[T, B, n]`` (None:
+    factor 1; ``keep_n``: keep as ``[n]`` for the compiled loop, which runs it on the CPU when it is available)."""
+    native = native_reverse(g_in, through, keep_n)
+    if native is not None:
+        return native
+    g = torch.empty_like(g_in)
+    last = g_in.shape[0] - 1
+    if last >= 0:
+        g[last] = g_in[last]
+    for step in reversed(range(last)):
+        g_next = g[step + 1] if keep is None else g[step + 1] * keep
+        torch.add(g_in[step], g_next if through is None else g_next * through[step], out=g[step])
+    return g
 
 
 def to_numpy(lg: LoihiGraph, rasters: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
