@@ -15,13 +15,16 @@ It runs a :class:`~snnkit.deploy.loihi.graph.LoihiGraph` exactly as the Lava tar
 - a projection with a ``delay`` (a skip connection) reads its source that many steps earlier (Lava: relay
   layers, or a delayed copy of the input stream).
 
-Feed-forward layers are computed one after the other over all steps (one big matmul/convolution per
-projection); a layer with a recurrent projection is stepped.
+Feed-forward layers are computed one after the other over all steps (one matmul/convolution per projection
+over every step the source is active, time-major tensors); a layer's state is then scanned step by step, in a
+compiled loop on the CPU (``snnkit/nn/native/loihi_scan.h``; torch otherwise), or in autograd for a layer with a
+recurrent projection in differentiable mode. On the CPU a batch runs in cache-sized chunks of samples.
 
 ``differentiable=True`` keeps every forward value bit-identical and adds straight-through gradients: the
 rounding, shifts, wraps and saturation pass the gradient of their real-valued counterpart, and the spike
 passes the arctan surrogate of :mod:`snnkit.nn.surrogate` (width set by the threshold; another surrogate per
-layer on request). This is the model adaptive attacks differentiate. Given a :class:`FloatPath`, every
+layer on request). A feed-forward layer's gradient is computed in one reverse pass over its steps
+(:class:`_ScanFn`), the gradient autograd would take through them (tested). This is the model adaptive attacks differentiate. Given a :class:`FloatPath`, every
 synapse stage's messages and every layer's bias pass instead the gradient of the path's real-valued
 counterparts, which may depend on parameters: quantisation-aware training (:mod:`snnkit.train.qat`)
 differentiates the float model's weights that way, through this forward.
@@ -424,7 +427,9 @@ class LoihiEmulator:
                clip: bool) -> tuple[torch.Tensor, "torch.Tensor | None", int, int]:
         """The step loop of :meth:`_scan` (v clipped every step when ``clip``): ``(raster, potentials, u wraps,
         v clips)``. The exact run writes each step's potential into one ``[t_out - k, B, n]`` tensor and takes
-        the spikes from it at the end (``h > thr``); with a surrogate every operation stays in autograd."""
+        the spikes from it at the end (``h > thr``); a feed-forward layer whose ``u`` is emptied every step runs
+        in the compiled loop of ``snnkit/nn/native/loihi_scan.h`` when it is available (CPU), the same arithmetic.
+        With a surrogate every operation stays in autograd."""
         layer = plan.layer
         k = layer.depth
         steps, b, n = drive.shape
@@ -457,7 +462,7 @@ class LoihiEmulator:
                 wraps += wrapped
                 u = None if plan.empty_u else cur
                 j = cur + bias
-            # |v| <= 2**23 - 1, |u| <= 2**23 and |bias| < 2**20: h never reaches Lava's 32-bit wrap
+            # with the clip, |v| <= 2**23 - 1, |u| <= 2**23 and |bias| < 2**20: h never reaches Lava's 32-bit wrap
             dec = v if plan.no_leak else _decay(v, plan.keep_v)
             h = torch.add(dec, j, out=hs[step]) if exact else dec + j
             if clip and h.numel():
@@ -467,7 +472,8 @@ class LoihiEmulator:
                     h = h.clamp_(-_VMAX, _VMAX) if exact else _ste(h, torch.clamp(h, -_VMAX, _VMAX))
             if layer.readout:  # never fires: v is the output
                 v = h
-                spikes.append(h)
+                if not exact:
+                    spikes.append(h)
                 continue
             if exact:
                 s = h > plan.thr
