@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 _SOURCE = Path(__file__).with_name("lif_scan.c")
-_INCLUDED = [Path(__file__).with_name("lif_scan_real.h"),  # included by _SOURCE, once per floating type
-             Path(__file__).with_name("loihi_scan.h")]  # and once: loihi-emu's scan
+_INCLUDED = Path(__file__).with_name("lif_scan_real.h")  # included by _SOURCE, once per floating type
+_LOIHI = Path(__file__).with_name("loihi_scan.h")  # included by _SOURCE once: loihi-emu's integer scan
 _FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared"]
 _ENV_SWITCH = "SNNKIT_NATIVE"
 _lib: "ctypes.CDLL | None | bool" = False  # False: not tried yet
@@ -66,7 +66,7 @@ def _build(cc: str, fused: bool = True) -> Path:
     """The library in one form (fused or two-rounding charge), compiled into the cache unless it is there."""
     flags = [*_FLAGS, f"-DSNNKIT_FUSED={int(fused)}"]
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
-    sources = [_SOURCE.read_text(), *(f.read_text() for f in _INCLUDED)]
+    sources = [_SOURCE.read_text(), _INCLUDED.read_text(), _LOIHI.read_text()]
     key = hashlib.sha256("\0".join([*sources, " ".join(flags), version, _cpu_tag()]).encode()).hexdigest()[:20]
     out_dir = _cache_dir()
     lib_path = out_dir / f"lif_scan_{key}.so"
