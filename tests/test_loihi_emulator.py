@@ -330,3 +330,25 @@ def test_one_pass_backward_equals_autograd_through_every_step(monkeypatch, nativ
                 assert a is None and b is None or float((a if b is None else b).abs().sum()) == 0
                 continue
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12 * float(b.abs().max()))
+
+
+def test_chunked_batch_equals_one_pass():
+    """A batch split into chunks (CPU, :meth:`LoihiEmulator.chunk_size`) gives the rasters and overflow counts
+    of the whole batch at once, and its gradients up to float32 rounding (the products pass their gradient in
+    float32, whose summation order depends on the batch)."""
+    for lg, x in _random_networks()[:4]:
+        xt = torch.from_numpy(np.concatenate([x] * 3).astype(np.float64))
+        whole, chunked = LoihiEmulator(lg), LoihiEmulator(lg)
+        chunked.CHUNK_BYTES = 1  # one sample per chunk
+        assert chunked.chunk_size(xt.shape[0], xt.shape[1]) == 1 < whole.chunk_size(xt.shape[0], xt.shape[1])
+        a, b = whole.run(xt, encoded=True), chunked.run(xt, encoded=True)
+        assert whole.overflow == chunked.overflow and all(torch.equal(a[k], b[k]) for k in a)
+        grads = []
+        for size in (LoihiEmulator.CHUNK_BYTES, 1):
+            emu = LoihiEmulator(lg, differentiable=True)
+            emu.CHUNK_BYTES = size
+            xg = xt.clone().requires_grad_(True)
+            out = emu.run(xg)[lg.output]
+            (g,) = torch.autograd.grad((out * torch.linspace(-1, 1, out.shape[-1], dtype=out.dtype)).sum(), xg)
+            grads.append(g)
+        torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6 * float(grads[0].abs().max()))
