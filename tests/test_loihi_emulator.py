@@ -170,14 +170,20 @@ class _FormerSpikeFn(torch.autograd.Function):
         return grad * (a / 2) / (1 + (math.pi / 2 * a * z) ** 2), None
 
 
+def _stepped(drive, bias, emu, plan, surrogate):
+    """``_ScanFn.apply`` replaced by the stepped form: autograd through every step of the layer."""
+    return emu._scan(plan, drive, bias, surrogate)[0]
+
+
 def _former_spike(h, thr, alpha):
-    return _FormerSpikeFn.apply((h - thr) / thr, alpha)
+    return _FormerSpikeFn.apply((h - thr) / thr, getattr(alpha, "alpha", alpha))  # a number, or an ATan
 
 
 def test_spike_surrogate_is_the_former_arctan_formula(monkeypatch):
     """The spike takes nn.surrogate.ATan on (h - thr) / thr: the same spikes as the formula it replaced and the
     same gradients up to the order of one multiplication (grad * (a/2 / D) against (grad * a/2) / D: at most an
-    ulp or two), for the spike alone and through a whole differentiable emulator."""
+    ulp or two), for the spike alone and through a whole differentiable emulator (its one-pass backward against
+    the stepped form with the former formula)."""
     gen = torch.Generator().manual_seed(3)
     thr = float(37 << 6)
     for alpha in (2.0, 0.5, 3.7):
@@ -192,7 +198,9 @@ def test_spike_surrogate_is_the_former_arctan_formula(monkeypatch):
     lg = prepare_graph(g, x)
     grads, outs = [], []
     for spike in (emulator._spike, _former_spike):
-        monkeypatch.setattr(emulator, "_spike", spike)
+        if spike is _former_spike:  # the stepped form (autograd through every step) with the former formula
+            monkeypatch.setattr(emulator, "_spike", spike)
+            monkeypatch.setattr(emulator._ScanFn, "apply", _stepped)
         xt = torch.from_numpy(x).double().requires_grad_(True)
         out = LoihiModule(lg)(xt)
         (grad,) = torch.autograd.grad((out * torch.linspace(-1, 1, out.shape[-1], dtype=out.dtype)).sum(), xt)
@@ -303,13 +311,12 @@ def test_one_pass_backward_equals_autograd_through_every_step(monkeypatch, nativ
     every neuron kind: LIF/IF with reset to zero or by subtraction, per-neuron decays, CubaLIF currents that
     wrap, saturating voltages, LI/CubaLI readouts, skip connections, and float-path messages and biases."""
     cases = _random_networks()
-    stepped = lambda drive, bias, emu, plan, surrogate: emu._scan(plan, drive, bias, surrogate)[0]  # noqa: E731
     for lg, x in cases:
         weights = None
         results = []
         for one_pass in (True, False):
             if not one_pass:
-                monkeypatch.setattr(emulator._ScanFn, "apply", stepped)
+                monkeypatch.setattr(emulator._ScanFn, "apply", _stepped)
             path = _ScaledPath(LoihiEmulator(lg))
             emu = LoihiEmulator(lg, differentiable=True, float_path=path)
             xt = torch.from_numpy(x.astype(np.float64)).requires_grad_(True)

@@ -46,7 +46,6 @@ from snnkit.deploy.loihi.prepare import QuantisedTarget
 from snnkit.nn.native import loihi_backward as native_reverse, loihi_forward as native_scan
 from snnkit.nn.surrogate import ATan, Surrogate
 
-_TWO31 = 2.0 ** 31
 _TWO23 = float(STATE_MAX)
 _VMAX = _TWO23 - 1  # v saturates at +-(2**23 - 1)
 
@@ -479,7 +478,7 @@ class LoihiEmulator:
                 s = h > plan.thr
                 v = torch.where(s, h - plan.thr, h) if layer.reset == "subtract" else h.masked_fill(s, 0.0)
             else:
-                s = surrogate.spike((h - plan.thr) / plan.thr)
+                s = _spike(h, plan.thr, surrogate)
                 v = h - s.detach() * plan.thr if layer.reset == "subtract" else h * (1 - s.detach())
                 spikes.append(s)
         if not exact:
