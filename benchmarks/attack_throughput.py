@@ -1,22 +1,30 @@
-"""Attack throughput: PGD-20 samples/s on the torch reference, Square queries/s on loihi-emu and on Lava.
+"""Attacks on the Loihi target beside the same attack on the float reference: time per attacked sample.
 
-    .venv/bin/python benchmarks/attack_throughput.py                       # digits MLP trained here
-    .venv/bin/python benchmarks/attack_throughput.py --model runs/x/model.pt --device cuda
-    .venv/bin/python benchmarks/attack_throughput.py --skip-lava --queries 500
+    .venv/bin/python benchmarks/attack_throughput.py                       # digits MLP trained here, 64 samples
+    .venv/bin/python benchmarks/attack_throughput.py --out benchmarks/results/attack_throughput.json --readme
+    .venv/bin/python benchmarks/attack_throughput.py --model runs/x/model.pt --samples 32 --queries 200
 
-The reference is an snnkit model (``--model``, or a small MLP trained on ``digits`` for ``--train-steps``).
-PGD-20 (Linf, random start) attacks the ``--pgd-samples`` test samples the reference classifies correctly;
-its rate counts attacked samples per second of attack time. Square (Linf, ``--queries`` per sample) attacks
-``--square-samples`` of them through the exported NIR graph running on each target (``TargetScores``), with the
-same seed: the emulator is bit-exact with Lava, so both runs must take the same path (checked, exit code 1 if
-not). Queries/s counts evaluated samples per second of target time (encoding and the target's run, Lava's
-worker start and compilation included, as an attack sees them); ``attack wall`` adds Square's own work.
+One model, one set of samples, three attacks (Linf, ``--eps``):
+
+- **PGD-50 on the reference**: white-box through the float model's own surrogate gradients;
+- **adaptive PGD-50 on loihi-emu**: the same PGD through the emulator's differentiable mode (bit-identical forward
+  values, straight-through gradients: ``TargetModule``), judged by the target's own outputs;
+- **Square-1000 on loihi-emu**: score-based queries of the exported graph on the target (``TargetScores``).
+
+The reference is an snnkit model: ``--model``, or a digits MLP trained here for ``--train-steps`` Adam steps (so
+that a fresh clone measures without any other file). The samples are the first ``--samples`` test samples the
+reference classifies correctly. Times are wall clock and CPU time of this process (medians over ``--repeats``
+runs of each PGD, one Square run); the goal is the adaptive attack within 3x of the reference's time per sample.
+``--readme`` regenerates README.md's attack-throughput section from the JSON.
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
+import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -24,6 +32,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULT = ROOT / "benchmarks" / "results" / "attack_throughput.json"
+GOAL = 3.0  # the adaptive attack's time per sample, at most this many times the reference's
 
 
 def reference_model(args):
@@ -36,130 +48,153 @@ def reference_model(args):
     if args.model:
         import snnkit
 
-        return snnkit.load(args.model, device=args.device).eval(), x_te, y_te, args.model
+        return snnkit.load(args.model, device="cpu").eval(), x_te, y_te, args.model
     torch.manual_seed(args.seed)
     model = build({"arch": "mlp", "input_shape": [1, 8, 8], "num_classes": 10, "hidden": [128],
-                   "timesteps": args.timesteps}).to(args.device)
+                   "timesteps": args.timesteps})
     opt = torch.optim.Adam(model.parameters(), 5e-3)
     g = torch.Generator().manual_seed(args.seed)
     model.train()
     for _ in range(args.train_steps):
         idx = torch.randint(0, x_tr.shape[0], (128,), generator=g)
-        loss = F.cross_entropy(model(x_tr[idx].to(args.device)), y_tr[idx].to(args.device))
+        loss = F.cross_entropy(model(x_tr[idx]), y_tr[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
-    desc = f"snnkit mlp [128], T={args.timesteps}, digits, {args.train_steps} Adam steps (seed {args.seed})"
+    desc = f"snnkit digits MLP 64-128-10, T = {args.timesteps}, {args.train_steps} Adam steps (seed {args.seed})"
     return model.eval(), x_te, y_te, desc
 
 
-def correct_subset(model, x, y, n, device):
+def correct_subset(model, x, y, n):
+    """The first ``n`` samples ``model`` classifies correctly."""
     with torch.no_grad():
-        ok = (model(x.to(device)).argmax(1).cpu() == y).nonzero().squeeze(1)
+        ok = (model(x).argmax(1) == y).nonzero().squeeze(1)
     idx = ok[:n]
     return x[idx], y[idx]
 
 
-def pgd_throughput(model, x, y, args) -> dict:
-    from snnkit.attack import PGD
+def timed(fn) -> tuple[object, float, float]:
+    """``(fn(), wall seconds, CPU seconds of this process)``."""
+    w0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - w0, time.process_time() - c0
 
-    attack = PGD(model, args.eps, steps=20)
-    xd, yd = x.to(args.device), y.to(args.device)
-    attack(xd[:8], yd[:8])  # warm-up
-    if args.device.startswith("cuda"):
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    x_adv = attack(xd, yd)
-    if args.device.startswith("cuda"):
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
+
+def attack_row(name: str, side: str, attack, judge, x, y, repeats: int) -> dict:
+    """Run ``attack`` ``repeats`` times (after one warm-up on a few samples); robust accuracy judged by ``judge``."""
+    attack(x[:4], y[:4])
+    runs = [timed(lambda: attack(x, y)) for _ in range(max(repeats, 1))]
+    x_adv = runs[-1][0]
+    wall = statistics.median(r[1] for r in runs)
+    cpu = statistics.median(r[2] for r in runs)
     with torch.no_grad():
-        robust = float((model(x_adv).argmax(1) == yd).float().mean())
-    return {"samples": int(x.shape[0]), "seconds": seconds, "samples_per_s": x.shape[0] / seconds,
-            "robust_accuracy": robust}
+        robust = float((judge(x_adv).argmax(1) == y).float().mean())
+    n = int(x.shape[0])
+    return {"attack": name, "on": side, "samples": n, "runs": len(runs), "wall_s": wall, "cpu_s": cpu,
+            "ms_per_sample_wall": 1e3 * wall / n, "ms_per_sample_cpu": 1e3 * cpu / n, "robust_accuracy": robust}
 
 
-def square_on(target_name: str, graph, x, y, args) -> tuple[dict, torch.Tensor]:
-    from snnkit.attack import Square, TargetScores
+def measure(args) -> dict:
+    from snnkit.attack import PGD, Square, TargetModule, TargetScores
+    from snnkit.export import to_nir
 
-    options = {"device": args.emu_device} if target_name == "loihi-emu" else {}
-    scores = TargetScores(target_name, graph, **options)
+    model, x_te, y_te, desc = reference_model(args)
+    x, y = correct_subset(model, x_te, y_te, args.samples)
+    graph = to_nir(model)
+    scores = TargetScores("loihi-emu", graph)
+    adaptive = TargetModule("loihi-emu", graph, x)
+    steps, eps, seed = args.steps, args.eps, args.seed
+    rows = [attack_row(f"PGD-{steps}", "reference (float)", PGD(model, eps, steps=steps, seed=seed), model, x, y,
+                       args.repeats),
+            attack_row(f"adaptive PGD-{steps}", "loihi-emu (differentiable mode)",
+                       PGD(adaptive, eps, steps=steps, seed=seed), scores, x, y, args.repeats),
+            attack_row(f"Square-{args.queries}", "loihi-emu (queries)",
+                       Square(scores, eps, n_queries=args.queries, seed=seed), scores, x, y, 1)]
     with torch.no_grad():
-        clean_ok = scores(x).argmax(1) == y
-    scores.queries, scores.calls, scores.seconds = 0, 0, 0.0
-    attack = Square(scores, args.eps, n_queries=args.queries, seed=args.seed)
-    t0 = time.perf_counter()
-    x_adv = attack(x, y)
-    wall = time.perf_counter() - t0
-    row = {"target": target_name, "samples": int(x.shape[0]), "clean_accuracy": float(clean_ok.float().mean()),
-           "queries": scores.queries, "target_calls": scores.calls, "target_seconds": scores.seconds,
-           "attack_wall_s": wall, "queries_per_s": scores.queries_per_second,
-           "mean_queries_per_sample": float(attack.queries.float().mean())}
-    with torch.no_grad():
-        row["robust_accuracy"] = float(((scores(x_adv).argmax(1) == y) & clean_ok).float().mean())
-    return row, x_adv
+        clean = {"reference": float((model(x).argmax(1) == y).float().mean()),
+                 "loihi-emu": float((scores(x).argmax(1) == y).float().mean())}
+    ref, adapt = rows[0], rows[1]
+    ratio = {"wall": adapt["ms_per_sample_wall"] / ref["ms_per_sample_wall"],
+             "cpu": adapt["ms_per_sample_cpu"] / ref["ms_per_sample_cpu"]}
+    load = os.getloadavg()
+    return {"reference": desc, "eps": eps, "steps": steps, "queries": args.queries, "samples": int(x.shape[0]),
+            "clean_accuracy": clean, "rows": rows, "adaptive_over_reference": ratio, "goal": GOAL,
+            "goal_met": bool(max(ratio.values()) <= GOAL), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "load_average": list(load), "device": "cpu",
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
-def write_json(path: str, obj) -> None:
-    p = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=p.parent if str(p.parent) else ".", prefix=p.name, suffix=".tmp")
+def report(res: dict) -> list[str]:
+    """The printed table (also the README section's body)."""
+    lines = [f"Measured {res['date']} on {res['cpu_count']} CPU cores ({res['cpu']}), {res['threads']} torch "
+             f"thread(s), torch {res['torch']}, 1-min load average {res['load_average'][0]:.1f} at the end, by "
+             f"`benchmarks/attack_throughput.py`. Reference: {res['reference']}; the first {res['samples']} test "
+             f"samples it classifies correctly; Linf eps {res['eps']}. Clean accuracy on them: reference "
+             f"{res['clean_accuracy']['reference']:.1%}, loihi-emu {res['clean_accuracy']['loihi-emu']:.1%}. "
+             "CUDA: unmeasured (no GPU on this machine).", "",
+             "| attack | on | samples | ms per sample (wall) | ms per sample (CPU) | x reference (wall / CPU) "
+             "| robust accuracy |", "|---|---|---:|---:|---:|---:|---:|"]
+    ref = res["rows"][0]
+    for r in res["rows"]:
+        lines.append(f"| {r['attack']} | {r['on']} | {r['samples']} | {r['ms_per_sample_wall']:.2f} | "
+                     f"{r['ms_per_sample_cpu']:.2f} | {r['ms_per_sample_wall'] / ref['ms_per_sample_wall']:.1f} / "
+                     f"{r['ms_per_sample_cpu'] / ref['ms_per_sample_cpu']:.1f} | {r['robust_accuracy']:.1%} |")
+    ratio = res["adaptive_over_reference"]
+    lines += ["", f"- adaptive PGD-{res['steps']} on loihi-emu within {res['goal']:g}x of PGD-{res['steps']} on the "
+                  f"reference per sample: {'met' if res['goal_met'] else 'missed'} ({ratio['wall']:.2f}x wall, "
+                  f"{ratio['cpu']:.2f}x CPU)"]
+    return lines
+
+
+def write_json(path: Path, obj) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         json.dump(obj, f, indent=2)
-    os.replace(tmp, p)
+    os.replace(tmp, path)
+
+
+def write_readme_section(result: Path = RESULT) -> None:
+    """README.md's ``attack-throughput`` section, from the saved result."""
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    begin, end = "<!-- attack-throughput:begin -->", "<!-- attack-throughput:end -->"
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    body = "\n".join(report(json.loads(result.read_text())))
+    tmp = readme.with_suffix(".md.tmp")
+    tmp.write_text(head + begin + "\n" + body + "\n" + end + tail)
+    os.replace(tmp, readme)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="an snnkit model file (default: train a digits MLP here)")
-    p.add_argument("--device", default="cpu", help="device of the reference model and PGD: cpu | cuda")
-    p.add_argument("--emu-device", default="cpu", help="loihi-emu device: cpu | cuda")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--timesteps", type=int, default=8)
     p.add_argument("--train-steps", type=int, default=300)
     p.add_argument("--eps", type=float, default=0.1)
-    p.add_argument("--pgd-samples", type=int, default=256)
-    p.add_argument("--square-samples", type=int, default=16)
-    p.add_argument("--queries", type=int, default=20, help="Square query budget per sample (clean query included)")
-    p.add_argument("--skip-lava", action="store_true", help="only the emulator (Lava costs seconds per query batch)")
+    p.add_argument("--steps", type=int, default=50, help="PGD iterations, on both sides")
+    p.add_argument("--queries", type=int, default=1000, help="Square's query budget per sample")
+    p.add_argument("--samples", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=3, help="runs of each PGD (the median is reported)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="write the results as JSON here")
+    p.add_argument("--readme", action="store_true", help="regenerate README.md's section from --out (or the "
+                                                         "committed result with --readme-only)")
+    p.add_argument("--readme-only", action="store_true", help="only regenerate the README section")
     args = p.parse_args(argv)
+    if args.readme_only:
+        write_readme_section(Path(args.out) if args.out else RESULT)
+        return 0
     torch.set_num_threads(args.threads)
-
-    from snnkit.export import to_nir
-
-    model, x_te, y_te, desc = reference_model(args)
-    x_pgd, y_pgd = correct_subset(model, x_te, y_te, args.pgd_samples, args.device)
-    pgd = pgd_throughput(model, x_pgd, y_pgd, args)
-    graph = to_nir(model.cpu())
-    model.to(args.device)
-    x_sq, y_sq = x_pgd[:args.square_samples], y_pgd[:args.square_samples]
-    rows, advs = [], {}
-    for name in ["loihi-emu"] + ([] if args.skip_lava else ["lava"]):
-        row, advs[name] = square_on(name, graph, x_sq, y_sq, args)
-        rows.append(row)
-    same_path = len(advs) < 2 or torch.equal(advs["loihi-emu"], advs["lava"])
-
-    load = os.getloadavg()
-    print(f"reference: {desc}; eps {args.eps} (Linf); torch {torch.__version__}, {args.threads} thread(s); "
-          f"{os.cpu_count()} CPU cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min)")
-    print(f"PGD-20 on the reference ({args.device}): {pgd['samples']} samples in {pgd['seconds']:.2f} s = "
-          f"{pgd['samples_per_s']:.1f} samples/s (robust accuracy {pgd['robust_accuracy']:.1%})")
-    print(f"Square-{args.queries} on {x_sq.shape[0]} samples through the exported graph:")
-    print(f"  {'target':12s}{'queries':>9s}{'calls':>7s}{'target s':>10s}{'queries/s':>11s}{'attack wall s':>15s}"
-          f"{'clean':>8s}{'robust':>8s}")
-    for r in rows:
-        print(f"  {r['target']:12s}{r['queries']:9d}{r['target_calls']:7d}{r['target_seconds']:10.2f}"
-              f"{r['queries_per_s']:11.1f}{r['attack_wall_s']:15.2f}{r['clean_accuracy']:8.1%}{r['robust_accuracy']:8.1%}")
-    if len(rows) == 2:
-        print(f"  loihi-emu / lava queries/s: {rows[0]['queries_per_s'] / rows[1]['queries_per_s']:.0f}x; "
-              f"same Square path on both: {same_path}")
+    res = measure(args)
+    print("\n".join(report(res)))
     if args.out:
-        write_json(args.out, {"reference": desc, "eps": args.eps, "threads": args.threads, "torch": torch.__version__,
-                              "cpu_count": os.cpu_count(), "load_average": list(load),
-                              "pgd20": {**pgd, "device": args.device}, "square": rows,
-                              "square_queries_budget": args.queries, "same_square_path": same_path})
-    return 0 if same_path else 1
+        write_json(Path(args.out), res)
+        if args.readme:
+            write_readme_section(Path(args.out))
+    return 0
 
 
 if __name__ == "__main__":

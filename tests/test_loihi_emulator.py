@@ -170,14 +170,20 @@ class _FormerSpikeFn(torch.autograd.Function):
         return grad * (a / 2) / (1 + (math.pi / 2 * a * z) ** 2), None
 
 
+def _stepped(drive, bias, emu, plan, surrogate):
+    """``_ScanFn.apply`` replaced by the stepped form: autograd through every step of the layer."""
+    return emu._scan(plan, drive, bias, surrogate)[0]
+
+
 def _former_spike(h, thr, alpha):
-    return _FormerSpikeFn.apply((h - thr) / thr, alpha)
+    return _FormerSpikeFn.apply((h - thr) / thr, getattr(alpha, "alpha", alpha))  # a number, or an ATan
 
 
 def test_spike_surrogate_is_the_former_arctan_formula(monkeypatch):
     """The spike takes nn.surrogate.ATan on (h - thr) / thr: the same spikes as the formula it replaced and the
     same gradients up to the order of one multiplication (grad * (a/2 / D) against (grad * a/2) / D: at most an
-    ulp or two), for the spike alone and through a whole differentiable emulator."""
+    ulp or two), for the spike alone and through a whole differentiable emulator (its one-pass backward against
+    the stepped form with the former formula)."""
     gen = torch.Generator().manual_seed(3)
     thr = float(37 << 6)
     for alpha in (2.0, 0.5, 3.7):
@@ -192,7 +198,9 @@ def test_spike_surrogate_is_the_former_arctan_formula(monkeypatch):
     lg = prepare_graph(g, x)
     grads, outs = [], []
     for spike in (emulator._spike, _former_spike):
-        monkeypatch.setattr(emulator, "_spike", spike)
+        if spike is _former_spike:  # the stepped form (autograd through every step) with the former formula
+            monkeypatch.setattr(emulator, "_spike", spike)
+            monkeypatch.setattr(emulator._ScanFn, "apply", _stepped)
         xt = torch.from_numpy(x).double().requires_grad_(True)
         out = LoihiModule(lg)(xt)
         (grad,) = torch.autograd.grad((out * torch.linspace(-1, 1, out.shape[-1], dtype=out.dtype)).sum(), xt)
@@ -235,3 +243,119 @@ def test_gpu_and_cpu_emulation_are_identical():
     xa = torch.from_numpy(_analog_mlp(7)[1])
     np.testing.assert_array_equal(LoihiEmulator(m).run(xa)[m.output].numpy(),
                                   LoihiEmulator(m, device="cuda").run(xa)[m.output].cpu().numpy())
+
+
+class _ScaledPath(emulator.FloatPath):
+    """A float path whose messages and biases are the exact integers times parameters equal to 1 (forward
+    values unchanged), so that gradients reach the parameters through both."""
+
+    def __init__(self, emu_for_messages: LoihiEmulator):
+        self.emu = emu_for_messages
+        lg = emu_for_messages.lg
+        self.msg = {p.name: torch.ones((), dtype=torch.float64, requires_grad=True) for p in lg.projections}
+        self.gain = {layer.name: torch.ones((), dtype=torch.float64, requires_grad=True) for layer in lg.layers}
+
+    def message(self, p, x):
+        return self.emu._message(self.emu.lg.projections.index(p), p, x) * self.msg[p.name]
+
+    def bias(self, layer):
+        return self.emu._bias[layer.name] * self.gain[layer.name]
+
+
+def _random_networks():
+    """Integer networks of every neuron kind and feature (those the Lava bit-exactness tests run)."""
+    from test_lava_bitexact import (random_convnet, random_features_convnet, random_features_mlp, random_mlp,
+                                    subtracting)
+
+    return [random_mlp(0, False), random_mlp(1, True), random_convnet(0, False), random_features_mlp(0),
+            random_features_mlp(1), random_features_convnet(0), subtracting(*random_mlp(2, True), 2)]
+
+
+@pytest.fixture(params=[True, False], ids=["compiled", "torch"])
+def native(request):
+    """Run with the compiled scan (where it builds) and with the torch loop."""
+    from snnkit.nn import native as kernels
+
+    kernels.set_enabled(request.param)
+    yield request.param
+    kernels.set_enabled(kernels.build._env_enabled())
+
+
+def test_compiled_and_torch_scans_are_identical():
+    """The compiled loop (``loihi_scan.h``) and the torch loop give the same rasters, potentials and overflow
+    counts (the Lava tests check each against Lava where Lava is installed)."""
+    from snnkit.nn import native as kernels
+
+    if kernels.load() is None:
+        pytest.skip("no C compiler: only the torch loop runs")
+    events = {"u_wraps": 0, "v_saturations": 0}
+    for lg, x in _random_networks():
+        runs = []
+        for on in (True, False):
+            kernels.set_enabled(on)
+            emu = LoihiEmulator(lg)
+            runs.append((emu.run(torch.from_numpy(x.astype(np.float64)), encoded=True), dict(emu.overflow)))
+        kernels.set_enabled(kernels.build._env_enabled())
+        (a, oa), (b, ob) = runs
+        assert oa == ob and set(a) == set(b)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        for counts in oa.values():
+            for key in events:
+                events[key] += counts[key]
+    assert events["u_wraps"] > 0 and events["v_saturations"] > 0  # both loops met the wrap and the clip
+
+
+def test_one_pass_backward_equals_autograd_through_every_step(monkeypatch, native):
+    """Feed-forward layers take their straight-through gradient in one reverse pass (``_ScanFn``, compiled or
+    torch); it must be the gradient autograd takes through the stepped form (the one recurrent layers use), for
+    every neuron kind: LIF/IF with reset to zero or by subtraction, per-neuron decays, CubaLIF currents that
+    wrap, saturating voltages, LI/CubaLI readouts, skip connections, and float-path messages and biases."""
+    cases = _random_networks()
+    for lg, x in cases:
+        weights = None
+        results = []
+        for one_pass in (True, False):
+            if not one_pass:
+                monkeypatch.setattr(emulator._ScanFn, "apply", _stepped)
+            path = _ScaledPath(LoihiEmulator(lg))
+            emu = LoihiEmulator(lg, differentiable=True, float_path=path)
+            xt = torch.from_numpy(x.astype(np.float64)).requires_grad_(True)
+            out = emu.run(xt, encoded=False)
+            if weights is None:
+                gen = torch.Generator().manual_seed(0)
+                weights = {k: torch.randn(r.shape, generator=gen, dtype=torch.float64) for k, r in out.items()}
+            loss = sum((r * weights[k]).sum() for k, r in out.items())
+            params = [xt, *path.msg.values(), *path.gain.values()]
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+            results.append(([r.detach() for r in out.values()], grads, dict(emu.overflow)))
+            monkeypatch.undo()
+        (out1, g1, o1), (out2, g2, o2) = results
+        assert all(torch.equal(a, b) for a, b in zip(out1, out2)) and o1 == o2
+        assert float(g1[0].abs().sum()) > 0
+        for a, b in zip(g1, g2):
+            if a is None or b is None:
+                assert a is None and b is None or float((a if b is None else b).abs().sum()) == 0
+                continue
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12 * float(b.abs().max()))
+
+
+def test_chunked_batch_equals_one_pass():
+    """A batch split into chunks (CPU, :meth:`LoihiEmulator.chunk_size`) gives the rasters and overflow counts
+    of the whole batch at once, and its gradients up to float32 rounding (the products pass their gradient in
+    float32, whose summation order depends on the batch)."""
+    for lg, x in _random_networks()[:4]:
+        xt = torch.from_numpy(np.concatenate([x] * 3).astype(np.float64))
+        whole, chunked = LoihiEmulator(lg), LoihiEmulator(lg)
+        chunked.CHUNK_BYTES = 1  # one sample per chunk
+        assert chunked.chunk_size(xt.shape[0], xt.shape[1]) == 1 < whole.chunk_size(xt.shape[0], xt.shape[1])
+        a, b = whole.run(xt, encoded=True), chunked.run(xt, encoded=True)
+        assert whole.overflow == chunked.overflow and all(torch.equal(a[k], b[k]) for k in a)
+        grads = []
+        for size in (LoihiEmulator.CHUNK_BYTES, 1):
+            emu = LoihiEmulator(lg, differentiable=True)
+            emu.CHUNK_BYTES = size
+            xg = xt.clone().requires_grad_(True)
+            out = emu.run(xg)[lg.output]
+            (g,) = torch.autograd.grad((out * torch.linspace(-1, 1, out.shape[-1], dtype=out.dtype)).sum(), xg)
+            grads.append(g)
+        torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6 * float(grads[0].abs().max()))

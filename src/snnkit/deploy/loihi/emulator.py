@@ -15,13 +15,16 @@ It runs a :class:`~snnkit.deploy.loihi.graph.LoihiGraph` exactly as the Lava tar
 - a projection with a ``delay`` (a skip connection) reads its source that many steps earlier (Lava: relay
   layers, or a delayed copy of the input stream).
 
-Feed-forward layers are computed one after the other over all steps (one big matmul/convolution per
-projection); a layer with a recurrent projection is stepped.
+Feed-forward layers are computed one after the other over all steps (one matmul/convolution per projection
+over every step the source is active, time-major tensors); a layer's state is then scanned step by step, in a
+compiled loop on the CPU (``snnkit/nn/native/loihi_scan.h``; torch otherwise), or in autograd for a layer with a
+recurrent projection in differentiable mode. On the CPU a batch runs in cache-sized chunks of samples.
 
 ``differentiable=True`` keeps every forward value bit-identical and adds straight-through gradients: the
 rounding, shifts, wraps and saturation pass the gradient of their real-valued counterpart, and the spike
 passes the arctan surrogate of :mod:`snnkit.nn.surrogate` (width set by the threshold; another surrogate per
-layer on request). This is the model adaptive attacks differentiate. Given a :class:`FloatPath`, every
+layer on request). A feed-forward layer's gradient is computed in one reverse pass over its steps
+(:class:`_ScanFn`), the gradient autograd would take through them (tested). This is the model adaptive attacks differentiate. Given a :class:`FloatPath`, every
 synapse stage's messages and every layer's bias pass instead the gradient of the path's real-valued
 counterparts, which may depend on parameters: quantisation-aware training (:mod:`snnkit.train.qat`)
 differentiates the float model's weights that way, through this forward.
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -39,10 +43,11 @@ from snnkit.graph import DeployError
 from snnkit.deploy.cache import BuildCache
 from snnkit.deploy.loihi.graph import ACT_SHIFT, DECAY_UNITY, STATE_MAX, LoihiGraph, NeuronLayer, Projection
 from snnkit.deploy.loihi.prepare import QuantisedTarget
+from snnkit.nn.native import loihi_backward as native_reverse, loihi_forward as native_scan
 from snnkit.nn.surrogate import ATan, Surrogate
 
-_TWO31 = 2.0 ** 31
 _TWO23 = float(STATE_MAX)
+_VMAX = _TWO23 - 1  # v saturates at +-(2**23 - 1)
 
 
 def _wrap(x: torch.Tensor, bits: int, bound: float = math.inf) -> torch.Tensor:
@@ -63,9 +68,10 @@ def _ste(linear: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:
     return linear + (exact - linear).detach()
 
 
-def _decay(x: torch.Tensor, keep: int) -> torch.Tensor:
-    """``sign(x * keep) * (|x * keep| >> 12)``: multiply by ``keep/4096``, rounding toward zero."""
-    lin = x * (keep / DECAY_UNITY)
+def _decay(x: torch.Tensor, keep: "float | torch.Tensor") -> torch.Tensor:
+    """``sign(x * m) * (|x * m| >> 12)`` for ``keep = m / 4096``: multiply by ``keep``, rounding toward zero
+    (exact: ``|x * m| < 2**35`` and dividing by 4096 only moves the binary point)."""
+    lin = x * keep
     return _ste(lin, torch.trunc(lin))
 
 
@@ -140,6 +146,40 @@ class FloatPath:
         raise NotImplementedError
 
 
+@dataclass
+class _LayerPlan:
+    """What one layer's fixed-point step needs, worked out once per emulator.
+
+    keep_u, keep_v: the fraction of ``u`` / ``v`` a decay keeps, ``(4096 - du - 1) / 4096`` and ``(4096 - dv) / 4096``
+    (a number when uniform, else a per-neuron tensor ``[n]``); keep_u_n, keep_v_n: the same as ``[n]`` float64 tensors
+    for the compiled scan (None: emptied / no leak); empty_u: ``u`` is emptied every step (LIF, IF);
+    no_leak: ``v`` does not decay (IF); thr: the firing threshold ``vth << 6``; feeds / recurrent: ``(index,
+    projection)`` of the feed-forward and recurrent stages into the layer.
+
+    Proven bounds (inf: no bound) let wraps and clips that cannot trigger be skipped: b_a on ``|a|`` (the summed
+    messages), b_act on ``|a << 6|``, b_u on ``|u|`` before its 24-bit wrap, b_cur32 on it before its 32-bit wrap,
+    b_v on ``|v|`` before its clip. A leaky state driven by inputs of at
+    most ``b`` stays below ``b / (1 - keep)``; ``u`` after its wrap and ``v`` after its clip (or below its bound)
+    never exceed ``2**23`` and ``2**23 - 1``.
+    """
+
+    layer: NeuronLayer
+    keep_u: "float | torch.Tensor"
+    keep_v: "float | torch.Tensor"
+    keep_u_n: "torch.Tensor | None"
+    keep_v_n: "torch.Tensor | None"
+    empty_u: bool
+    no_leak: bool
+    thr: float
+    feeds: list
+    recurrent: list
+    b_a: float
+    b_act: float
+    b_u: float
+    b_cur32: float
+    b_v: float
+
+
 class LoihiEmulator:
     """The fixed-point network of a :class:`LoihiGraph` as batched torch operations.
 
@@ -148,17 +188,25 @@ class LoihiEmulator:
     surrogate_alpha: sharpness of the arctan surrogate, in units of the threshold.
     surrogates: layer name -> the surrogate its spikes use instead (on the potential in threshold units).
     float_path: a :class:`FloatPath` whose messages and biases the gradients follow (differentiable mode).
+    spike_dtype: the dtype of the spike rasters (0/1): float64 in differentiable mode, else float32 by default;
+        ``torch.uint8`` when they are only read back (a quarter of the memory).
     """
+
+    CHUNK_BYTES = 4 << 20
+    """Bytes of one ``[T + delay, chunk, n]`` float64 tensor of the widest layer, at most (CPU; :meth:`chunk_size`)."""
 
     def __init__(self, lg: LoihiGraph, device: str | torch.device = "cpu", differentiable: bool = False,
                  surrogate_alpha: float = 2.0, *, surrogates: dict[str, Surrogate] | None = None,
-                 float_path: FloatPath | None = None):
+                 float_path: FloatPath | None = None, spike_dtype: torch.dtype | None = None):
         self.lg = lg
         self.device = torch.device(device)
         self.differentiable = differentiable
         self.surrogate_alpha = float(surrogate_alpha)
         self.surrogates = dict(surrogates or {})
         self.float_path = float_path if differentiable else None
+        if differentiable and spike_dtype not in (None, torch.float64):
+            raise ValueError("a differentiable emulator's spikes are float64")
+        self.spike_dtype = spike_dtype or (torch.float64 if differentiable else torch.float32)
         dd = dict(device=self.device, dtype=torch.float64)
         self._w = {}
         self._acc_bound: dict[int, float] = {}  # bound on |sum of weights x inputs| before any shift
@@ -177,9 +225,39 @@ class LoihiEmulator:
                 self._msg_bound[i] = min(bound * 2.0 ** max(int(p.weight_exp), 0), 2.0 ** 31)
         self._bias = {layer.name: torch.as_tensor(layer.bias_int().reshape(-1).astype(np.float64), **dd)
                       for layer in lg.layers}
+        self._plans = {layer.name: self._plan(layer) for layer in lg.layers}
         self.overflow: dict[str, dict[str, int]] = {}
         """Per layer, over the last :meth:`run`: ``u_wraps`` (current wrapped around at 24 bits) and
-        ``v_saturations`` (voltage clipped), counted over neurons and steps."""
+        ``v_saturations`` (voltage clipped), counted over samples, neurons and steps."""
+
+    def _keep(self, layer: NeuronLayer, name: str, offset: int) -> "float | torch.Tensor":
+        """``(4096 - (field + offset)) / 4096``: what of the state a decay keeps, per neuron (a number when
+        uniform)."""
+        keep = (DECAY_UNITY - (layer.per_neuron(name).astype(np.float64) + offset)) / DECAY_UNITY
+        if np.all(keep == keep[0]):
+            return float(keep[0])
+        return torch.as_tensor(keep, device=self.device, dtype=torch.float64)
+
+    def _plan(self, layer: NeuronLayer) -> _LayerPlan:
+        """The layer's constants and proven bounds (see :class:`_LayerPlan`)."""
+        into = [(i, p) for i, p in enumerate(self.lg.projections) if p.dst == layer.name]
+        b_bias = float(self._bias[layer.name].abs().max()) if layer.size else 0.0
+        b_a = sum(self._msg_bound[i] for i, _ in into)
+        b_act = b_a * (1 << ACT_SHIFT)
+        r_u = float(np.max(DECAY_UNITY - layer.per_neuron("du") - 1)) / DECAY_UNITY
+        r_v = float(np.max(DECAY_UNITY - layer.per_neuron("dv"))) / DECAY_UNITY
+        b_u = b_act / (1 - r_u) if r_u < 1 else math.inf
+        b_uw = min(b_u, _TWO23)  # |u| after its wrap
+        no_leak = bool(np.all(layer.per_neuron("dv") == 0))
+        keep_u, keep_v = self._keep(layer, "du", 1), self._keep(layer, "dv", 0)
+        per_neuron = lambda k: torch.as_tensor(k, dtype=torch.float64).expand(layer.size).contiguous()  # noqa: E731
+        return _LayerPlan(
+            layer=layer, keep_u=keep_u, keep_v=keep_v, keep_u_n=None if r_u == 0 else per_neuron(keep_u).cpu(),
+            keep_v_n=None if no_leak else per_neuron(keep_v).cpu(), empty_u=r_u == 0,
+            no_leak=no_leak, thr=float(int(layer.vth) << ACT_SHIFT),
+            feeds=[(i, p) for i, p in into if not p.recurrent], recurrent=[(i, p) for i, p in into if p.recurrent],
+            b_a=b_a, b_act=b_act, b_u=b_u, b_cur32=min(b_u, _TWO23 + b_act),
+            b_v=(b_uw + b_bias) / (1 - r_v) if r_v < 1 else math.inf)
 
     # --- inputs ------------------------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -223,111 +301,265 @@ class LoihiEmulator:
 
     # --- the run -----------------------------------------------------------------------------------------
     def run(self, x: torch.Tensor, *, encoded: bool = False) -> dict[str, torch.Tensor]:
-        """Run a batch; returns layer name -> spikes ``[B, T + delay, n]`` (float64, 0/1), for a readout its
-        potential ``v`` (integers, float64).
+        """Run a batch; returns layer name -> spikes ``[B, T + delay, n]`` (0/1, :attr:`spike_dtype`), for a
+        readout its potential ``v`` (integers, float64).
 
         x: ``[B, T, *input_shape]`` float input (or Lava's integers when ``encoded``). Each sample starts from
-        zero state; layer at depth k is zero before step k (see ``LoihiGraph``).
+        zero state; layer at depth k is zero before step k (see ``LoihiGraph``). The rasters are views of
+        time-major tensors (``r.transpose(0, 1)`` is contiguous). On the CPU the batch runs in chunks of
+        :meth:`chunk_size` samples.
         """
-        with _NoTF32():
-            return self._run(x, encoded)
+        chunk = self.chunk_size(x.shape[0], x.shape[1])
+        self.overflow = {}
+        with _NoTF32(), torch.set_grad_enabled(self.differentiable and torch.is_grad_enabled()):
+            parts = [self._run(x[i:i + chunk], encoded) for i in range(0, max(x.shape[0], 1), chunk)]
+        if len(parts) == 1:
+            return {name: r.transpose(0, 1) for name, r in parts[0].items()}
+        return {name: torch.cat([p[name] for p in parts], dim=1).transpose(0, 1) for name in parts[0]}
+
+    def chunk_size(self, batch: int, timesteps: int) -> int:
+        """Samples per pass on the CPU: as many as keep the widest layer's ``[T + delay, chunk, n]`` float64
+        tensors under :attr:`CHUNK_BYTES`. Every step's operations then work on cache-sized tensors, and no
+        tensor is so large that the allocator maps fresh pages for it on every call (each costs a page fault),
+        so samples per second do not fall as the batch grows. The whole batch on other devices."""
+        if self.device.type != "cpu":
+            return max(batch, 1)
+        widest = max([layer.size for layer in self.lg.layers] + [int(np.prod(self.lg.input.shape))])
+        per_sample = self.lg.steps_out(timesteps) * widest * 8
+        return max(1, min(batch, self.CHUNK_BYTES // per_sample))
 
     def _run(self, x: torch.Tensor, encoded: bool) -> dict[str, torch.Tensor]:
+        """One chunk: layer name -> time-major raster ``[T + delay, B, n]``."""
         lg = self.lg
         xi = x.to(device=self.device, dtype=torch.float64) if encoded else self.encode(x)
-        b, t = xi.shape[:2]
-        t_out = lg.steps_out(t)
-        pad = torch.zeros((b, t_out - t, *xi.shape[2:]), device=self.device, dtype=torch.float64)
-        rasters: dict[str, torch.Tensor] = {lg.input.name: torch.cat([xi, pad], dim=1)}
+        t_out = lg.steps_out(xi.shape[1])
+        # time-major rasters [steps, B, ...], row = target step: the input's T steps, a layer's T + delay
+        rasters: dict[str, torch.Tensor] = {lg.input.name: xi.transpose(0, 1)}
         for layer in sorted(lg.layers, key=lambda l: l.depth):
-            k = layer.depth
-            n = layer.size
-            a_ff = torch.zeros((b, t_out, n), device=self.device, dtype=torch.float64)
-            rec = []
-            for i, p in enumerate(lg.projections):
-                if p.dst != layer.name:
-                    continue
-                if p.recurrent:
-                    rec.append((i, p))
-                    continue
-                src = rasters[p.src][:, k - 1 - p.delay:t_out - 1 - p.delay]  # delivered 1 + delay steps later
-                shape = lg.source_shape(p.src)
-                msg = self._project(i, p, src.reshape(-1, *shape)).reshape(b, t_out - k, n)
-                a_ff[:, k:] += msg
-            rasters[layer.name] = self._neurons(layer, a_ff, rec, k)
+            plan = self._plans[layer.name]
+            rasters[layer.name] = self._layer(plan, self._drive(plan, rasters, t_out))
         del rasters[lg.input.name]
         return rasters
 
-    def _keep(self, layer, name: str, offset: int) -> "float | torch.Tensor":
-        """``4096 - (field + offset)``: what of the state a decay keeps, per neuron (a number when uniform)."""
-        keep = DECAY_UNITY - (layer.per_neuron(name).astype(np.float64) + offset)
-        if np.all(keep == keep[0]):
-            return float(keep[0])
-        return torch.as_tensor(keep, device=self.device, dtype=torch.float64)
+    def _drive(self, plan: _LayerPlan, rasters: dict[str, torch.Tensor], t_out: int) -> torch.Tensor:
+        """The summed feed-forward messages the layer receives on its steps ``k .. t_out - 1`` (k: its depth),
+        ``[t_out - k, B, n]``.
 
-    def _neurons(self, layer, a_ff: torch.Tensor, rec: list, k: int) -> torch.Tensor:
-        """Lava's fixed-point LIF over steps ``k .. T_out - 1`` (state reset to zero at step k): the spikes, or a
-        readout's potential."""
-        b, t_out, n = a_ff.shape
-        dd = dict(device=self.device, dtype=torch.float64)
-        u = torch.zeros((b, n), **dd)
-        v = torch.zeros((b, n), **dd)
-        keep_u = self._keep(layer, "du", 1)
-        keep_v = self._keep(layer, "dv", 0)
-        empty_u = bool(np.all(DECAY_UNITY - layer.per_neuron("du") - 1 == 0))  # LIF/IF: u emptied every step
-        no_leak = bool(np.all(layer.per_neuron("dv") == 0))
-        thr = float(int(layer.vth) << ACT_SHIFT)
-        subtract = layer.reset == "subtract"
+        Step ``tau`` receives what the source sent on step ``tau - 1 - delay``. A source is zero by construction
+        outside its rows (a layer before its depth, the input after its T steps), and zero sends nothing, so
+        only the source's own steps are projected.
+        """
+        k, n = plan.layer.depth, plan.layer.size
+        b = rasters[self.lg.input.name].shape[1]
+        total = None
+        for i, p in plan.feeds:
+            src = rasters[p.src]
+            first = 0 if p.src == self.lg.input.name else self.lg.layer(p.src).depth
+            lag = 1 + int(p.delay)
+            lo, hi = max(k, first + lag), min(t_out, src.shape[0] + lag)
+            if hi <= lo:
+                continue
+            x = src[lo - lag:hi - lag].reshape(-1, *self.lg.source_shape(p.src))
+            msg = self._project(i, p, x).reshape(hi - lo, b, n)
+            if (lo, hi) != (k, t_out):
+                msg = F.pad(msg, (0, 0, 0, 0, lo - k, t_out - hi))
+            total = msg if total is None else total + msg
+        if total is None:
+            total = torch.zeros((t_out - k, b, n), device=self.device, dtype=torch.float64)
+        return total
+
+    def _layer(self, plan: _LayerPlan, drive: torch.Tensor) -> torch.Tensor:
+        """The layer's raster ``[t_out, B, n]`` (zero before its depth) for its feed-forward ``drive``."""
+        layer = plan.layer
         bias = self._bias[layer.name]
-        b_bias = float(bias.abs().max()) if bias.numel() else 0.0
         if self.float_path is not None:
             bias = _ste(self.float_path.bias(layer).to(torch.float64), bias)
+        if not self.differentiable:
+            return self._scan(plan, drive, bias)[0]
         surrogate = self.surrogates.get(layer.name, self.surrogate_alpha)
-        shift = float(1 << ACT_SHIFT)
-        vmax = _TWO23 - 1
-        # Proven bounds on |a|, |a << 6|, |u| and |v| let wraps and clips that cannot trigger be skipped: a
-        # leaky state driven by inputs of at most b stays below b / (1 - keep / 4096).
-        b_a = sum(self._msg_bound[i] for i, p in enumerate(self.lg.projections) if p.dst == layer.name)
-        b_act = b_a * shift
-        r_u = float(np.max(DECAY_UNITY - layer.per_neuron("du") - 1)) / DECAY_UNITY
-        r_v = float(np.max(DECAY_UNITY - layer.per_neuron("dv"))) / DECAY_UNITY
-        b_u = b_act / (1 - r_u) if r_u < 1 else math.inf
-        b_cur = b_u if b_u < _TWO23 else math.inf  # inf: u may wrap; check every step
-        b_v = (b_u + b_bias) / (1 - r_v) if r_v < 1 else math.inf
-        b_h = b_v if b_v <= vmax else math.inf  # inf: v may saturate; check every step
-        out = [torch.zeros((b, n), **dd)] * k
-        s = torch.zeros((b, n), **dd)
-        wraps = torch.zeros((), device=self.device, dtype=torch.int64)
-        sats = torch.zeros((), device=self.device, dtype=torch.int64)
-        for tau in range(k, t_out):
-            a = a_ff[:, tau]
-            for i, p in rec:
-                a = a + self._project(i, p, s)
-            a = _wrap(a, 32, b_a)
-            act = _wrap(a * shift, 32, b_act)
-            cur = act if empty_u else _wrap(_decay(u, keep_u) + act, 32, b_cur)
-            if b_cur > _TWO23:
-                over, under = cur > _TWO23, cur <= -_TWO23
-                u = torch.where(over, cur - 2 * _TWO23, torch.where(under, cur + 2 * _TWO23, cur))
-                wraps += (over | under).sum()
+        surrogate = surrogate if isinstance(surrogate, Surrogate) else ATan(alpha=surrogate)
+        if plan.recurrent:  # the spikes feed back: autograd through the stepped form
+            return self._scan(plan, drive, bias, surrogate)[0]
+        return _ScanFn.apply(drive, bias, self, plan, surrogate)
+
+    def _currents(self, plan: _LayerPlan, a: torch.Tensor, u: "torch.Tensor | None") -> tuple[torch.Tensor, int]:
+        """Lava's current ``u`` from the summed messages ``a`` (any shape ending in ``n``) and the previous
+        ``u`` (None: emptied every step): ``(u, number of 24-bit wraps)``. Elementwise, so ``a`` may hold one
+        step or, for an emptied ``u``, all steps at once."""
+        act = _wrap(_wrap(a, 32, plan.b_a) * float(1 << ACT_SHIFT), 32, plan.b_act)
+        cur = act if u is None else _wrap(_decay(u, plan.keep_u) + act, 32, plan.b_cur32)
+        if plan.b_u < _TWO23 or not cur.numel():
+            return cur, 0
+        lo, hi = torch.aminmax(cur.detach())  # one pass; the wrap itself only where it happens
+        if float(lo) > -_TWO23 and float(hi) <= _TWO23:
+            return cur, 0
+        over, under = cur > _TWO23, cur <= -_TWO23
+        return (torch.where(over, cur - 2 * _TWO23, torch.where(under, cur + 2 * _TWO23, cur)),
+                int((over | under).sum()))
+
+    def _scan(self, plan: _LayerPlan, drive: torch.Tensor, bias: torch.Tensor,
+              surrogate: Surrogate | None = None) -> tuple[torch.Tensor, "torch.Tensor | None"]:
+        """Lava's fixed-point LIF over the layer's steps ``k .. t_out - 1`` (state reset to zero at step k).
+
+        drive: feed-forward messages ``[t_out - k, B, n]``; bias: ``[n]`` (v units); surrogate: None for the exact
+        run, else spikes that pass its gradient, with autograd through every step (a recurrent layer in
+        differentiable mode). Returns the raster ``[t_out, B, n]`` (spikes, or a readout's potential) and the
+        exact run's potentials before the reset ``[t_out - k, B, n]`` (None with a surrogate). Counts wraps and
+        clips into :attr:`overflow`.
+        """
+        if surrogate is not None:
+            raster, hs, wraps, sats = self._steps(plan, drive, bias, surrogate, clip=plan.b_v > _VMAX)
+        else:
+            # v's clip changes nothing until some |h| exceeds 2**23 - 1 without it: run without, check once, and
+            # run again with the per-step clip on the rare batch where it triggers
+            raster, hs, wraps, sats = self._steps(plan, drive, bias, None, clip=False)
+            if plan.b_v > _VMAX and hs.numel():
+                lo, hi = torch.aminmax(hs)
+                if float(lo) < -_VMAX or float(hi) > _VMAX:
+                    raster, hs, wraps, sats = self._steps(plan, drive, bias, None, clip=True)
+        counts = self.overflow.setdefault(plan.layer.name, {"u_wraps": 0, "v_saturations": 0})
+        counts["u_wraps"] += wraps
+        counts["v_saturations"] += sats
+        return raster, hs
+
+    def _steps(self, plan: _LayerPlan, drive: torch.Tensor, bias: torch.Tensor, surrogate: Surrogate | None,
+               clip: bool) -> tuple[torch.Tensor, "torch.Tensor | None", int, int]:
+        """The step loop of :meth:`_scan` (v clipped every step when ``clip``): ``(raster, potentials, u wraps,
+        v clips)``. The exact run writes each step's potential into one ``[t_out - k, B, n]`` tensor and takes
+        the spikes from it at the end (``h > thr``); a feed-forward layer whose ``u`` is emptied every step runs
+        in the compiled loop of ``snnkit/nn/native/loihi_scan.h`` when it is available (CPU), the same arithmetic.
+        With a surrogate every operation stays in autograd."""
+        layer = plan.layer
+        k = layer.depth
+        steps, b, n = drive.shape
+        dd = dict(device=self.device, dtype=torch.float64)
+        exact = surrogate is None
+        hs = torch.empty((steps, b, n), **dd) if exact else None
+        wraps = sats = 0
+        inputs = None
+        if plan.empty_u and not plan.recurrent:  # u depends on this step's messages only: all steps at once
+            inputs, wraps = self._currents(plan, drive, None)
+            inputs = inputs.add_(bias)  # a new tensor: ``a << 6`` is one
+            # the compiled loop (CPU), which clips wherever the bound does not rule it out: a comparison is free there
+            reset = 2 if layer.readout else int(layer.reset == "subtract")
+            native = native_scan(inputs, plan.keep_v_n, plan.thr, reset, plan.b_v > _VMAX, _VMAX) if exact else None
+            if native is not None:
+                hs, sats = native
+                return self._raster(plan, hs), hs, wraps, sats
+        u = None if plan.empty_u else torch.zeros((b, n), **dd)
+        v = torch.zeros((b, n), **dd)
+        s = torch.zeros((b, n), device=self.device, dtype=torch.bool if exact else torch.float64)
+        spikes = []
+        for step in range(steps):
+            if inputs is not None:
+                j = inputs[step]
             else:
-                u = cur
-            h = _wrap((v if no_leak else _decay(v, keep_v)) + u + bias, 32, b_h)
-            if b_h > vmax:
-                sats += (h.abs() > vmax).sum()
-                h = _ste(h, torch.clamp(h, -vmax, vmax))
+                a = drive[step]
+                for i, p in plan.recurrent:
+                    a = a + self._project(i, p, s)
+                cur, wrapped = self._currents(plan, a, u)
+                wraps += wrapped
+                u = None if plan.empty_u else cur
+                j = cur + bias
+            # with the clip, |v| <= 2**23 - 1, |u| <= 2**23 and |bias| < 2**20: h never reaches Lava's 32-bit wrap
+            dec = v if plan.no_leak else _decay(v, plan.keep_v)
+            h = torch.add(dec, j, out=hs[step]) if exact else dec + j
+            if clip and h.numel():
+                lo, hi = torch.aminmax(h.detach())
+                if float(lo) < -_VMAX or float(hi) > _VMAX:
+                    sats += int((h.abs() > _VMAX).sum())
+                    h = h.clamp_(-_VMAX, _VMAX) if exact else _ste(h, torch.clamp(h, -_VMAX, _VMAX))
             if layer.readout:  # never fires: v is the output
                 v = h
-                out.append(h)
+                if not exact:
+                    spikes.append(h)
                 continue
-            if self.differentiable:
-                s = _spike(h, thr, surrogate)
+            if exact:
+                s = h > plan.thr
+                v = torch.where(s, h - plan.thr, h) if layer.reset == "subtract" else h.masked_fill(s, 0.0)
             else:
-                s = (h > thr).to(torch.float64)
-            v = h - s.detach() * thr if subtract else h * (1 - s.detach())
-            out.append(s)
-        self.overflow[layer.name] = {"u_wraps": int(wraps), "v_saturations": int(sats)}
-        return torch.stack(out, dim=1)
+                s = _spike(h, plan.thr, surrogate)
+                v = h - s.detach() * plan.thr if layer.reset == "subtract" else h * (1 - s.detach())
+                spikes.append(s)
+        if not exact:
+            return torch.cat([torch.zeros((k, b, n), **dd), torch.stack(spikes)]), None, wraps, sats
+        return self._raster(plan, hs), hs, wraps, sats
+
+    def _raster(self, plan: _LayerPlan, hs: torch.Tensor) -> torch.Tensor:
+        """The raster ``[t_out, B, n]`` from the potentials before the reset ``hs [t_out - k, B, n]``: zero before
+        the layer's depth k, then ``h > thr`` (a readout: ``h``)."""
+        layer = plan.layer
+        steps, b, n = hs.shape
+        raster = torch.zeros((layer.depth + steps, b, n), device=self.device,
+                             dtype=torch.float64 if layer.readout else self.spike_dtype)
+        raster[layer.depth:] = hs if layer.readout else hs > plan.thr
+        return raster
+
+
+class _ScanFn(torch.autograd.Function):
+    """A feed-forward layer's scan (:meth:`LoihiEmulator._scan`, exact forward) whose backward is the
+    straight-through gradient autograd would take through the stepped form, in one reverse pass
+    (:func:`_scan_backward`) instead of a graph of every step's operations.
+
+    Inputs: drive ``[t_out - k, B, n]``, bias ``[n]``, the emulator, the layer's plan, its surrogate. Output: the
+    raster ``[t_out, B, n]``.
+    """
+
+    @staticmethod
+    def forward(ctx, drive, bias, emu, plan, surrogate):
+        out, hs = emu._scan(plan, drive, bias)
+        ctx.save_for_backward(out, hs)
+        ctx.plan, ctx.surrogate = plan, surrogate
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        if not any(ctx.needs_input_grad[:2]):
+            return None, None, None, None, None
+        out, hs = ctx.saved_tensors
+        g_drive, g_bias = _scan_backward(ctx.plan, ctx.surrogate, grad, out, hs, ctx.needs_input_grad[1])
+        return g_drive, g_bias, None, None, None
+
+
+def _scan_backward(plan: _LayerPlan, surrogate: Surrogate, grad: torch.Tensor, out: torch.Tensor,
+                   hs: "torch.Tensor | None", with_bias: bool) -> tuple[torch.Tensor, "torch.Tensor | None"]:
+    """Gradients of a feed-forward layer's scan: ``dL/d drive [t_out - k, B, n]`` and ``dL/d bias [n]`` (None
+    unless ``with_bias``), from ``grad = dL/d raster [t_out, B, n]``, the raster and the potentials ``hs``.
+
+    The stepped form's straight-through rules (rounding, wraps and clips pass the gradient unchanged), term for
+    term: a spike passes ``grad * surrogate'((h - thr) / thr) / thr`` to ``h`` (a readout: ``grad``); ``h`` reaches
+    the next step's ``h`` through ``v`` (times ``1 - s`` for reset to zero, times ``keep_v`` when ``v`` leaks);
+    ``u`` collects ``h``'s gradient and, when it is not emptied, the next ``u``'s times ``keep_u``; a message
+    reaches ``u`` times ``2**6``; the bias receives every step's ``h`` gradient, summed over the batch.
+    """
+    layer = plan.layer
+    k = layer.depth
+    g_out = grad[k:]
+    if layer.readout:
+        g_fire, through = g_out, None
+    else:
+        g_fire = g_out * surrogate.derivative((hs - plan.thr) / plan.thr) / plan.thr
+        through = None if layer.reset == "subtract" else 1 - out[k:]
+    g_h = _reverse(g_fire, through, plan.keep_v_n, None if plan.no_leak else plan.keep_v)
+    g_u = g_h if plan.empty_u else _reverse(g_h, None, plan.keep_u_n, plan.keep_u)
+    return g_u * float(1 << ACT_SHIFT), g_h.sum(dim=(0, 1)) if with_bias else None
+
+
+def _reverse(g_in: torch.Tensor, through: "torch.Tensor | None", keep_n: "torch.Tensor | None",
+             keep: "float | torch.Tensor | None") -> torch.Tensor:
+    """``g[last] = g_in[last]``, ``g[t] = g_in[t] + (g[t + 1] * keep) * through[t]`` over ``[T, B, n]`` (None:
+    factor 1; ``keep_n``: keep as ``[n]`` for the compiled loop, which runs it on the CPU when it is available)."""
+    native = native_reverse(g_in, through, keep_n)
+    if native is not None:
+        return native
+    g = torch.empty_like(g_in)
+    last = g_in.shape[0] - 1
+    if last >= 0:
+        g[last] = g_in[last]
+    for step in reversed(range(last)):
+        g_next = g[step + 1] if keep is None else g[step + 1] * keep
+        torch.add(g_in[step], g_next if through is None else g_next * through[step], out=g[step])
+    return g
 
 
 def to_numpy(lg: LoihiGraph, rasters: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
@@ -358,8 +590,8 @@ class LoihiEmulatorTarget(QuantisedTarget):
         self._emulators = BuildCache()
 
     def execute(self, lg: LoihiGraph, x: np.ndarray, xi: np.ndarray):
-        t0 = time.perf_counter()
-        emu = self._emulators.get(lg, None, lambda: LoihiEmulator(lg, device=self.device))
+        t0, c0 = time.perf_counter(), time.thread_time()
+        emu = self._emulators.get(lg, None, lambda: LoihiEmulator(lg, device=self.device, spike_dtype=torch.uint8))
         chunks: dict[str, list[np.ndarray]] = {}
         overflow: dict[str, dict[str, int]] = {}
         with torch.no_grad():
@@ -375,7 +607,8 @@ class LoihiEmulatorTarget(QuantisedTarget):
         if self.device != "cpu" and torch.cuda.is_available():
             torch.cuda.synchronize()
         rasters = {name: np.concatenate(c, axis=0) for name, c in chunks.items()}
-        info = {"device": str(self.device), "overflow_events": overflow}
+        info = {"device": str(self.device), "overflow_events": overflow,
+                "thread_cpu_s": time.thread_time() - c0}  # this thread's CPU time (the run is one thread on a CPU)
         return rasters, time.perf_counter() - t0, 0.0, info
 
 

@@ -103,21 +103,31 @@ def evaluate_region(region: Region, nodes: dict[str, nir.NIRNode], inputs: dict[
     return y.reshape(batch, -1)
 
 
+PROBE_BLOCK = 256
+"""Unit vectors per evaluation of a region in :func:`linear_maps`: the probes and the intermediate values stay
+``PROBE_BLOCK x`` (a node's size) instead of growing with the square of the source's size."""
+
+
 def linear_maps(region: Region, nodes: dict[str, nir.NIRNode], shapes: dict,
                 target_shape: tuple[int, ...]) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Exact matrices ``A[src]`` (``[n_target, n_src]``) and the constant ``b`` (``[n_target]``) of a region.
 
-    Found by probing the region with unit vectors (each source alone) and with zeros; ``shapes`` as
-    :func:`snnkit.graph.infer_shapes` returns.
+    Found by probing the region with unit vectors (each source alone, :data:`PROBE_BLOCK` at a time) and with
+    zeros; ``shapes`` as :func:`snnkit.graph.infer_shapes` returns.
     """
     b = evaluate_region(region, nodes, {}, 1, target_shape, shapes)[0]
     maps = {}
     for s in region.sources:
         shape = shapes[s][1]
         n = int(np.prod(shape))
-        eye = np.eye(n).reshape(n, *shape)
-        y = evaluate_region(region, nodes, {s: eye}, n, target_shape, shapes) - b[None, :]
-        maps[s] = y.T.copy()
+        a = np.empty((b.shape[0], n))
+        for lo in range(0, n, PROBE_BLOCK):
+            hi = min(n, lo + PROBE_BLOCK)
+            probe = np.zeros((hi - lo, n))
+            probe[np.arange(hi - lo), np.arange(lo, hi)] = 1.0
+            y = evaluate_region(region, nodes, {s: probe.reshape(hi - lo, *shape)}, hi - lo, target_shape, shapes)
+            a[:, lo:hi] = (y - b[None, :]).T
+        maps[s] = a
     return maps, b
 
 

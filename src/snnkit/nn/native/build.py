@@ -23,6 +23,7 @@ import torch
 
 _SOURCE = Path(__file__).with_name("lif_scan.c")
 _INCLUDED = Path(__file__).with_name("lif_scan_real.h")  # included by _SOURCE, once per floating type
+_LOIHI = Path(__file__).with_name("loihi_scan.h")  # included by _SOURCE once: loihi-emu's integer scan
 _FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared"]
 _ENV_SWITCH = "SNNKIT_NATIVE"
 _lib: "ctypes.CDLL | None | bool" = False  # False: not tried yet
@@ -65,7 +66,7 @@ def _build(cc: str, fused: bool = True) -> Path:
     """The library in one form (fused or two-rounding charge), compiled into the cache unless it is there."""
     flags = [*_FLAGS, f"-DSNNKIT_FUSED={int(fused)}"]
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
-    sources = [_SOURCE.read_text(), _INCLUDED.read_text()]
+    sources = [_SOURCE.read_text(), _INCLUDED.read_text(), _LOIHI.read_text()]
     key = hashlib.sha256("\0".join([*sources, " ".join(flags), version, _cpu_tag()]).encode()).hexdigest()[:20]
     out_dir = _cache_dir()
     lib_path = out_dir / f"lif_scan_{key}.so"
@@ -94,6 +95,10 @@ def _declare(lib: ctypes.CDLL) -> None:
             fn = getattr(lib, f"{name}_{suf}")
             fn.argtypes = [p, p, i64, i64, i64, real]
             fn.restype = None
+    lib.loihi_forward_f64.argtypes = [p, p, i64, i64, i64, p, ctypes.c_double, i32, i32, ctypes.c_double]
+    lib.loihi_forward_f64.restype = i64
+    lib.loihi_backward_f64.argtypes = [p, p, p, p, i64, i64, i64]
+    lib.loihi_backward_f64.restype = None
 
 
 def _agrees_with_torch(lib: ctypes.CDLL) -> bool:

@@ -104,3 +104,47 @@ def _like(g: "torch.Tensor | None", ref: torch.Tensor) -> "torch.Tensor | None":
     if g is None or (g.stride() == ref.stride() and g.dtype == ref.dtype):
         return g
     return torch.empty_like(ref).copy_(g)
+
+
+def loihi_forward(inputs: torch.Tensor, keep: "torch.Tensor | None", thr: float, reset: int, clip: bool,
+                  vmax: float) -> "tuple[torch.Tensor, int] | None":
+    """loihi-emu's fixed-point scan of a feed-forward layer (``loihi_scan.h``): the potentials before the reset
+    ``[T, B, n]`` (float64) for the per-step inputs ``u + bias`` ``inputs [T, B, n]`` (integer-valued float64),
+    and the number of values clipped to ``+-vmax`` (when ``clip``).
+
+    keep: per-neuron decay factor of ``v`` ``[n]`` (float64; None: no leak); reset: 0 to zero, 1 by subtraction,
+    2 none (a readout). None when the kernels are off or ``inputs`` is not a CPU tensor (the caller uses torch).
+    """
+    lib = build.load()
+    if lib is None or not _loihi_input(inputs):
+        return None
+    inputs = inputs.contiguous()
+    keep = None if keep is None else keep.contiguous()
+    steps, b, n = inputs.shape
+    hs = torch.empty_like(inputs)
+    clipped = lib.loihi_forward_f64(inputs.data_ptr(), hs.data_ptr(), steps, b, n,
+                                    None if keep is None else keep.data_ptr(), thr, reset, int(clip), vmax)
+    if clipped < 0:
+        raise MemoryError(f"loihi scan kernel: no memory for {b * n} neuron states")
+    return hs, int(clipped)
+
+
+def loihi_backward(g_in: torch.Tensor, pass_: "torch.Tensor | None",
+                   keep: "torch.Tensor | None") -> "torch.Tensor | None":
+    """The reverse recurrence ``g[t] = g_in[t] + (g[t + 1] * keep) * pass[t]`` over ``[T, B, n]`` float64
+    (``keep [n]``, ``pass [T, B, n]``; None: factor 1); None as for :func:`loihi_forward`."""
+    lib = build.load()
+    if lib is None or not _loihi_input(g_in):
+        return None
+    g_in = g_in.contiguous()
+    pass_ = None if pass_ is None else pass_.contiguous()
+    keep = None if keep is None else keep.contiguous()
+    g = torch.empty_like(g_in)
+    steps, b, n = g_in.shape
+    lib.loihi_backward_f64(g_in.data_ptr(), None if pass_ is None else pass_.data_ptr(),
+                           None if keep is None else keep.data_ptr(), g.data_ptr(), steps, b, n)
+    return g
+
+
+def _loihi_input(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and x.dtype == torch.float64 and x.dim() == 3 and not torch.compiler.is_compiling()

@@ -1,6 +1,7 @@
 /* The compiled loops of snnkit.nn.native: the LIF scan (forward and backward) and 2 x 2 pooling, for float
    (suffix _f32) and double (_f64). lif_scan_real.h holds the kernels once, written over REAL; it is included
-   below once per type, its function names pasted with the type's suffix (lif_forward_f32, ...).
+   below once per type, its function names pasted with the type's suffix (lif_forward_f32, ...). loihi_scan.h:
+   loihi-emu's integer-exact fixed-point scan (double only).
    Build (snnkit/nn/native/build.py): -ffp-contract=off and -DSNNKIT_FUSED=1 or 0 (see CHARGE). */
 #include <math.h>
 #include <stdlib.h>
@@ -34,3 +35,10 @@
 #define EXP exp
 #define FMA fma
 #include "lif_scan_real.h"
+#undef REAL
+#undef SUF
+#undef FABS
+#undef EXP
+#undef FMA
+
+#include "loihi_scan.h"
