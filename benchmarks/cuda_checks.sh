@@ -6,9 +6,8 @@
 # 1. the tests that only run where CUDA is (the emulator on CUDA bit-identical to the CPU, --device cuda);
 # 2. a digits MLP trained on the GPU and `snn-report` on it with --device cuda: the reference's energy per
 #    inference measured from the board's NVML energy counter beside the published-figure estimates;
-# 3. benchmarks/attack_throughput.py with the reference and the emulator on CUDA.
-# Writes into $OUT (default benchmarks/results/cuda): gpu.txt, pytest.log, train.json, report.json, report.md,
-# attack_throughput_cuda.json. Python packages snnkit needs must be importable by $PYTHON.
+# Writes into $OUT (default benchmarks/results/cuda): gpu.txt, pytest.log, train.json, report.json, report.md.
+# Python packages snnkit needs must be importable by $PYTHON.
 set -uo pipefail
 OUT=${OUT:-benchmarks/results/cuda}
 PY=${PYTHON:-python3}
@@ -30,10 +29,6 @@ echo "== 2. train on CUDA, report with the NVML measurement"
 "$PY" -m snnkit.cli.report "$WORK/mlp/model.pt" --dataset digits --targets torch,loihi-emu --device cuda \
     --attack pgd --eps 0.05,0.1 -o "$WORK/report" --no-progress > /dev/null || status=1
 cp "$WORK/report/report.json" "$WORK/report/report.md" "$OUT/" || status=1
-
-echo "== 3. attack throughput on CUDA"
-"$PY" benchmarks/attack_throughput.py --device cuda --emu-device cuda --skip-lava \
-    --out "$OUT/attack_throughput_cuda.json" || status=1
 
 rm -rf "$WORK"
 exit $status
