@@ -13,7 +13,8 @@ When Lava exists, the clean inputs and every final adversarial example are re-ru
 the target's; otherwise the attacked target is ``loihi-emu`` and the script says so. Robust accuracy is the
 per-sample worst case over a side's attacks (accuracy in [0, 1], eps in input units on pixels in [0, 1]).
 
-Prints the deployment table and the robustness table; writes ``OUT/robust_accuracy_vs_eps.png``.
+Prints the deployment table and the robustness table; writes ``OUT/robust_accuracy_vs_eps.png`` (from eps 0,
+the clean accuracy).
 
     python examples/robustness_on_lava.py --out runs/ex-lava             # about the budget of the README
     python examples/robustness_on_lava.py --model runs/mlp/model.pt --out runs/ex-lava
@@ -97,8 +98,8 @@ def deployment_rows(graph, x: np.ndarray, y: np.ndarray, names: list[str]) -> li
 def plot(curves: dict[str, list[float]], eps: tuple[float, ...], target: str, path: Path) -> None:
     fig = Figure(figsize=(5, 3.5))
     ax = fig.subplots()
-    for label, values in curves.items():
-        ax.plot(eps, values, marker="o", label=label)
+    for (label, values), style in zip(curves.items(), ("o-", "x--")):
+        ax.plot((0.0, *eps), values, style, label=label)
     ax.set(xlabel="eps (Linf, pixels in [0, 1])", ylabel="robust accuracy (worst case)", ylim=(0, 1),
            title=f"Robust accuracy: reference vs {target}")
     ax.legend()
@@ -123,7 +124,7 @@ def main(args) -> int:
     print(markdown_table(["target", "accuracy", "spikes / sample", "synops / sample", "outputs = loihi-emu",
                           "wall s"], deployment_rows(graph, x.numpy(), y.numpy(), names)))
 
-    rows, curves = [], {"reference": [], target.name: []}
+    rows, curves = [], {"reference": [], target.name: []}  # from eps 0: clean accuracy
     for eps in budget.eps:
         settings = Settings(eps=eps, steps=budget.steps, queries=budget.queries, progress=False)
         s = reattack(model, graph, target, ATTACKS, x, y, settings).summary
@@ -133,6 +134,9 @@ def main(args) -> int:
         rows.append([eps, "**worst case**", f"{s['reference']['robust_accuracy']:.3f}", f"{s['robust_accuracy']:.3f}"])
         if "recheck" in s:
             rows.append([eps, "Lava re-check: outputs = loihi-emu", "", s["recheck"]["outputs_bit_exact"]])
+        if not curves["reference"]:
+            curves["reference"].append(s["reference"]["clean_accuracy"])
+            curves[target.name].append(s["clean_accuracy"])
         curves["reference"].append(s["reference"]["robust_accuracy"])
         curves[target.name].append(s["robust_accuracy"])
     print(f"\nRobust accuracy, reference vs {target.name} ({budget.samples} samples, {budget.steps}-step PGD, "
