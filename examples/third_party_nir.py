@@ -49,7 +49,7 @@ def spikes(graph, samples: int, steps: int, seed: int = 0) -> np.ndarray:
 
 
 def available_targets() -> tuple[list[str], list[list]]:
-    """The targets that can run here (the reference first) and a row for each one that cannot."""
+    """The targets that can run here and a row for each one that cannot."""
     ok, missing = [], []
     for name in target_names():
         try:
@@ -57,22 +57,23 @@ def available_targets() -> tuple[list[str], list[list]]:
             ok.append(name)
         except DeployError as exc:
             missing.append(["(all)", name, f"unavailable: {exc}"] + [""] * 6)
-    return sorted(ok, key=lambda n: n != REFERENCE), missing
+    return ok, missing
 
 
 def compare(path: Path, targets: list[str], samples: int, steps: int, out: Path) -> list[list]:
     """Run the graph at ``path`` on every target; a table row per target, and the output figure."""
     graph = read_nir(path)
     x = spikes(graph, samples, steps)
-    rows, counts, ref = [], {}, None
+    rows, counts = [], {}
+    reference = get_target(REFERENCE).run(graph, x)  # a graph the reference cannot run is bad input
+    ref = reference.aligned_outputs(steps)
     for name in targets:
         try:
-            r = get_target(name).run(graph, x)
+            r = reference if name == REFERENCE else get_target(name).run(graph, x)
         except DeployError as exc:
             rows.append([path.stem, name, f"cannot run: {exc}"] + [""] * 6)
             continue
         outputs = r.aligned_outputs(steps)
-        ref = outputs if name == REFERENCE else ref
         a = agreement(outputs, ref)
         counts[name] = outputs.sum(axis=(0, 1))
         rows.append([path.stem, name, "ran", f"{a.output_spikes:.4f}", f"{a.predictions:.2f}",
