@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 DEMO_OUT ?= runs/demo
 
-.PHONY: env lava-env demo test test-portable bench clean
+.PHONY: env lava-env chromium demo test test-portable bench clean
 
 env: $(VENV)/.snnkit-complete lava-env
 
@@ -31,8 +31,20 @@ lava-env: $(VENV)/.snnkit-complete
 demo: env
 	@$(PY) scripts/demo.py --out $(DEMO_OUT)
 
-test: env
+test: env chromium
 	@$(PY) -m pytest -q -ra tests
+
+# The browser test opens snn-report's HTML in headless Chromium (DevTools protocol, no WebDriver needed). Debian's
+# chromium is installed where it is missing and apt-get may run (root, or password-less sudo); elsewhere that
+# test skips and says why. SNNKIT_CHROMIUM names another Chromium/Chrome binary.
+chromium:
+	@[ -n "$$SNNKIT_CHROMIUM" ] || command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+	  || { command -v apt-get >/dev/null 2>&1 && if [ "$$(id -u)" = 0 ]; then s=; else s="sudo -n"; fi \
+	       && { DEBIAN_FRONTEND=noninteractive $$s apt-get install -y -qq chromium >/dev/null 2>&1 \
+	            || { $$s apt-get update -qq >/dev/null 2>&1 \
+	                 && DEBIAN_FRONTEND=noninteractive $$s apt-get install -y -qq chromium >/dev/null 2>&1; }; } \
+	       && echo "snnkit: installed Debian's chromium for the browser test"; } \
+	  || echo "snnkit: no Chromium, and apt-get could not install it here: the browser test will skip"
 
 # The suite again on another floating-point path: no compiled kernels (a machine without a C compiler) and
 # torch's, MKL's and oneDNN's generic instruction sets (what another CPU family would run). CI runs both; left to

@@ -261,6 +261,22 @@ def test_sumpool_counts_arrive_as_several_spikes():
     assert st.synops == _brute_affine(counts, w) and st.macs == 0
 
 
+def test_conv_fanout_is_the_same_under_no_grad():
+    """Counting a convolution's fan-out must not depend on the caller's autograd mode: attacks query targets
+    under ``torch.no_grad()`` (it once raised there)."""
+    from snnkit.energy.counting import fanout
+
+    graph, in_shape, _ = _conv_graph(2, 1, 1, 1, np.random.default_rng(11))
+    with torch.no_grad():
+        quiet = fanout(graph.nodes["conv"], in_shape)
+    loud = fanout(graph.nodes["conv"], in_shape)
+    x = np.zeros((1, 1, *in_shape), np.float32)
+    x[0, 0, 1, 3, 4] = 1.0  # one spike: its fan-out is the brute-force count of the synapses it reaches
+    w = graph.nodes["conv"].weight
+    assert quiet[1, 3, 4] == _brute_conv(x, w, 2, 1, 1, 1, 4) > 0
+    assert np.array_equal(quiet, loud)
+
+
 # --------------------------------------------------------------------- NeuroBench as an independent oracle
 
 

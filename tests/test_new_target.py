@@ -73,9 +73,11 @@ def test_snn_report_includes_the_new_target(stepped, model_file, tmp_path, capsy
     out = tmp_path / "report"
     assert report_cli.main([str(model_file), "--dataset", "digits", "--limit", "12", "--targets", f"torch,{stepped}",
                             "--no-raster", "--no-progress", "--energy-model", "truenorth", "-o", str(out)]) == 0
-    rep = json.loads((out / "report.json").read_text())
+    (rep,) = json.loads((out / "report.json").read_text())["models"]
     entry = next(t for t in rep["targets"] if t["name"] == stepped)
     assert entry["status"] == "ok" and entry["agreement"]["predictions"] >= 0.9
+    # a target that says nothing about its memory holds the graph as torch does: dense float32
+    assert entry["footprint"]["layout"].startswith("dense float32") and entry["footprint"]["stored_over_dense"] == 1.0
     assert stepped in (out / "report.html").read_text()
 
 

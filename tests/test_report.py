@@ -44,6 +44,12 @@ def _report(tmp_path, model_file, *extra):
     return rc, out
 
 
+def _one(rep: dict) -> dict:
+    """The only model of a one-model report."""
+    (model,) = rep["models"]
+    return model
+
+
 @pytest.fixture(scope="module")
 def digits_report(model_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("rep") / "out"
@@ -54,7 +60,8 @@ def digits_report(model_file, tmp_path_factory):
 
 
 def test_report_numbers_match_the_model_itself(digits_report, model_file):
-    out, rep = digits_report
+    out, full = digits_report
+    rep = _one(full)
     import snnkit
 
     model = snnkit.load(model_file)
@@ -84,7 +91,8 @@ def test_report_numbers_match_the_model_itself(digits_report, model_file):
 
 
 def test_every_requested_target_is_in_the_report(digits_report):
-    out, rep = digits_report
+    out, full = digits_report
+    rep = _one(full)
     names = [t["name"] for t in rep["targets"]]
     assert names == ["torch", "snntorch", "norse", "loihi-emu"]
     for t in rep["targets"]:
@@ -99,9 +107,11 @@ def test_every_requested_target_is_in_the_report(digits_report):
     assert ok["loihi-emu"]["delay"] > 0 and ok["loihi-emu"]["agreement"]["steps_compared"] == rep["data"]["steps"]
 
 
-def test_report_files_plots_and_self_contained_html(digits_report):
+def test_report_files_plots_and_self_contained_html(digits_report, model_file):
     out, rep = digits_report
-    assert set(rep["plots"]) == {"accuracy", "spikes_per_layer", "energy", "raster"}
+    label = _one(rep)["label"]
+    assert label == model_file.parent.name  # the folder the model file is in
+    assert set(rep["plots"]) == {"pareto"} | {f"{label}-{p}" for p in ("accuracy", "spikes_per_layer", "energy", "raster")}
     for rel in rep["plots"].values():
         assert (out / rel).read_bytes().startswith(PNG)
     md = (out / "report.md").read_text()
@@ -119,13 +129,13 @@ def test_unavailable_target_is_listed_with_reason(model_file, tmp_path, monkeypa
     rc, out = _report(tmp_path, model_file, "--dataset", "digits", "--limit", "8", "--targets", "torch,lava",
                       "--no-raster", "--energy-model", "truenorth")
     assert rc == 0
-    rep = json.loads((out / "report.json").read_text())
+    rep = _one(json.loads((out / "report.json").read_text()))
     lava = rep["targets"][1]
     assert lava["name"] == "lava" and lava["status"] == "unavailable" and "Lava environment" in lava["reason"]
     assert lava["reason"].replace("|", "\\|") in (out / "report.md").read_text()
     assert "unavailable: lava: SNNKIT_LAVA_ENV=" in (out / "report.html").read_text()
     assert "create one with <code>snn-lava-env" in (out / "report.html").read_text()
-    assert list(rep["energy_models"]) == ["truenorth"]
+    assert list(json.loads((out / "report.json").read_text())["energy_models"]) == ["truenorth"]
 
 
 def test_a_failing_target_does_not_take_the_report_down(model_file, monkeypatch):
@@ -161,10 +171,10 @@ def test_raw_input_matches_dataset_and_attack_results_are_plotted(model_file, tm
     attack_file = tmp_path / "attack.json"
     attack_file.write_text(json.dumps({"target": "torch", **ev.summary()}))
 
-    rc, out = _report(tmp_path, model_file, "--raw-input", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"),
-                      "--targets", "torch", "--attack-json", str(attack_file), "--no-raster")
+    rc, out = _report(tmp_path, model_file, "--raw-input", str(tmp_path / "x.npy"), "--input-labels",
+                      str(tmp_path / "y.npy"), "--targets", "torch", "--attack-json", str(attack_file), "--no-raster")
     assert rc == 0
-    rep = json.loads((out / "report.json").read_text())
+    rep = _one(json.loads((out / "report.json").read_text()))
     (rob,) = rep["robustness"]
     assert rob["clean_accuracy"] == pytest.approx(ev.clean_accuracy)
     assert [a["robust_accuracy"] for a in rob["attacks"]] == [r.robust_accuracy for r in ev.results.values()]
@@ -175,7 +185,7 @@ def test_raw_input_matches_dataset_and_attack_results_are_plotted(model_file, tm
     assert "FGSM" in (out / "report.md").read_text()
 
     rc2, out2 = _report(tmp_path / "b", model_file, "--dataset", "digits", "--limit", "16", "--targets", "torch", "--no-raster")
-    rep2 = json.loads((out2 / "report.json").read_text())
+    rep2 = _one(json.loads((out2 / "report.json").read_text()))
     assert rep["targets"][0]["accuracy"] == rep2["targets"][0]["accuracy"]
     assert rep["targets"][0]["counts"] == rep2["targets"][0]["counts"]
 
@@ -192,7 +202,7 @@ def test_snn_attack_files_merge_into_one_curve_per_target(model_file, tmp_path):
     rc, out = _report(tmp_path, model_file, "--dataset", "digits", "--limit", "12", "--targets", "torch", "--no-raster",
                       "--attack-json", str(tmp_path / "attack_0.05.json"), str(tmp_path / "attack_0.2.json"))
     assert rc == 0
-    rep = json.loads((out / "report.json").read_text())
+    rep = _one(json.loads((out / "report.json").read_text()))
     assert len(rep["robustness"]) == 4  # reference and target, per file
     curves = rep["robustness_curves"]
     assert set(curves) == {"reference", "torch"}
@@ -215,9 +225,9 @@ def test_snn_attack_files_merge_into_one_curve_per_target(model_file, tmp_path):
     (lambda p, m: [m, "--dataset", "digits", "--attack-json", str(p / "bad.json")], "bad.json: not valid JSON"),
     (lambda p, m: [m, "--dataset", "digits", "--attack-json", str(p / "other.json")], "other.json: not an snn-attack"),
     (lambda p, m: [m, "--raw-input", str(p / "big.npy")], "big.npy: raw inputs must lie in [0, 1]"),
-    (lambda p, m: [m, "--input", str(p / "ok.npy"), "--labels", str(p / "y3.npy")], "y3.npy: labels must hold one integer per sample (1 samples)"),
+    (lambda p, m: [m, "--input", str(p / "ok.npy"), "--input-labels", str(p / "y3.npy")], "y3.npy: labels must hold one integer per sample (1 samples)"),
     (lambda p, m: [m, "--input", str(p / "odd.npy")], "odd.npy: shape [2, 3, 1, 7, 7] does not end with"),
-    (lambda p, m: [m, "--raw-input", str(p / "ok.npy"), "--labels", str(p / "y3.npy")], "y3.npy: labels must hold one integer per sample (4 samples)"),
+    (lambda p, m: [m, "--raw-input", str(p / "ok.npy"), "--input-labels", str(p / "y3.npy")], "y3.npy: labels must hold one integer per sample (4 samples)"),
     (lambda p, m: [m, "--dataset", "wine"], "data set wine has samples of shape"),
 ])
 def test_bad_input_is_one_line_with_exit_2(model_file, tmp_path, capsys, make_args, fragment):
@@ -277,7 +287,7 @@ def test_lava_target_in_the_report(model_file, tmp_path):
     rc, out = _report(tmp_path, model_file, "--dataset", "digits", "--limit", "8", "--targets", "lava,loihi-emu",
                       "--no-raster", "--energy-model", "loihi1-davies2018")
     assert rc == 0
-    rep = json.loads((out / "report.json").read_text())
+    rep = _one(json.loads((out / "report.json").read_text()))
     lava, emu = rep["targets"][1], rep["targets"][2]
     assert lava["status"] == "ok" and emu["status"] == "ok"
     assert lava["counts"] == emu["counts"]  # the emulator is bit-exact with Lava
@@ -295,7 +305,7 @@ def test_target_warnings_reach_the_report(tmp_path):
     rc, out = _report(tmp_path, tmp_path / "if.pt", "--dataset", "digits", "--limit", "8", "--targets", "torch,norse",
                       "--no-raster", "--energy-model", "truenorth")
     assert rc == 0
-    rep = json.loads((out / "report.json").read_text())
+    rep = _one(json.loads((out / "report.json").read_text()))
     norse = next(t for t in rep["targets"] if t["name"] == "norse")
     assert any("IAF" in w for w in norse["info"]["warnings"])
     for page in ("report.md", "report.html"):

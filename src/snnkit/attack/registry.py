@@ -226,6 +226,22 @@ def readers(setting: str) -> list[str]:
     return [n for n, spec in ATTACKS.items() if setting in spec.reads]
 
 
+def fit_attacks(names: list[str], context: Context) -> tuple[list[str], dict[str, str]]:
+    """``names`` with every attack the side of ``context`` cannot take replaced by the nearest one it can: a
+    gradient attack on a side without gradients becomes ``adaptive`` (the same PGD through the side's
+    differentiable model) where it has one, else ``transfer`` (PGD crafted on the reference and its views).
+    Returns the names (duplicates dropped, order kept) and ``{replaced: replacement}``."""
+    out: list[str] = []
+    replaced: dict[str, str] = {}
+    for name in names:
+        if ATTACKS[name].needs == "gradients" and not context.differentiable:
+            replaced[name] = "adaptive" if context.adaptive is not None else "transfer"
+            name = replaced[name]
+        if name not in out:
+            out.append(name)
+    return out, replaced
+
+
 def build_attacks(names: list[str], context: Context) -> dict[str, Attack]:
     """The attacks ``names`` against the side of ``context`` (ValueError when one does not fit the side)."""
     without = [n for n in ATTACKS if ATTACKS[n].needs != "gradients"]

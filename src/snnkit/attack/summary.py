@@ -54,13 +54,14 @@ def evaluation_summary(label: str, report: EvaluationReport) -> dict:
     return out
 
 
-def adversarial_arrays(x: torch.Tensor, y: torch.Tensor, ref: SideResult, tgt: SideResult,
+def adversarial_arrays(x: torch.Tensor, y: torch.Tensor, ref: SideResult | None, tgt: SideResult,
             judged: EvaluationReport) -> dict[str, np.ndarray]:
     """What ``--save-adv`` writes: inputs, labels and per side the adversarial examples ``[A, N, ...]``, the
     per-sample correctness ``[A, N]`` (the side's final verdicts) and the attack names; ``judged`` is the
-    target's final evaluation (its own, or the re-check's)."""
+    target's final evaluation (its own, or the re-check's). ``ref`` None: the reference was not attacked."""
     out = {"x": x.detach().cpu().numpy(), "y": y.detach().cpu().numpy()}
-    for key, side, report in (("reference", ref, ref.report), ("target", tgt, judged)):
+    sides = ([("reference", ref, ref.report)] if ref is not None else []) + [("target", tgt, judged)]
+    for key, side, report in sides:
         names = list(side.adversarial)
         out[f"{key}_attacks"] = np.array(names, dtype=str)
         out[f"{key}_adversarial"] = np.stack([side.adversarial[n].numpy() for n in names])

@@ -8,7 +8,8 @@ neuron updates, the same way for every target.
 What a target can do beyond running is asked of the target itself (the CLIs and the attack code never look at
 its name): :meth:`Target.differentiable` (a view with gradients, for white-box and adaptive attacks),
 :meth:`Target.query_proxy` (a faster stand-in giving bit-identical outputs, for attacks that query thousands of
-times), :meth:`Target.export` (the files the target loads) and :meth:`Target.check_available`. Its options are
+times), :meth:`Target.export` (the files the target loads), :meth:`Target.footprint` (the bytes it stores for
+a graph's connections) and :meth:`Target.check_available`. Its options are
 its constructor's keyword arguments (:func:`accepted_options`). Adding a target: docs/architecture.md.
 
 Importing this module does not import torch (the Lava worker side must never import it).
@@ -29,9 +30,9 @@ import numpy as np
 from snnkit.energy.counting import LayerStats
 from snnkit.graph.errors import DeployError
 
-__all__ = ["DeployError", "Differentiable", "Exported", "LayerStats", "REFERENCE", "TARGETS", "Target", "TargetResult",
-           "accepted_options", "exports", "get_target", "make_target", "register_target", "target_class",
-           "target_names"]
+__all__ = ["DeployError", "Differentiable", "Exported", "Footprint", "LayerStats", "REFERENCE", "TARGETS", "Target",
+           "TargetResult", "accepted_options", "dense_float32_footprint", "exports", "get_target", "make_target",
+           "register_target", "target_class", "target_names"]
 
 
 @dataclass
@@ -133,6 +134,52 @@ class Exported:
     details: dict = field(default_factory=dict)
 
 
+@dataclass
+class Footprint:
+    """The memory a target uses to store a graph's connections (weights and what goes with them).
+
+    parts: bytes by part (``weights``, ``biases``, ``indices``, ``exponents``, ...), as the target stores them.
+    dense_bytes: the same connections in the same number format with every weight stored (zeros included), so
+        ``total / dense_bytes`` is what sparse storage saves on this target (1.0 where it stores zeros).
+    weights_stored / weights_total: weight values kept in memory / weights of the graph (zeros included).
+    layout: how the target stores them, in words (number formats, dense or sparse, assumptions).
+    """
+
+    parts: dict[str, int]
+    dense_bytes: int
+    weights_stored: int
+    weights_total: int
+    layout: str
+
+    @property
+    def total(self) -> int:
+        return int(sum(self.parts.values()))
+
+    def summary(self) -> dict:
+        """JSON-ready record (``bytes`` is the total)."""
+        return {"bytes": self.total, "parts": dict(self.parts), "dense_bytes": self.dense_bytes,
+                "stored_over_dense": self.total / self.dense_bytes if self.dense_bytes else None,
+                "weights_stored": self.weights_stored, "weights_total": self.weights_total, "layout": self.layout}
+
+
+def dense_float32_footprint(graph: nir.NIRGraph) -> Footprint:
+    """Every weight and bias of ``graph``'s connection nodes as dense float32 (4 bytes each, zeros included):
+    how torch, Norse and snnTorch hold a NIR graph's connections, and how a GPU holds the non-spiking twin."""
+    from snnkit.graph import flatten_graph
+    from snnkit.graph.kinds import WEIGHTED
+
+    weights = biases = 0
+    for node in flatten_graph(graph).nodes.values():
+        if isinstance(node, WEIGHTED):
+            weights += int(np.asarray(node.weight).size)
+            bias = getattr(node, "bias", None)
+            if bias is not None and np.ndim(bias) > 0:
+                biases += int(np.asarray(bias).size)
+    parts = {"weights": 4 * weights, "biases": 4 * biases}
+    return Footprint(parts=parts, dense_bytes=sum(parts.values()), weights_stored=weights, weights_total=weights,
+                     layout="dense float32: every weight (zeros included) and bias, 4 bytes each")
+
+
 class Target(abc.ABC):
     """A place a NIR graph can run. Subclasses specialise the mapping, not the bookkeeping.
 
@@ -161,6 +208,14 @@ class Target(abc.ABC):
         """A faster target whose outputs equal this one's bit for bit, to answer attack queries (the final
         verdicts are then re-checked here), or None when queries should go to this target itself."""
         return None
+
+    def footprint(self, graph: nir.NIRGraph, probe: np.ndarray | None = None) -> Footprint:
+        """The bytes this target stores for ``graph``'s connections (:class:`Footprint`).
+
+        probe: encoded inputs ``[B, T, ...]`` it will see (a quantising target infers its input coding from them;
+        None: its default). Default: :func:`dense_float32_footprint`, how a torch-based target holds the graph.
+        """
+        return dense_float32_footprint(graph)
 
     def export(self, graph: nir.NIRGraph, out_dir: Path, *, source: str = "graph") -> Exported | None:
         """Write the files this target loads for ``graph`` into ``out_dir`` (beside ``model.nir``), or return

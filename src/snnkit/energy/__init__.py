@@ -10,6 +10,7 @@ Importing this package imports neither torch nor nir (the Lava worker imports ``
 from snnkit.energy.models import (
     SCHEMA,
     TERMS,
+    WORKLOADS,
     EnergyEstimate,
     EnergyModel,
     EnergyModelError,
@@ -22,6 +23,6 @@ from snnkit.energy.models import (
 )
 
 __all__ = [
-    "SCHEMA", "TERMS", "EnergyEstimate", "EnergyModel", "EnergyModelError", "Figure", "builtin_figures",
+    "SCHEMA", "TERMS", "WORKLOADS", "EnergyEstimate", "EnergyModel", "EnergyModelError", "Figure", "builtin_figures",
     "builtin_models", "energy_of", "load_models", "resolve_models",
 ]

@@ -119,6 +119,26 @@ def layer_stats(graph: nir.NIRGraph, activity: dict[str, Activity], batch: int, 
     return stats
 
 
+def dense_layer_macs(graph: nir.NIRGraph, input_shapes: dict[str, tuple[int, ...]]) -> list[LayerStats]:
+    """Per weighted node, the multiply-accumulates of one dense evaluation (one sample, one step): every weight
+    times every input position it reaches, zero weights and zero inputs included, as a dense GEMM or
+    convolution computes them (the ``macs`` field). This is the work of the non-spiking twin per sample and the
+    dense op count per step of the spiking graph.
+
+    input_shapes: node name -> the shape of that node's input (``snnkit.graph.weighted_input_shapes``).
+    """
+    import dataclasses
+
+    out = []
+    for name in topological_order(graph):
+        node = graph.nodes[name]
+        if isinstance(node, WEIGHTED):
+            ones = dataclasses.replace(node, weight=np.ones_like(np.asarray(node.weight)))
+            out.append(LayerStats(name=name, kind=type(node).__name__,
+                                  macs=int(fanout(ones, input_shapes[name]).sum())))
+    return out
+
+
 def fanout(node: nir.NIRNode, input_shape: tuple[int, ...]) -> np.ndarray:
     """Number of non-zero synapses leaving each input position of a weighted node.
 
@@ -138,8 +158,10 @@ def fanout(node: nir.NIRNode, input_shape: tuple[int, ...]) -> np.ndarray:
     groups = int(np.asarray(node.groups).item())
     x = torch.zeros((1, *input_shape), dtype=torch.float64)
     conv = F.conv1d if isinstance(node, nir.Conv1d) else F.conv2d
-    # The gradient of sum(conv(x)) with respect to x is exactly the per-input fan-out count.
+    # The gradient of sum(conv(x)) with respect to x is exactly the per-input fan-out count (computed with
+    # gradients on even when the caller runs under torch.no_grad(), as an attack querying a target does).
     x.requires_grad_(True)
-    conv(x, nz, stride=pair(node.stride, nd), padding=conv_padding(node), dilation=pair(node.dilation, nd),
-         groups=groups).sum().backward()
+    with torch.enable_grad():
+        conv(x, nz, stride=pair(node.stride, nd), padding=conv_padding(node), dilation=pair(node.dilation, nd),
+             groups=groups).sum().backward()
     return np.rint(x.grad[0].numpy()).astype(np.int64)

@@ -49,6 +49,11 @@ TERMS: dict[str, str] = {
 }
 _FIGURE_FIELDS = ("operation", "source", "technology", "voltage", "obtained")
 
+WORKLOADS = ("spiking", "ann-twin")
+"""What a model costs: ``spiking`` (default), the counts of a spiking run on a target; ``ann-twin``, the model's
+non-spiking twin run once per sample, costed by its dense multiply-accumulates only (the GPU baseline of the
+report)."""
+
 
 class EnergyModelError(ValueError):
     """A malformed or unusable energy model (file); the message is one line naming the file or model."""
@@ -89,6 +94,7 @@ class EnergyModel:
     available: bool = True
     reason: str = ""
     origin: str = ""
+    workload: str = "spiking"
 
     def pj(self, term: str) -> float:
         """Picojoules per event of ``term`` (the sum of its figures)."""
@@ -101,7 +107,8 @@ class EnergyModel:
         """JSON-ready description (costs in pJ per event, with their figures and sources)."""
         return {
             "name": self.name, "description": self.description, "platform": self.platform,
-            "available": self.available, **({"reason": self.reason} if not self.available else {}),
+            "workload": self.workload, "available": self.available,
+            **({"reason": self.reason} if not self.available else {}),
             "costs": {t: {"pj": self.pj(t), "figures": list(c.figures), "note": c.note} for t, c in self.costs.items()},
             "figures": {k: asdict(v) for k, v in self.used_figures().items()},
             "notes": list(self.notes), "origin": self.origin,
@@ -248,10 +255,15 @@ def _parse_model(name: str, m, figures: dict[str, Figure], source: str) -> Energ
     platform = m.get("platform", "")
     if not isinstance(platform, str):
         raise _fail(source, f"{where}.platform", "must be a string")
+    workload = m.get("workload", "spiking")
+    if workload not in WORKLOADS:
+        raise _fail(source, f"{where}.workload", f"must be one of {', '.join(WORKLOADS)}, got {workload!r}")
+    if workload == "ann-twin" and set(costs) - {"mac"}:
+        raise _fail(source, f"{where}.costs", "an ann-twin model costs multiply-accumulates only ('mac')")
     used = {f: figures[f] for c in costs.values() for f in c.figures}
     return EnergyModel(name=name, description=m["description"], platform=platform, costs=costs, figures=used,
                        notes=tuple(notes), available=available, reason=reason if not available else "",
-                       origin=source)
+                       origin=source, workload=workload)
 
 
 def parse_models(data, source: str, extra_figures: dict[str, Figure] | None = None) -> dict[str, EnergyModel]:

@@ -79,6 +79,12 @@ def _number(v, where: str, path: str, optional: bool = False) -> float | None:
     return float(v)
 
 
+def parse_evaluation(d, path: str, model: str | None) -> RobustnessResult:
+    """One evaluation (``snn-attack``'s form, see the module docstring) as a :class:`RobustnessResult`; ``path``
+    names where it came from in messages and in the report."""
+    return _parse_one(d, path, model)
+
+
 def _parse_one(d, path: str, model: str | None) -> RobustnessResult:
     if not isinstance(d, dict) or not isinstance(d.get("attacks"), list):
         raise ValueError(f"{path}: not an snn-attack --json result (no 'attacks' list)")

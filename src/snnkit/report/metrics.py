@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import nir
 import numpy as np
 
-from snnkit.energy.counting import fanout
+from snnkit.energy.counting import dense_layer_macs
 from snnkit.graph import weighted_input_shapes
 from snnkit.graph.kinds import NEURONS, PORTS, WEIGHTED
 
@@ -59,7 +59,7 @@ class WorkloadMetrics:
 
 def static_metrics(graph: nir.NIRGraph) -> StaticMetrics:
     """Parameter count, footprint, connection sparsity and dense ops per step of ``graph``."""
-    params = synaptic = weights = zeros = dense = 0
+    params = synaptic = weights = zeros = 0
     input_shapes = weighted_input_shapes(graph)
     for name, node in graph.nodes.items():
         if isinstance(node, PORTS):
@@ -75,8 +75,7 @@ def static_metrics(graph: nir.NIRGraph) -> StaticMetrics:
             w = np.asarray(node.weight)
             weights += int(w.size)
             zeros += int(np.count_nonzero(w == 0))
-            ones = dataclasses.replace(node, weight=np.ones_like(w))
-            dense += int(fanout(ones, input_shapes[name]).sum())
+    dense = sum(layer.macs for layer in dense_layer_macs(graph, input_shapes))
     return StaticMetrics(parameters=params, synaptic_parameters=synaptic, footprint_bytes=params * FLOAT32_BYTES, weights=weights,
                          zero_weights=zeros, dense_ops_per_step=dense)
 

@@ -75,7 +75,8 @@ def energy_plot(data: dict) -> bytes | None:
     """Energy per sample per target under every available model (log scale); whiskers down to the lower
     bound where the model splits active/inactive neuron updates."""
     ok = _ok(data)
-    models = [m for m, s in data["energy_models"].items() if s["available"]]
+    models = [m for m, s in data["energy_models"].items()
+              if s["available"] and s.get("workload", "spiking") == "spiking"]
     if not ok or not models:
         return None
     fig = Figure(figsize=(max(6.0, 0.55 * len(models) * len(ok) + 2), 3.8))
@@ -122,9 +123,73 @@ def raster_plot(data: dict, rasters: dict[str, dict[str, np.ndarray]]) -> bytes 
     return _png(fig)
 
 
+def pareto_plot(summary: dict) -> bytes | None:
+    """Robust accuracy (or clean accuracy without attacks) against energy per inference, one point per model and
+    target (the spiking rows under the headline spiking energy model, the twin rows under the headline GPU
+    model), the Pareto front (lower energy, higher accuracy) drawn as a step line."""
+    from snnkit.report.summary import pareto_front, pareto_points
+
+    pts = pareto_points(summary)
+    if not pts:
+        return None
+    models = list(dict.fromkeys(p["model"] for p in pts))
+    targets = list(dict.fromkeys(p["target"] for p in pts))
+    markers = "osD^v<>pPX*h"
+    colours = [f"C{i % 10}" for i in range(len(models))]
+    fig = Figure(figsize=(7.2, 4.6))
+    ax = fig.add_subplot()
+    for p in pts:
+        ax.scatter(p["x"], p["y"], s=46, marker=markers[targets.index(p["target"]) % len(markers)],
+                   color=colours[models.index(p["model"])], edgecolors="black" if p["kind"] == "twin" else "none",
+                   linewidths=0.8, zorder=3)
+    front = pareto_front([(p["x"], p["y"]) for p in pts])
+    if front:
+        fx = [pts[i]["x"] for i in front]
+        fy = [pts[i]["y"] for i in front]
+        ax.step(fx, fy, where="post", color="0.3", linestyle="--", linewidth=1.0, zorder=2, label="Pareto front")
+    for i in front:
+        ax.annotate(f"{pts[i]['model']} / {pts[i]['target']}", (pts[i]["x"], pts[i]["y"]), fontsize=7,
+                    xytext=(4, 4), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("energy per inference (J, log scale)")
+    ax.set_ylabel(pts[0]["y_is"])
+    ax.set_ylim(-0.02, 1.05)
+    head = summary["headline"]
+    ax.set_title(f"Accuracy vs energy: spiking rows under {head['spiking']}, GPU twin under {head['twin']}",
+                 fontsize=9)
+    handles = [ax.scatter([], [], marker="o", color=c, label=m) for m, c in zip(models, colours)]
+    handles += [ax.scatter([], [], marker=markers[i % len(markers)], color="0.5", label=t)
+                for i, t in enumerate(targets)]
+    handles += [h for h in ax.get_legend_handles_labels()[0] if h.get_label() == "Pareto front"]
+    ax.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _png(fig)
+
+
+def robustness_eps_plot(data: dict) -> bytes | None:
+    """Accuracy against eps (clean accuracy at eps 0, then the worst case over the attacks at each eps), one
+    panel per model, one line per attacked side (the reference, each target, the GPU twin)."""
+    models = [m for m in data["models"] if m.get("robustness_curves")]
+    if not models:
+        return None
+    fig = Figure(figsize=(min(4.2 * len(models), 14), 3.8))
+    axes = fig.subplots(1, len(models), squeeze=False, sharey=True)[0]
+    for ax, m in zip(axes, models):
+        for side, pts in m["robustness_curves"].items():
+            label = "reference (the model itself)" if side == "reference" else side
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3, label=label,
+                    linestyle="--" if side == "reference" else "-")
+        ax.set_xlabel("eps")
+        ax.set_title(m["label"], fontsize=9)
+        ax.set_ylim(0, 1.05)
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("accuracy (worst case over attacks)")
+    fig.suptitle("Accuracy and robustness vs eps, per model and target", fontsize=10)
+    return _png(fig)
+
+
 def robustness_plot(data: dict) -> bytes | None:
-    """Robust accuracy against eps per attacked target (clean accuracy at eps 0; at each eps the strongest
-    evaluation: the per-sample worst case over that file's attacks)."""
+    """Robust accuracy against eps per attacked target for one model (clean accuracy at eps 0; at each eps the
+    strongest evaluation: the per-sample worst case over that file's attacks)."""
     curves = data.get("robustness_curves") or {}
     if not curves:
         return None
@@ -141,9 +206,26 @@ def robustness_plot(data: dict) -> bytes | None:
     return _png(fig)
 
 
-def all_plots(data: dict, rasters: dict[str, dict[str, np.ndarray]]) -> dict[str, bytes]:
-    """Every plot that has something to draw, by file stem."""
+def slug(label: str) -> str:
+    """A model label as a file-name part (letters, digits, ``-``, ``_`` and ``.``)."""
+    out = "".join(c if c.isalnum() or c in "-_." else "-" for c in label).strip("-.")
+    return out or "model"
+
+
+def model_plots(model: dict, energy_models: dict, rasters: dict[str, dict[str, np.ndarray]]) -> dict[str, bytes]:
+    """One model's plots (accuracy, spikes per layer, energy, raster), by file stem."""
+    data = dict(model, energy_models=energy_models)
     plots = {"accuracy": accuracy_plot(data), "spikes_per_layer": spikes_plot(data), "energy": energy_plot(data),
-             "raster": raster_plot(data, rasters), "robustness": robustness_plot(data)}
+             "raster": raster_plot(data, rasters)}
     return {k: v for k, v in plots.items() if v is not None}
 
+
+def all_plots(data: dict, rasters: dict[str, dict[str, dict[str, np.ndarray]]]) -> dict[str, bytes]:
+    """Every plot that has something to draw, by file stem: ``pareto`` and ``robustness`` over all models, then
+    each model's plots as ``SLUG-NAME``."""
+    plots = {"pareto": pareto_plot(data["summary"]), "robustness": robustness_eps_plot(data)}
+    out = {k: v for k, v in plots.items() if v is not None}
+    for m in data["models"]:
+        for name, blob in model_plots(m, data["energy_models"], rasters.get(m["label"], {})).items():
+            out[f"{slug(m['label'])}-{name}"] = blob
+    return out

@@ -16,7 +16,7 @@ import numpy as np
 
 from pathlib import Path
 
-from snnkit.deploy.base import DeployError, Differentiable, Exported, Target, TargetResult
+from snnkit.deploy.base import DeployError, Differentiable, Exported, Footprint, Target, TargetResult
 from snnkit.deploy.cache import BuildCache
 from snnkit.deploy.loihi.graph import LoihiGraph
 from snnkit.deploy.loihi.quantize import SPIKE_ENCODERS, QuantizeError, quantize
@@ -88,6 +88,46 @@ def lossy_effect(graph: nir.NIRGraph, lg: LoihiGraph, x: np.ndarray) -> dict:
     return out
 
 
+def _index_bytes(n: int) -> int:
+    """Bytes of the narrowest whole-byte unsigned integer holding ``0 .. n - 1``."""
+    return max(1, math.ceil(math.log2(max(n, 2)) / 8))
+
+
+def loihi_footprint(lg: LoihiGraph) -> Footprint:
+    """What a Loihi 2 target stores for ``lg``'s connections.
+
+    Weights: one byte per stored 8-bit mantissa: every weight of a ``Dense`` projection (zeros included), only
+    the non-zero ones of a ``Sparse`` projection, the kernel of a ``Conv`` (shared over positions). Exponents:
+    one byte per projection (its ``weight_exp``). Indices of ``Sparse`` projections: a CSR layout (a column
+    index per stored synapse, a row pointer per destination neuron plus one, each the narrowest whole byte);
+    Loihi 2's own synaptic memory encoding is not public, so this index cost is our assumption. Biases: 13-bit
+    mantissa plus 3-bit exponent, two bytes per neuron. ``dense_bytes``: every projection stored as Dense or
+    Conv (no indices)."""
+    weights = indices = dense_weights = stored = total = 0
+    for p in lg.projections:
+        w = np.asarray(p.weight)
+        total += int(w.size)
+        dense_weights += int(w.size)
+        if p.kind == "sparse":
+            nnz = int(np.count_nonzero(w))
+            n_dst, n_src = (w.shape[0], int(np.prod(w.shape[1:]))) if w.ndim > 1 else (w.size, 1)
+            stored += nnz
+            weights += nnz
+            indices += nnz * _index_bytes(n_src) + (n_dst + 1) * _index_bytes(nnz + 1)
+        else:
+            stored += int(w.size)
+            weights += int(w.size)
+    exponents = len(lg.projections)
+    biases = 2 * sum(layer.size for layer in lg.layers)
+    parts = {"weights": weights, "indices": indices, "exponents": exponents, "biases": biases}
+    kinds = sorted({p.kind for p in lg.projections})
+    return Footprint(parts=parts, dense_bytes=dense_weights + exponents + biases, weights_stored=stored,
+                     weights_total=total,
+                     layout=f"Loihi 2 fixed point ({', '.join(kinds)} projections): 8-bit weight mantissas (Sparse: "
+                            "non-zero synapses only, CSR indices assumed), one exponent byte per projection, "
+                            "13+3-bit biases")
+
+
 class QuantisedTarget(Target):
     """What the Loihi targets (``lava``, ``loihi-emu``) share; each specialises only :meth:`execute`.
 
@@ -142,6 +182,17 @@ class QuantisedTarget(Target):
         lg = self.quantised(graph, probe)
         module = LoihiModule(lg, device=device)
         return Differentiable(forward=module, delay=lg.delay, exact=False, via="loihi-emu differentiable mode")
+
+    def footprint(self, graph: nir.NIRGraph, probe: np.ndarray | None = None) -> Footprint:
+        """The quantised graph's storage (:func:`loihi_footprint`): what this target keeps for ``graph`` run on
+        inputs like ``probe`` (None: the default input coding)."""
+        if probe is not None and np.ndim(probe) >= 3:
+            return loihi_footprint(self.quantised(graph, probe))
+        try:
+            lg = quantize(self.resolved(graph).graph, **self.quant_options)
+        except (QuantizeError, ValueError) as e:
+            raise DeployError(str(e)) from None
+        return loihi_footprint(lg)
 
     def export(self, graph: nir.NIRGraph, out_dir: Path, *, source: str = "graph") -> Exported:
         """``OUT/loihi/``: the graph quantised to Loihi 2 fixed point (with its ``export_report.json``), and
