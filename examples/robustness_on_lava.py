@@ -55,7 +55,8 @@ class Budget:
     queries: int  # Square's queries per sample
 
 
-FULL = Budget(epochs=30, hidden=512, method="pgd-at:eps=0.1,steps=5", samples=100, eps=(0.03, 0.06, 0.1), steps=20, queries=300)
+FULL = Budget(epochs=30, hidden=512, method="pgd-at:eps=0.1,steps=5", samples=100, eps=(0.03, 0.06, 0.1), steps=20,
+              queries=300)
 QUICK = Budget(epochs=3, hidden=64, method="fgsm-at:eps=0.1", samples=16, eps=(0.05, 0.1), steps=3, queries=12)
 
 

@@ -39,12 +39,12 @@ from snnkit.models import build, save
 from snnkit.report.writers import markdown_table
 from snnkit.train import TrainConfig, train
 from snnkit.train import evaluate as clean_accuracy
-from snnkit.train.conversion import ANNTwin, calibrate_thresholds, prune_ann, train_ann, transfer
+from snnkit.train.conversion import (CONVERSION_NEURONS, ANNTwin, calibrate_thresholds, prune_ann, train_ann,
+                                    transfer)
 from snnkit.train.sparsity import weight_sparsity
 
 TRADES = "trades:beta=6,eps=0.1,steps={steps},alpha=0.025"  # the robustness benchmark's methods (steps: 5)
 PGD_AT = "pgd-at:eps=0.1,steps={steps}"
-SNN = {"arch": "mlp", "timesteps": 8, "neuron": "if", "reset": "subtract", "surrogate": "triangle:gamma=1"}
 EPS = 0.1
 
 
@@ -61,12 +61,14 @@ class Budget:
     pgd_steps: int
 
 
-FULL = Budget(hidden=512, train_samples=None, train_steps=5, ann_epochs=30, prune_epochs=10, ann_finetune_epochs=10, snn_epochs=30, samples=360,
-              pgd_steps=20)
-QUICK = Budget(hidden=64, train_samples=500, train_steps=2, ann_epochs=2, prune_epochs=1, ann_finetune_epochs=1, snn_epochs=1, samples=48, pgd_steps=5)
+FULL = Budget(hidden=512, train_samples=None, train_steps=5, ann_epochs=30, prune_epochs=10, ann_finetune_epochs=10,
+              snn_epochs=30, samples=360, pgd_steps=20)
+QUICK = Budget(hidden=64, train_samples=500, train_steps=2, ann_epochs=2, prune_epochs=1, ann_finetune_epochs=1,
+               snn_epochs=1, samples=48, pgd_steps=5)
 
 
-def measure(phase: str, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, budget: Budget, seconds: float) -> list:
+def measure(phase: str, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, budget: Budget,
+            seconds: float) -> list:
     """One table row: clean accuracy on the test split, PGD robust accuracy on its first ``samples``, zero
     weights, the phase's wall time."""
     attack = PGD(net, EPS, steps=budget.pgd_steps)
@@ -97,7 +99,8 @@ def main(args) -> int:
     trades, pgd_at = TRADES.format(steps=budget.train_steps), PGD_AT.format(steps=budget.train_steps)
     x_test, y_test = data.load("digits", "test")
     torch.manual_seed(0)
-    snn = build({"input_shape": [1, 8, 8], "num_classes": 10, "hidden": [budget.hidden], **SNN})
+    snn = build({"arch": "mlp", "input_shape": [1, 8, 8], "num_classes": 10, "hidden": [budget.hidden],
+                 "timesteps": 8, **CONVERSION_NEURONS})
     ann = ANNTwin(snn)
     common = dict(batch_size=64, generator=torch.Generator().manual_seed(2))
     rows = []

@@ -44,6 +44,11 @@ from snnkit.train.objectives import build_method
 from snnkit.train.trainer import TrainConfig, evaluate, train
 
 
+CONVERSION_NEURONS = {"neuron": "if", "reset": "subtract", "surrogate": "triangle:gamma=1"}
+"""The SNN's neuron settings seed 001 converts into (model-config keys): non-leaky IF neurons with reset by
+subtraction (the rate code conversion assumes) and the triangle surrogate of its BPTT fine-tuning."""
+
+
 @dataclass
 class ConversionConfig:
     """The ANN and conversion phases (the SNN fine-tuning phase is the run's :class:`TrainConfig`)."""
