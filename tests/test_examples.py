@@ -20,6 +20,8 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 # script -> (a header line of the table it prints, the figures it writes)
 EXPECTED = {
+    "energy_comparison.py": ("| model | target | accuracy | robust 0.1 | work / inference |",
+                             ["report/plots/pareto.png", "report/plots/vanilla-energy.png"]),
     "robustness_on_lava.py": ("| eps | attack | reference |", ["robust_accuracy_vs_eps.png"]),
     "sparse_conversion.py": ("| phase | network | clean | PGD eps 0.1 | zero weights | phase s |",
                              ["accuracy_per_phase.png"]),
@@ -51,6 +53,8 @@ def test_example_runs_quick(script, tmp_path):
     for name in figures:
         blob = (tmp_path / name).read_bytes()
         assert blob.startswith(PNG) and len(blob) > 5000, name
+    if script == "energy_comparison.py":  # the multi-model report beside its plots
+        assert {"report.md", "report.html", "report.json"} <= {p.name for p in (tmp_path / "report").iterdir()}
     if script == "robustness_on_lava.py":  # Lava re-checks exactly when its environment exists
         assert ("Lava re-check: outputs = loihi-emu |  | True |" in res.stdout) == lava_available(), res.stdout
 
