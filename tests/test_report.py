@@ -229,6 +229,7 @@ def test_snn_attack_files_merge_into_one_curve_per_target(model_file, tmp_path):
     (lambda p, m: [m, "--input", str(p / "odd.npy")], "odd.npy: shape [2, 3, 1, 7, 7] does not end with"),
     (lambda p, m: [m, "--raw-input", str(p / "ok.npy"), "--input-labels", str(p / "y3.npy")], "y3.npy: labels must hold one integer per sample (4 samples)"),
     (lambda p, m: [m, "--dataset", "wine"], "data set wine has samples of shape"),
+    (lambda p, m: [m, "--dataset", "digits", "--threads", "0"], "--threads must be >= 1, not 0"),
 ])
 def test_bad_input_is_one_line_with_exit_2(model_file, tmp_path, capsys, make_args, fragment):
     (tmp_path / "bad.json").write_text("{oops")

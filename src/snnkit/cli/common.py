@@ -63,3 +63,19 @@ def emit(payload: dict, as_json: bool, human: Callable[[dict], str]) -> None:
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout (progress goes to stderr)")
+
+
+def add_threads_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice; 1 is often "
+                        "fastest for small networks and on a machine shared with other jobs)")
+
+
+def apply_threads(threads: int | None) -> None:
+    """Set torch's intra-op threads from ``--threads`` (None: torch's choice); below 1 is a user error."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise ValueError(f"--threads must be >= 1, not {threads}")
+    import torch
+
+    torch.set_num_threads(threads)

@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from snnkit.cli.common import add_json_flag, check_data_dir, emit, run
+from snnkit.cli.common import add_json_flag, add_threads_flag, apply_threads, check_data_dir, emit, run
 
 
 def parser() -> argparse.ArgumentParser:
@@ -70,6 +70,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-gpu-measure", action="store_true",
                    help="do not measure energy with NVML even where a CUDA device is present")
     p.add_argument("--no-raster", action="store_true", help="skip the one-sample recording run per target")
+    add_threads_flag(p)
     p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_json_flag(p)
@@ -188,6 +189,7 @@ def _main(args: argparse.Namespace) -> int:
     from snnkit.report.writers import write_report
 
     t_start = time.perf_counter()
+    apply_threads(args.threads)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     available = target_names()
     unknown = [t for t in targets if t not in available]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from snnkit.cli.common import add_json_flag, check_data_dir, either, emit, run
+from snnkit.cli.common import add_json_flag, add_threads_flag, apply_threads, check_data_dir, either, emit, run
 
 ARCH_OPTIONS = {"hidden": ["mlp"], "channels": ["convnet"], "fc": ["convnet", "vgg"], "vgg_depth": ["vgg"],
                 "vgg_width": ["vgg"]}
@@ -81,8 +81,7 @@ def parser() -> argparse.ArgumentParser:
                      "few epochs at a small --lr (e.g. --epochs 5 --lr 2e-4)")
     p.add_argument("--limit", type=int, help="evaluate on the first N test samples only")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice; 1 is often fastest "
-                   "for small networks and on a machine shared with other jobs)")
+    add_threads_flag(p)
     p.add_argument("--out", required=True, help="output folder for model.pt, metrics.json, checkpoint.pt")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -148,14 +147,11 @@ def prune_epochs(args: argparse.Namespace) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    import torch
-
     from snnkit.deploy.torch_target import resolve_device
     from snnkit.train import TrainConfig, train
 
     check_options(args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     device = str(resolve_device(args.device))
     convert = args.pipeline == "convert"
     sparse = {} if convert else dict(sparsity=args.sparsity, prune=prune_method(args),
