@@ -130,3 +130,27 @@ def test_conversion_config_checks():
     for bad in (dict(percentile=0), dict(threshold_scale=0), dict(prune="random"), dict(sparsity=1.0)):
         with pytest.raises(ValueError):
             ConversionConfig(**bad)
+
+
+def test_phase_functions_train_prune_and_keep_masks_frozen():
+    """The pipeline's ANN phases as public functions: robust training lowers the loss, pruning installs frozen
+    masks at the asked sparsity, and training afterwards keeps the pruned weights exactly zero."""
+    from snnkit import data
+    from snnkit.train.conversion import prune_ann, train_ann
+
+    x, y = data.load("digits", "train")
+    x, y = x[:256], y[:256]
+    torch.manual_seed(0)
+    ann = ANNTwin(build({"arch": "mlp", "input_shape": [1, 8, 8], "num_classes": 10, "hidden": [32],
+                         "neuron": "if", "reset": "subtract"}))
+    gen = torch.Generator().manual_seed(0)
+    method = "trades:eps=0.05,steps=1"
+    history = train_ann(ann, method, x, y, epochs=3, lr=5e-3, batch_size=64, generator=gen)
+    assert len(history) == 3 and history[-1]["loss"] < history[0]["loss"]
+    pruned = prune_ann(ann, method, "hydra", 0.8, x, y, epochs=1, lr=0.01, batch_size=64, generator=gen)
+    assert len(pruned) == 1 and sp.has_masks(ann)
+    assert sp.weight_sparsity(ann)["total"] == pytest.approx(0.8, abs=1e-2)
+    zero = {n: m.weight == 0 for n, m in sp.prunable(ann).items()}
+    train_ann(ann, method, x, y, epochs=1, lr=5e-3, batch_size=64, generator=gen)
+    for name, m in sp.prunable(ann).items():
+        assert torch.equal(m.weight[zero[name]], torch.zeros_like(m.weight[zero[name]]))

@@ -387,6 +387,12 @@ def _md_cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def markdown_table(head: list, rows: list[list]) -> str:
+    """A Markdown table (one line per row, no trailing newline); cells are ``str()``-ed and ``|`` escaped."""
+    lines = ["| " + " | ".join(_md_cell(h) for h in head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows])
+
+
 def to_markdown(blocks: list[Block], plot_dir: str = "plots") -> str:
     out = ["# snnkit deployment report", ""]
     for b in blocks:
@@ -399,11 +405,7 @@ def to_markdown(blocks: list[Block], plot_dir: str = "plots") -> str:
         elif b.kind == "list":
             out += [f"- {item}" for item in b.content] + [""]
         elif b.kind == "table":
-            head, rows = b.content
-            out.append("| " + " | ".join(_md_cell(h) for h in head) + " |")
-            out.append("|" + "---|" * len(head))
-            out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
-            out.append("")
+            out += [markdown_table(*b.content), ""]
         elif b.kind == "img":
             name, caption = b.content
             out += [f"![{caption}]({plot_dir}/{name}.png)", "", f"*{caption}*", ""]

@@ -45,6 +45,11 @@ from snnkit.train.objectives import build_method
 from snnkit.train.trainer import TrainConfig, evaluate, train
 
 
+CONVERSION_NEURONS = {"neuron": "if", "reset": "subtract", "surrogate": "triangle:gamma=1"}
+"""The SNN's neuron settings seed 001 converts into (model-config keys): non-leaky IF neurons with reset by
+subtraction (the rate code conversion assumes) and the triangle surrogate of its BPTT fine-tuning."""
+
+
 @dataclass
 class ConversionConfig:
     """The ANN and conversion phases (the SNN fine-tuning phase is the run's :class:`TrainConfig`)."""
@@ -184,6 +189,43 @@ def transfer(ann: ANNTwin, snn: SpikingModel, thresholds: dict[str, float]) -> S
     return snn
 
 
+def _robust_loss(ann: ANNTwin, method_spec: str):
+    """``(loss_fn(xb, yb, epoch), after_step())`` of the robust method ``method_spec`` on ``ann``: its loss, and
+    after every optimiser step its own hook (e.g. the SNN-RAT retraction) then the frozen masks."""
+    method = build_method(method_spec)
+
+    def loss_fn(xb, yb, _epoch=0):
+        return method(ann, xb, yb)[0]
+
+    def after_step():
+        hook = getattr(method, "after_step", None)
+        if hook is not None:
+            hook(ann)
+        sp.apply_masks(ann)
+
+    return loss_fn, after_step
+
+
+def train_ann(ann: ANNTwin, method: str, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr: float,
+              batch_size: int, generator: torch.Generator) -> list[dict]:
+    """Phase 1 (and the fine-tuning of phase 2): ``epochs`` of Adam at ``lr`` on the robust ``method`` (a
+    ``--method`` spec such as ``"trades:beta=6,eps=0.1"``) over ``x [N, ...]``, ``y [N]`` in shuffled batches
+    drawn from ``generator``; masks the ANN has stay frozen. Returns one record per epoch (loss, seconds)."""
+    loss_fn, after_step = _robust_loss(ann, method)
+    return sp.run_epochs(ann, list(ann.parameters()), loss_fn, x, y, epochs=epochs, lr=lr, after_step=after_step,
+                         batch_size=batch_size, generator=generator)
+
+
+def prune_ann(ann: ANNTwin, method: str, prune: str, sparsity: float, x: torch.Tensor, y: torch.Tensor, *,
+              epochs: int, lr: float, batch_size: int, generator: torch.Generator) -> list[dict]:
+    """Phase 2: choose masks at ``sparsity`` with ``prune`` (``hydra``, ``harp``, ``magnitude``;
+    :func:`snnkit.train.sparsity.learn_masks`) on the robust ``method``'s loss and install them, frozen.
+    Returns the score training's per-epoch records."""
+    loss_fn, _ = _robust_loss(ann, method)
+    return sp.learn_masks(ann, prune, sparsity, loss_fn, x, y, epochs=epochs, lr=lr, batch_size=batch_size,
+                          generator=generator)[1]
+
+
 def convert_pipeline(cfg: TrainConfig, conv: ConversionConfig, out_dir: "str | Path", *,
                      progress: bool = True) -> dict:
     """Run the four phases (module doc) and write ``converted.pt``, ``conversion.json``, then ``model.pt`` and
@@ -204,18 +246,8 @@ def _convert(cfg: TrainConfig, conv: ConversionConfig, out: Path, progress: bool
     torch.manual_seed(cfg.seed)
     snn = build({"input_shape": list(info.input_shape), "num_classes": info.num_classes, **cfg.model})
     ann = ANNTwin(snn).to(cfg.device)
-    method = build_method(conv.ann_method)
     gen = torch.Generator().manual_seed(cfg.seed + 2)
     record: dict = {"conversion_config": asdict(conv)}
-
-    def loss_fn(xb, yb, _epoch=0):
-        return method(ann, xb, yb)[0]
-
-    def after_step():
-        hook = getattr(method, "after_step", None)
-        if hook is not None:
-            hook(ann)
-        sp.apply_masks(ann)
 
     def phase(name, fn):
         t0 = time.perf_counter()
@@ -227,16 +259,14 @@ def _convert(cfg: TrainConfig, conv: ConversionConfig, out: Path, progress: bool
                   f"({record[name]['time_s']:.1f} s)", flush=True)
 
     common = dict(batch_size=cfg.batch_size, generator=gen)
-    phase("ann_train", lambda: sp.run_epochs(ann, list(ann.parameters()), loss_fn, x_train, y_train,
-                                             epochs=conv.ann_epochs, lr=conv.ann_lr, after_step=after_step,
-                                             **common))
+    phase("ann_train", lambda: train_ann(ann, conv.ann_method, x_train, y_train, epochs=conv.ann_epochs,
+                                         lr=conv.ann_lr, **common))
     if conv.sparsity > 0:
-        phase("ann_prune", lambda: sp.learn_masks(ann, conv.prune, conv.sparsity, loss_fn, x_train, y_train,
-                                                  epochs=conv.prune_epochs, lr=conv.prune_lr, **common)[1])
+        phase("ann_prune", lambda: prune_ann(ann, conv.ann_method, conv.prune, conv.sparsity, x_train, y_train,
+                                             epochs=conv.prune_epochs, lr=conv.prune_lr, **common))
         if conv.ann_finetune_epochs > 0:
-            phase("ann_finetune", lambda: sp.run_epochs(ann, list(ann.parameters()), loss_fn, x_train, y_train,
-                                                        epochs=conv.ann_finetune_epochs, lr=conv.ann_lr,
-                                                        after_step=after_step, **common))
+            phase("ann_finetune", lambda: train_ann(ann, conv.ann_method, x_train, y_train,
+                                                    epochs=conv.ann_finetune_epochs, lr=conv.ann_lr, **common))
 
     thresholds = calibrate_thresholds(ann, x_train, percentile=conv.percentile, scale=conv.threshold_scale,
                                       batch_size=cfg.batch_size, max_batches=conv.calibration_batches)
