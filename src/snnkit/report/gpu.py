@@ -139,10 +139,13 @@ def cuda_unavailable_reason() -> str | None:
     return None
 
 
+def _cannot_measure(measure: bool) -> str | None:
+    """Why no measurement is taken (switched off, no CUDA device, no NVML), or None."""
+    return "measurement switched off" if not measure else cuda_unavailable_reason()
+
+
 def _measure_twin(twin, raw, measure: bool) -> dict:
-    if not measure:
-        return _not_measured("measurement switched off")
-    reason = cuda_unavailable_reason()
+    reason = _cannot_measure(measure)
     if reason:
         return _not_measured(reason)
     if raw is None:
@@ -157,9 +160,7 @@ def _measure_twin(twin, raw, measure: bool) -> dict:
 
 
 def _measure_reference(forward, encoded, measure: bool) -> dict:
-    if not measure:
-        return _not_measured("measurement switched off")
-    reason = cuda_unavailable_reason()
+    reason = _cannot_measure(measure)
     if reason:
         return _not_measured(reason)
     if forward is None or encoded is None:
