@@ -49,11 +49,12 @@ chromium:
 # The suite again on another floating-point path: no compiled kernels (a machine without a C compiler) and
 # torch's, MKL's and oneDNN's generic instruction sets (what another CPU family would run). CI runs both; left to
 # `make test`: the full-length training runs (marked slow, several times slower on generic kernels), the Lava
-# runs (marked lava: integer arithmetic in another process, the same on any CPU) and the examples (marked
-# examples: the scripts in examples/ with --quick, whose parts the other tests cover).
+# runs (marked lava: integer arithmetic in another process, the same on any CPU), the examples (marked
+# examples: the scripts in examples/ with --quick, whose parts the other tests cover) and the tests that check
+# no computed number (marked nonnumeric: packaging, files and locks, error lines, the browser).
 test-portable: env
 	@SNNKIT_NATIVE=0 ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2 ONEDNN_MAX_CPU_ISA=SSE41 \
-		$(PY) -m pytest -q -ra -m "not slow and not lava and not examples" tests
+		$(PY) -m pytest -q -ra -m "not slow and not lava and not examples and not nonnumeric" tests
 
 bench: env
 	@$(PY) benchmarks/train_throughput.py

@@ -6,13 +6,20 @@
 - ``ZOO`` (and the ``zoo`` fixture): the third-party NIR graphs and traces of the NIR paper, kept as test data in
   ``tests/data/nir-zoo`` with NIR's BSD-3 licence beside them (its README says where each file comes from).
 - ``lava_available()``: whether the Python 3.10 Lava environment exists; Lava tests skip only when it does not.
+- ``run_cli(...)``: an snnkit command run in this process through its console-script entry point (what the
+  installed command calls), for the many tests of exit codes and error lines; a fresh interpreter per case cost
+  ~3 s of importing torch each. Tests of what only a whole process shows (warnings printed before the error
+  line, signals, the installed wheel) still start one.
 """
 from __future__ import annotations
 
 import contextlib
 import io
 import logging
+import os
+import subprocess
 import warnings
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -33,6 +40,37 @@ def lava_available() -> bool:
 
 
 NO_LAVA_REASON = "no Lava environment (no Python 3.10 to build .venv-lava from); create one with `snn-lava-env`"
+
+
+def run_cli(*argv: str, cwd: "Path | str | None" = None, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess:
+    """Run the snnkit command ``argv[0]`` (``snn-train``, ``snn-deploy``, ...) with ``argv[1:]`` in this process, as
+    its console script does (``sys.exit(main(argv))``): in folder ``cwd``, with ``env`` added to the environment.
+    Returns what ``subprocess.run(..., capture_output=True, text=True)`` would: return code, stdout, stderr."""
+    (script,) = entry_points(group="console_scripts", name=argv[0])
+    main = script.load()
+    out, err = io.StringIO(), io.StringIO()
+    here, threads, saved = os.getcwd(), torch.get_num_threads(), {k: os.environ.get(k) for k in env or {}}
+    os.environ.update(env or {})
+    try:
+        os.chdir(cwd or here)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(argv[1:]))
+            except SystemExit as e:  # argparse (--help, usage errors)
+                code = e.code
+    finally:
+        os.chdir(here)
+        torch.set_num_threads(threads)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    if not isinstance(code, int):  # sys.exit("message") prints it and exits 1; None is 0
+        err.write(f"{code}\n" if code is not None else "")
+        code = 0 if code is None else 1
+    return subprocess.CompletedProcess(list(argv), code, out.getvalue(), err.getvalue())
 
 
 @contextlib.contextmanager

@@ -1,6 +1,9 @@
 """Every class of bad input ends in one line naming the file and the problem, exit code 2, never a traceback:
 unreadable checkpoints, output paths in the way, malformed model files, absurd sizes, graphs whose nodes do
-not fit what they receive (on every target)."""
+not fit what they receive (on every target).
+
+The cases run each command in this process (``run_cli``: its console-script entry point); one runs the installed
+command as a whole process, where anything printed before the error line (a warning, a log line) would show."""
 from __future__ import annotations
 
 import os
@@ -13,15 +16,16 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import scaled_model_file
+from conftest import run_cli, scaled_model_file
+
+pytestmark = pytest.mark.nonnumeric  # make test-portable leaves these out
 
 BIN = Path(sys.executable).parent
+LIMIT = {"SNNKIT_MAX_MEMORY_GB": "4"}
 
 
 def _cli(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, SNNKIT_MAX_MEMORY_GB="4")
-    return subprocess.run([str(BIN / argv[0]), *argv[1:]], capture_output=True, text=True, cwd=cwd, env=env,
-                          timeout=300)
+    return run_cli(*argv, cwd=cwd, env=LIMIT)
 
 
 def _one_line(res: subprocess.CompletedProcess, *needles: str) -> None:
@@ -92,6 +96,17 @@ def test_malformed_model_files(tmp_path, kind):
     torch.save(payload, tmp_path / "bad.pt")
     _one_line(_cli("snn-deploy", "bad.pt", "--target", "torch", "--dataset", "digits", "--limit", "4",
                    cwd=tmp_path), needle)
+
+
+def test_the_installed_command_prints_the_one_line_alone(tmp_path):
+    """The whole process: nothing before or after the error line on stderr (no warning, no log line)."""
+    change, needle = MODEL_FILES["absurd timesteps"]
+    payload = torch.load(scaled_model_file(tmp_path / "m.pt"), weights_only=True)
+    change(payload)
+    torch.save(payload, tmp_path / "bad.pt")
+    res = subprocess.run([str(BIN / "snn-deploy"), "bad.pt", "--target", "loihi-emu", "--dataset", "digits"],
+                         capture_output=True, text=True, cwd=tmp_path, env=dict(os.environ, **LIMIT), timeout=300)
+    _one_line(res, needle)
 
 
 @pytest.mark.parametrize("target", ["torch", "norse", "snntorch", "loihi-emu"])

@@ -15,7 +15,7 @@ import torch
 from snnkit.cli import deploy as deploy_cli
 from snnkit.cli import export as export_cli
 from snnkit.models import build, save
-from conftest import scaled_model_file
+from conftest import run_cli, scaled_model_file
 
 
 BIN = Path(sys.executable).parent
@@ -210,9 +210,8 @@ def test_every_readable_zoo_graph_deploys_from_the_cli(zoo, name, tmp_path, caps
 def test_acceptance_digits_trained_with_snn_train(tmp_path, capsys):
     """A digits model trained with snn-train gives the same accuracy on all three targets, from the CLI alone."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    run = subprocess.run([str(BIN / "snn-train"), "--dataset", "digits", "--hidden", "32", "--timesteps", "6",
-                          "--epochs", "2", "--out", str(tmp_path / "run"), "--no-progress", "--json"],
-                         capture_output=True, text=True, env=env, timeout=600)
+    run = run_cli("snn-train", "--dataset", "digits", "--hidden", "32", "--timesteps", "6", "--epochs", "2",
+                  "--out", str(tmp_path / "run"), "--no-progress", "--json")
     assert run.returncode == 0, run.stderr
     trained = json.loads(run.stdout)["test_accuracy"]
     model = str(tmp_path / "run" / "model.pt")

@@ -1,9 +1,6 @@
 """Robust ANN -> SNN conversion: the ANN twin, the percentile threshold rule, weight transfer with masks, and
 the one-command pipeline."""
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +11,8 @@ import snnkit
 from snnkit.models import build
 from snnkit.train import sparsity as sp
 from snnkit.train.conversion import ANNTwin, ConversionConfig, RateTwin, calibrate_thresholds, transfer
+from conftest import run_cli
 
-BIN = Path(sys.executable).parent
 SNN_CFG = {"arch": "mlp", "input_shape": [1, 8, 8], "num_classes": 10, "hidden": [40, 20], "neuron": "if",
            "reset": "subtract", "surrogate": "triangle:gamma=1"}
 
@@ -102,12 +99,12 @@ def test_rate_twin_is_the_clamped_rate_model_of_the_snn():
 
 
 def test_pipeline_end_to_end_and_cli(tmp_path):
-    res = subprocess.run([str(BIN / "snn-train"), "--pipeline", "convert", "--hidden", "32", "--neuron", "if",
+    res = run_cli("snn-train", "--pipeline", "convert", "--hidden", "32", "--neuron", "if",
                           "--reset", "subtract", "--surrogate", "triangle:gamma=1", "--sparsity", "0.9",
                           "--prune", "hydra", "--ann-epochs", "2", "--ann-method", "trades:steps=1",
                           "--prune-epochs", "1", "--ann-finetune-epochs", "1", "--epochs", "1",
                           "--method", "fgsm-at:eps=0.03", "--batch-size", "128", "--out", str(tmp_path), "--json",
-                          "--no-progress"], capture_output=True, text=True, timeout=600)
+                          "--no-progress")
     assert res.returncode == 0, res.stderr
     record = json.loads((tmp_path / "conversion.json").read_text())
     assert set(record) >= {"ann_train", "ann_prune", "ann_finetune", "thresholds", "converted_test_accuracy"}

@@ -21,6 +21,8 @@ import pytest
 
 from conftest import NO_LAVA_REASON, ZOO, lava_available
 
+pytestmark = pytest.mark.nonnumeric  # make test-portable leaves these out
+
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = ["snn-train", "snn-export", "snn-deploy", "snn-attack", "snn-report", "snn-lava-env"]
 

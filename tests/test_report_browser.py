@@ -18,9 +18,9 @@ from conftest import scaled_model_file
 from snnkit.cli.report import main
 
 CHROMIUM = find_chromium()
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.nonnumeric, pytest.mark.skipif(
     CHROMIUM is None, reason="no Chromium on PATH (Debian: apt-get install chromium; or set SNNKIT_CHROMIUM to a "
-                             "Chromium/Chrome binary): the report's HTML is not checked in a browser")
+                             "Chromium/Chrome binary): the report's HTML is not checked in a browser")]
 
 
 def _png_size(path) -> tuple[int, int]:

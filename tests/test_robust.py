@@ -1,9 +1,6 @@
 """Adversarial training methods (PGD-AT, FGSM-AT, TRADES, SNN-RAT retraction), gradient sparsity in
 metrics.json, and snn-train with --method/--reg."""
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,8 +12,7 @@ from snnkit.models import build
 from snnkit.train import TrainConfig, train
 from snnkit.train.adversarial import FGSMAT, PGDAT, TRADES, kl_clean_adv, linf_ascent, parseval_retraction
 from snnkit.train.objectives import build_method
-
-BIN = Path(sys.executable).parent
+from conftest import run_cli
 
 
 def _snn(**kw):
@@ -152,15 +148,13 @@ def test_metrics_report_input_gradient_sparsity_and_latency_code_is_sparser(tmp_
 
 
 def test_snn_train_method_and_reg_flags(tmp_path):
-    res = subprocess.run([str(BIN / "snn-train"), "--hidden", "32", "--epochs", "1", "--batch-size", "256",
-                          "--method", "pgd-at:eps=0.05,steps=1", "--reg", "mpd-sgr:eta=0.2", "--reg",
-                          "tmi:lambda=0.05", "--out", str(tmp_path), "--json", "--no-progress"],
-                         capture_output=True, text=True, timeout=300)
+    res = run_cli("snn-train", "--hidden", "32", "--epochs", "1", "--batch-size", "256",
+                  "--method", "pgd-at:eps=0.05,steps=1", "--reg", "mpd-sgr:eta=0.2", "--reg",
+                  "tmi:lambda=0.05", "--out", str(tmp_path), "--json", "--no-progress")
     assert res.returncode == 0, res.stderr
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert set(metrics["history"][0]["loss_parts"]) == {"task", "mpd-sgr", "tmi"}
     assert metrics["train_config"]["method"] == "pgd-at:eps=0.05,steps=1"
     assert "gradient_sparsity" in json.loads(res.stdout)
-    bad = subprocess.run([str(BIN / "snn-train"), "--epochs", "1", "--reg", "mpd-sgr:eta=-1", "--out",
-                          str(tmp_path / "bad")], capture_output=True, text=True, timeout=120)
+    bad = run_cli("snn-train", "--epochs", "1", "--reg", "mpd-sgr:eta=-1", "--out", str(tmp_path / "bad"))
     assert bad.returncode == 2 and "eta must be >= 0" in bad.stderr and "Traceback" not in bad.stderr

@@ -2,9 +2,6 @@
 HYDRA's straight-through scores and HARP's learned, non-uniform keep rates."""
 import json
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +12,7 @@ import snnkit
 from snnkit.models import build
 from snnkit.train import TrainConfig, train
 from snnkit.train import sparsity as sp
-
-BIN = Path(sys.executable).parent
+from conftest import run_cli
 
 
 def _mlp(**kw):
@@ -143,13 +139,11 @@ def test_masks_stay_frozen_and_resume_is_exact(tmp_path):
 
 
 def test_snn_train_sparsity_flags(tmp_path):
-    res = subprocess.run([str(BIN / "snn-train"), "--hidden", "32", "--epochs", "1", "--batch-size", "256",
-                          "--sparsity", "0.95", "--prune", "hydra", "--prune-epochs", "1", "--out", str(tmp_path),
-                          "--json", "--no-progress"], capture_output=True, text=True, timeout=300)
+    res = run_cli("snn-train", "--hidden", "32", "--epochs", "1", "--batch-size", "256", "--sparsity", "0.95",
+                  "--prune", "hydra", "--prune-epochs", "1", "--out", str(tmp_path), "--json", "--no-progress")
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert out["weight_sparsity"]["total"] == pytest.approx(0.95, abs=1e-3)
-    bad = subprocess.run([str(BIN / "snn-train"), "--epochs", "1", "--sparsity", "0.9", "--prune", "hydra",
-                          "--prune-epochs", "0", "--out", str(tmp_path / "bad")], capture_output=True, text=True,
-                         timeout=120)
+    bad = run_cli("snn-train", "--epochs", "1", "--sparsity", "0.9", "--prune", "hydra", "--prune-epochs", "0",
+                  "--out", str(tmp_path / "bad"))
     assert bad.returncode == 2 and "score-training epoch" in bad.stderr

@@ -1,8 +1,5 @@
 """Models, model files, the trainer (determinism, resume) and snn-train (acceptance on digits)."""
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,8 +7,7 @@ import torch
 import snnkit
 from snnkit.models import ModelFileError, build, save
 from snnkit.train import TrainConfig, train
-
-BIN = Path(sys.executable).parent
+from conftest import run_cli
 
 
 @pytest.mark.parametrize("arch", ["mlp", "convnet", "vgg"])
@@ -79,8 +75,8 @@ def test_resume_refuses_other_config(tmp_path):
         train(TrainConfig(**{**small_config().__dict__, "lr": 0.1}), tmp_path / "r", progress=False, resume=True)
 
 
-def snn_train(*args, timeout=300):
-    return subprocess.run([str(BIN / "snn-train"), *args], capture_output=True, text=True, timeout=timeout)
+def snn_train(*args):
+    return run_cli("snn-train", *args)
 
 
 def test_snn_train_help_and_bad_input(tmp_path):
