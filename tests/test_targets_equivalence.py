@@ -154,3 +154,16 @@ def test_subtract_reset_runs_exactly_on_norse_and_snntorch():
         assert frac <= SPIKE_TOL, (framework, frac)
         assert not res.info.get("warnings")
         assert not np.array_equal(ref.outputs, zero.outputs)  # the reset mode matters here
+
+@pytest.mark.parametrize("target", ["torch", "loihi-emu"])
+def test_a_run_without_counts_has_the_same_outputs(target, tmp_path):
+    """``counts=False`` (what an attack's query asks for) leaves the counts out and changes nothing else."""
+    from conftest import scaled_model_file
+    from snnkit import load
+
+    graph = to_nir(load(scaled_model_file(tmp_path / "m.pt")))
+    x = encode(np.random.default_rng(0).uniform(0, 1, (5, 1, 8, 8)).astype(np.float32), dict(graph.metadata))
+    tgt = get_target(target, device="cpu")
+    full, bare = tgt.run(graph, x), tgt.run(graph, x, counts=False)
+    assert np.array_equal(full.outputs, bare.outputs) and full.layers and bare.layers == []
+    assert sum(s.spikes for s in full.layers) > 0

@@ -193,8 +193,12 @@ class Target(abc.ABC):
         """Raise a one-line :class:`DeployError` when this target cannot run here (a missing environment)."""
 
     @abc.abstractmethod
-    def run(self, graph: nir.NIRGraph, x: np.ndarray, *, record: bool = False) -> TargetResult:
-        """Run ``graph`` on input ``x`` of shape ``[B, T, ...]``; fresh neuron state for every sample."""
+    def run(self, graph: nir.NIRGraph, x: np.ndarray, *, record: bool = False, counts: bool = True) -> TargetResult:
+        """Run ``graph`` on input ``x`` of shape ``[B, T, ...]``; fresh neuron state for every sample.
+
+        counts: False leaves ``layers`` empty (the outputs are all an attack's query needs; counting costs
+        about a third of a small network's query on the Loihi targets). A target may ignore it.
+        """
 
     def differentiable(self, graph: nir.NIRGraph, probe: np.ndarray, *, device: str = "cpu") -> Differentiable | None:
         """A differentiable view of this target running ``graph``, or None when it has none.

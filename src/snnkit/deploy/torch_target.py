@@ -127,7 +127,7 @@ class TorchBasedTarget(Target):
         return Differentiable(forward=lambda x: net.output(net.runner(x.to(self.device))), delay=0, exact=True,
                               via=f"{self.name} (the target itself)")
 
-    def run(self, graph: nir.NIRGraph, x: np.ndarray, *, record: bool = False) -> TargetResult:
+    def run(self, graph: nir.NIRGraph, x: np.ndarray, *, record: bool = False, counts: bool = True) -> TargetResult:
         t0 = time.perf_counter()
         net = self.network(graph)
         build_s = time.perf_counter() - t0
@@ -147,14 +147,15 @@ class TorchBasedTarget(Target):
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
                 wall += time.perf_counter() - t0
-                for name, y in out.items():
+                for name, y in out.items() if counts or record else ():
                     y = y.detach().float().cpu().numpy()
-                    acc.add(name, y)
+                    if counts:
+                        acc.add(name, y)
                     if record:
                         records.setdefault(name, []).append(y)
                 outputs.append(out[p.output_name].detach().float().cpu().numpy())
         stats = layer_stats(flat, acc.activity(), batch=x.shape[0], steps=x.shape[1],
-                            input_shapes=weighted_input_shapes(flat))
+                            input_shapes=weighted_input_shapes(flat)) if counts else []
         return TargetResult(target=self.name, outputs=np.concatenate(outputs), layers=stats, wall_s=wall,
                             build_s=build_s, records={k: np.concatenate(v) for k, v in records.items()},
                             info=dict(self.info))

@@ -237,13 +237,13 @@ class QuantisedTarget(Target):
         """The Lava interpreter for the netx check (None: the one the lava target finds)."""
         return None
 
-    def run(self, graph: nir.NIRGraph, x: np.ndarray, *, record: bool = False) -> TargetResult:
+    def run(self, graph: nir.NIRGraph, x: np.ndarray, *, record: bool = False, counts: bool = True) -> TargetResult:
         t0 = time.perf_counter()
         lg = self.quantised(graph, x)
-        return self.run_quantised(lg, graph, x, record=record, build_s=time.perf_counter() - t0)
+        return self.run_quantised(lg, graph, x, record=record, counts=counts, build_s=time.perf_counter() - t0)
 
     def run_quantised(self, lg: LoihiGraph, graph: nir.NIRGraph, x: np.ndarray, *, record: bool = False,
-                      build_s: float = 0.0) -> TargetResult:
+                      counts: bool = True, build_s: float = 0.0) -> TargetResult:
         """Run an already quantised graph (``graph`` is its float source, used for counting)."""
         x = np.asarray(x)
         try:
@@ -252,7 +252,7 @@ class QuantisedTarget(Target):
             raise DeployError(f"{self.name}: {e}") from None
         rasters, wall_s, overhead_s, info = self.execute(lg, x, xi)
         return build_result(self.name, graph, lg, rasters, x, wall_s=wall_s, build_s=build_s + overhead_s,
-                            record=record, info={**info, **clip_info})
+                            record=record, counts=counts, info={**info, **clip_info})
 
     @abc.abstractmethod
     def execute(self, lg: LoihiGraph, x: np.ndarray, xi: np.ndarray):

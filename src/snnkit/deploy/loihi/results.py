@@ -75,15 +75,14 @@ def _activities(graph: nir.NIRGraph, lg: LoihiGraph, rasters: dict[str, np.ndarr
 
 
 def build_result(target: str, graph: nir.NIRGraph, lg: LoihiGraph, rasters: dict[str, np.ndarray],
-                 x: np.ndarray, *, wall_s: float, build_s: float, record: bool, info: dict | None = None
-                 ) -> TargetResult:
+                 x: np.ndarray, *, wall_s: float, build_s: float, record: bool, counts: bool = True,
+                 info: dict | None = None) -> TargetResult:
     """The result record from rasters ``name -> [B, T + delay, n]`` of every layer (spikes 0/1; a readout's
-    integer potential)."""
-    x = np.asarray(x, dtype=np.float64)
-    b, t = x.shape[:2]
+    integer potential); ``counts=False`` leaves its ``layers`` empty."""
+    b, t = np.shape(x)[:2]
     t_out = lg.steps_out(t)
-    activity = _activities(graph, lg, rasters, x)
-    layers = layer_stats(graph, activity, b, t_out, weighted_input_shapes(graph))
+    layers = layer_stats(graph, _activities(graph, lg, rasters, np.asarray(x, dtype=np.float64)), b, t_out,
+                         weighted_input_shapes(graph)) if counts else []
     out_layer = lg.layer(lg.output)
     outputs = graph_units(out_layer, rasters[lg.output]).reshape(b, t_out, -1)
     records = {}
