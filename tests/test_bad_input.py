@@ -118,3 +118,25 @@ def test_graphs_whose_nodes_do_not_fit(tmp_path, kind, target):
     needle = "does not fit its input of shape [4]" if kind.startswith("weight") else "its weight is empty"
     _one_line(_cli("snn-deploy", "g.nir", "--target", target, "--input", "x.npy", cwd=tmp_path),
               "g.nir: node 'fc' (Affine)", needle)
+
+
+def test_labels_beyond_the_graphs_classes(tmp_path):
+    """A data set or a labels file whose labels exceed the graph's output size is refused, not scored."""
+    rng = np.random.default_rng(0)
+    graph = nir.NIRGraph(nodes={
+        "input": nir.Input(input_type={"input": np.array([1, 8, 8])}),
+        "flat": nir.Flatten(input_type={"input": np.array([1, 8, 8])}, start_dim=0),
+        "fc": nir.Affine(weight=rng.normal(size=(5, 64)), bias=np.zeros(5)),
+        "lif": nir.LIF(tau=np.full(5, 0.01), r=np.ones(5), v_leak=np.zeros(5), v_threshold=np.ones(5)),
+        "output": nir.Output(output_type={"output": np.array([5])})},
+        edges=[("input", "flat"), ("flat", "fc"), ("fc", "lif"), ("lif", "output")], metadata={"timesteps": 4},
+        type_check=False)
+    nir.write(tmp_path / "g.nir", graph)
+    _one_line(_cli("snn-deploy", "g.nir", "--target", "torch", "--dataset", "digits", "--limit", "50",
+                   cwd=tmp_path), "g.nir: ", "data set digits has labels up to 9", "has 5 values per step")
+    model = scaled_model_file(tmp_path / "m.pt")
+    np.save(tmp_path / "x.npy", rng.uniform(0, 1, (3, 1, 8, 8)).astype(np.float32))
+    np.save(tmp_path / "y.npy", np.array([1, 10, 2]))
+    _one_line(_cli("snn-report", str(model), "--raw-input", "x.npy", "--input-labels", "y.npy", "--targets", "torch",
+                   "--out", "r", cwd=tmp_path), "y.npy: labels must lie in 0..9", "got 1..10")
+    assert not (tmp_path / "r").exists()

@@ -159,6 +159,20 @@ def test_a_failing_target_does_not_take_the_report_down(model_file, monkeypatch)
     assert any("torch was not requested" in n for n in rep.data["notes"])
 
 
+def test_a_failing_reference_is_exit_1_with_the_report_written(model_file, tmp_path, monkeypatch, capsys):
+    from snnkit.deploy.torch_target import TorchTarget
+
+    def broken(self, graph, x, **options):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(TorchTarget, "run", broken)
+    rc, out = _report(tmp_path, model_file, "--dataset", "digits", "--limit", "4", "--targets", "torch,loihi-emu",
+                      "--no-raster")
+    err = capsys.readouterr().err
+    assert rc == 1 and "the reference target failed for model0 (RuntimeError: boom)" in err, err
+    assert _one(json.loads((out / "report.json").read_text()))["targets"][0]["status"] == "error"
+
+
 def test_raw_input_matches_dataset_and_attack_results_are_plotted(model_file, tmp_path):
     import snnkit
     from snnkit.attack import FGSM, evaluate

@@ -88,7 +88,7 @@ def _main(args: argparse.Namespace) -> int:
     from snnkit.atomic import save_npz
     from snnkit.deploy.base import make_target
     from snnkit.deploy.inputs import dataset_input, load_array
-    from snnkit.graph import DeployError, flatten_graph, graph_metadata, input_shape
+    from snnkit.graph import DeployError, flatten_graph, graph_metadata, input_shape, output_size
     from snnkit.graph.errors import first_line
 
     source = str(args.source)
@@ -114,7 +114,7 @@ def _main(args: argparse.Namespace) -> int:
     if args.dataset is not None:
         try:
             inp = dataset_input(args.dataset, meta, shape, limit=args.limit, timesteps=args.timesteps,
-                                data_dir=args.data_dir)
+                                data_dir=args.data_dir, classes=output_size(graph))
         except DeployError as exc:
             raise located(exc) from None
     else:

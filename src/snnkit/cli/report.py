@@ -18,6 +18,9 @@ Robustness comes from ``snn-attack --json`` files (``--attack-json``) and from t
 re-attacked through what it offers, and the twin is attacked white-box. The report's budgets are smaller than
 snn-attack's (defaults: the first 100 samples, 10 gradient steps, 100 Square queries; --attack-limit, --steps,
 --queries) and are stated in the report. A target that cannot run is listed with the reason.
+
+Exit status: 0; 2 for bad input (one line); 1 when the reference itself could not run for a model (the report is
+written and shows why, but it holds no agreement figures).
 """
 from __future__ import annotations
 
@@ -180,7 +183,7 @@ def _main(args: argparse.Namespace) -> int:
     import snnkit
     from snnkit.attack.registry import Settings, parse_attacks
     from snnkit.cli.attack import SETTING_FLAGS
-    from snnkit.deploy.base import make_target, target_names
+    from snnkit.deploy.base import REFERENCE, make_target, target_names
     from snnkit.outdir import writing
     from snnkit.deploy.torch_target import resolve_device
     from snnkit.energy import resolve_models
@@ -287,6 +290,13 @@ def _main(args: argparse.Namespace) -> int:
     }
     summary["wall_s"] = time.perf_counter() - t_start
     emit(summary, args.json, _human)
+    failed = [(m["label"], t.get("reason")) for m in summary["models"] for t in m["targets"]
+              if t["name"] == REFERENCE and t["status"] != "ok"]
+    if failed:  # the report is written (it shows the failure), but nothing was compared with the reference
+        print("snn-report: the reference target failed for " + "; ".join(f"{label} ({reason})" for label, reason
+                                                                          in failed)
+              + f": the report in {args.out} has no agreement figures", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -72,8 +72,12 @@ def encode(x, metadata: dict, timesteps: int | None = None) -> np.ndarray:
 
 
 def dataset_input(name: str, metadata: dict, input_shape: tuple[int, ...], *, limit: int | None = None,
-                  timesteps: int | None = None, data_dir: str | None = None) -> TargetInput:
-    """The test split of data set ``name`` encoded for a graph with the given metadata and input shape."""
+                  timesteps: int | None = None, data_dir: str | None = None, classes: int | None = None
+                  ) -> TargetInput:
+    """The test split of data set ``name`` encoded for a graph with the given metadata and input shape.
+
+    classes: the graph's output size (``snnkit.graph.output_size``); a data set whose labels reach beyond it is
+    refused (its accuracy would be meaningless)."""
     from snnkit import data
 
     info = data.info(name)
@@ -81,6 +85,9 @@ def dataset_input(name: str, metadata: dict, input_shape: tuple[int, ...], *, li
         raise DeployError(f"data set {name} has samples of shape {list(info.input_shape)}; the graph expects "
                           f"{list(input_shape)}")
     x, y = data.load(name, "test", limit=limit, data_dir=data_dir)
+    if classes is not None and y.numel() and int(y.max()) >= classes:
+        raise DeployError(f"data set {name} has labels up to {int(y.max())}, but the graph's output has {classes} "
+                          f"value{'s' * (classes != 1)} per step (one per class)")
     spec = encoder_spec(metadata)
     return TargetInput(encode(x, metadata, timesteps), y.numpy(), source=f"dataset {name} (test split)", encoder=spec)
 

@@ -64,6 +64,14 @@ def input_shape(graph: nir.NIRGraph) -> Shape:
     return shape
 
 
+def output_size(graph: nir.NIRGraph) -> int:
+    """Values per step at the graph's single Output node (a classifier's number of classes)."""
+    names = [n for n, v in graph.nodes.items() if isinstance(v, nir.Output)]
+    if len(names) != 1:
+        raise DeployError(f"the graph must have exactly one Output node, it has {len(names)}")
+    return int(np.prod(infer_shapes(graph)[names[0]][1]))
+
+
 def infer_shapes(graph: nir.NIRGraph, start: str | None = None) -> dict[str, tuple[Shape, Shape]]:
     """``name -> (input shape, output shape)`` for every node reachable from ``start`` (default: the Input)."""
     start = input_name(graph) if start is None else start

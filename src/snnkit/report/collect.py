@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from snnkit.deploy.base import REFERENCE, Target, TargetResult, get_target
-from snnkit.graph import DeployError, topological_order
+from snnkit.graph import DeployError, output_size, topological_order
 from snnkit.energy import EnergyModel, energy_of, resolve_models
 from snnkit.graph.kinds import NEURONS
 from snnkit.report.attacks import RobustnessResult, read_attack_files, robustness_curves
@@ -86,14 +86,15 @@ def inputs_from_dataset(graph, name: str, *, limit: int | None = None, data_dir:
     from snnkit import data
     from snnkit.deploy.inputs import dataset_input
 
-    ti = dataset_input(name, graph.metadata, _input_shape(graph), limit=limit, data_dir=data_dir)
+    ti = dataset_input(name, graph.metadata, _input_shape(graph), limit=limit, data_dir=data_dir,
+                       classes=output_size(graph))
     raw, _ = data.load(name, "test", limit=limit, data_dir=data_dir)
     n = ti.x.shape[0]
     return Inputs(x=ti.x, labels=ti.y, raw=raw.numpy().astype(np.float32),
                   source=f"{name} test split, " + (f"first {n}" if limit else f"all {n}") + " samples")
 
 
-def _labels(path: str, n: int) -> np.ndarray:
+def _labels(path: str, n: int, classes: int) -> np.ndarray:
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"{p}: no such labels file")
@@ -104,6 +105,9 @@ def _labels(path: str, n: int) -> np.ndarray:
     if not isinstance(y, np.ndarray) or y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"{p}: labels must hold one integer per sample ({n} samples), got shape {list(getattr(y, 'shape', []))} "
                          f"dtype {getattr(y, 'dtype', type(y).__name__)}")
+    if n and (y.min() < 0 or y.max() >= classes):
+        raise ValueError(f"{p}: labels must lie in 0..{classes - 1} (the graph's output has {classes} values per "
+                         f"step), got {int(y.min())}..{int(y.max())}")
     return y.astype(np.int64)
 
 
@@ -136,7 +140,7 @@ def inputs_from_file(graph, path: str, *, labels: str | None = None, raw: bool =
         xe, how = encode(x, graph.metadata), "raw inputs encoded with the graph's encoder"
     else:
         x, (xe, how) = None, (load_array(path, shape).x, "encoded input")
-    y = _labels(labels, xe.shape[0]) if labels else None
+    y = _labels(labels, xe.shape[0], output_size(graph)) if labels else None
     return Inputs(x=xe, labels=y, raw=x, source=f"{path} ({xe.shape[0]} samples, {how})")
 
 
