@@ -6,6 +6,7 @@ The cases run each command in this process (``run_cli``: its console-script entr
 command as a whole process, where anything printed before the error line (a warning, a log line) would show."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -140,3 +141,19 @@ def test_labels_beyond_the_graphs_classes(tmp_path):
     _one_line(_cli("snn-report", str(model), "--raw-input", "x.npy", "--input-labels", "y.npy", "--targets", "torch",
                    "--out", "r", cwd=tmp_path), "y.npy: labels must lie in 0..9", "got 1..10")
     assert not (tmp_path / "r").exists()
+
+
+def test_an_export_stopped_by_a_later_check_still_explains_its_files(tmp_path, monkeypatch):
+    """model.nir is written first; when a check fails after it, export_report.json says so."""
+    from snnkit.cli import export
+
+    def failing(*args):
+        raise ValueError("probe.npy: the probe could not be read")
+
+    monkeypatch.setattr(export, "_round_trip", failing)
+    scaled_model_file(tmp_path / "m.pt")
+    _one_line(run_cli("snn-export", "m.pt", "--target", "loihi-emu", "-o", "e", cwd=tmp_path),
+              "the probe could not be read")
+    report = json.loads((tmp_path / "e" / "export_report.json").read_text())
+    assert (tmp_path / "e" / "model.nir").is_file() and report["files"]["nir"].endswith("model.nir")
+    assert "export stopped: probe.npy: the probe could not be read" in report["warnings"]

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from snnkit.cli.common import add_json_flag, check_data_dir, emit, run
+from snnkit.graph.errors import first_line
 
 FORMATS = ("nir", "onnx")
 """What snn-export writes without a target: the NIR graph alone, or with the ANN twin as ONNX."""
@@ -127,11 +128,69 @@ def _target_check(graph, target, x_enc, y, report) -> dict:
     return check
 
 
+def _export_and_check(args: argparse.Namespace, model, meta: dict, graph, out: Path, model_path: Path,
+                      report) -> tuple[int, str | None]:
+    """Everything after ``model.nir``: the probe's round trip, the target's files and their checks, recorded in
+    ``report``. Returns (exit status, a line for stderr or None)."""
+    from snnkit.deploy.inputs import encode
+    from snnkit.graph import graph_metadata
+
+    status = 0
+    message = None
+    x = y = x_enc = None
+    if args.probe > 0:
+        x, y, what = _probe_samples(model, meta, args.probe, args.data_dir)
+        report.checks["probe"] = what
+        report.checks["round_trip"] = _round_trip(model, out / "model.nir", x)
+        x_enc = encode(x.numpy(), graph_metadata(graph))
+    if args.target == "onnx":
+        from snnkit.export.onnx_twin import TwinUndefined, export_onnx
+
+        try:
+            report.checks["onnx"] = export_onnx(graph, out / "model.onnx",
+                                                probe=None if x is None else x.numpy())
+            report.files["onnx"] = str(out / "model.onnx")
+            if x is not None:
+                report.checks["onnx"].update(_twin_check(model, graph, x, y))
+        except TwinUndefined as exc:
+            report.checks["onnx"] = {"exported": False, "reason": str(exc)}
+            message = f"snn-export: no ONNX file written: {exc}"
+            status = 2
+    elif args.target not in FORMATS:
+        from snnkit.deploy.base import make_target
+        from snnkit.graph import DeployError
+
+        target = make_target(args.target, dt=args.dt)
+        try:
+            exported = target.export(graph, out, source=str(model_path))
+        except DeployError as exc:  # something the target cannot carry: reported, nothing written for it
+            report.warn(str(exc))
+            message, status = f"snn-export: no {args.target} files written: {exc}", 2
+        else:
+            report.files.update(exported.files)
+            for n in exported.notes:
+                report.note(n)
+            for w in exported.warnings:
+                report.warn(w)
+            report.checks[args.target] = dict(exported.details)
+            if x_enc is not None:
+                check = report.checks[args.target]
+                check.update(_target_check(graph, target, x_enc, y, report))
+                extra = target.verify_export(graph, exported, x_enc, None if y is None else np.asarray(y),
+                                             check=check, source=str(model_path))
+                if extra is not None:
+                    check.update(extra.details)
+                    for n in extra.notes:
+                        report.note(n)
+                    for w in extra.warnings:
+                        report.warn(w)
+    return status, message
+
+
 def _main(args: argparse.Namespace) -> int:
     import snnkit
-    from snnkit.deploy.inputs import encode
     from snnkit.export.exporter import to_nir
-    from snnkit.graph import graph_metadata, write_nir
+    from snnkit.graph import write_nir
     from snnkit.export.report import ExportReport
     from snnkit.models.io import read as read_model_file
     from snnkit.outdir import writing
@@ -148,56 +207,13 @@ def _main(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise ValueError(f"{model_path}: {exc}") from None
         report.files["nir"] = str(write_nir(graph, out / "model.nir"))
-        status = 0
-        message = None
-        x = y = x_enc = None
-        if args.probe > 0:
-            x, y, what = _probe_samples(model, meta, args.probe, args.data_dir)
-            report.checks["probe"] = what
-            report.checks["round_trip"] = _round_trip(model, out / "model.nir", x)
-            x_enc = encode(x.numpy(), graph_metadata(graph))
-        if args.target == "onnx":
-            from snnkit.export.onnx_twin import TwinUndefined, export_onnx
-
-            try:
-                report.checks["onnx"] = export_onnx(graph, out / "model.onnx",
-                                                    probe=None if x is None else x.numpy())
-                report.files["onnx"] = str(out / "model.onnx")
-                if x is not None:
-                    report.checks["onnx"].update(_twin_check(model, graph, x, y))
-            except TwinUndefined as exc:
-                report.checks["onnx"] = {"exported": False, "reason": str(exc)}
-                message = f"snn-export: no ONNX file written: {exc}"
-                status = 2
-        elif args.target not in FORMATS:
-            from snnkit.deploy.base import make_target
-            from snnkit.graph import DeployError
-
-            target = make_target(args.target, dt=args.dt)
-            try:
-                exported = target.export(graph, out, source=str(model_path))
-            except DeployError as exc:  # something the target cannot carry: reported, nothing written for it
-                report.warn(str(exc))
-                message, status = f"snn-export: no {args.target} files written: {exc}", 2
-            else:
-                report.files.update(exported.files)
-                for n in exported.notes:
-                    report.note(n)
-                for w in exported.warnings:
-                    report.warn(w)
-                report.checks[args.target] = dict(exported.details)
-                if x_enc is not None:
-                    check = report.checks[args.target]
-                    check.update(_target_check(graph, target, x_enc, y, report))
-                    extra = target.verify_export(graph, exported, x_enc, None if y is None else np.asarray(y),
-                                                 check=check, source=str(model_path))
-                    if extra is not None:
-                        check.update(extra.details)
-                        for n in extra.notes:
-                            report.note(n)
-                        for w in extra.warnings:
-                            report.warn(w)
         report.files["report"] = str(out / "export_report.json")
+        try:
+            status, message = _export_and_check(args, model, meta, graph, out, model_path, report)
+        except BaseException as exc:  # model.nir is written: its report says what stopped the export after it
+            report.warn(f"export stopped: {first_line(exc) or type(exc).__name__}")
+            report.write(out / "export_report.json")
+            raise
         report.write(out / "export_report.json")
         summary = {"model": str(model_path), "target": args.target, "out": str(out), "files": report.files,
                    "warnings": report.warnings, "notes": report.notes, "checks": report.checks}
