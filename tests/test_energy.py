@@ -359,3 +359,14 @@ def test_torch_target_counts_agree_with_neurobench_on_a_convnet():
     assert result.total_synops / 6 == pytest.approx(nb["Effective_ACs"])
     assert macs / 6 == pytest.approx(nb["Effective_MACs"])
     assert static_metrics(graph).dense_ops_per_step * 4 == pytest.approx(nb["Dense"])
+
+
+def test_huge_integer_values_are_analog_not_counts():
+    """An input of 1e30 is integer-valued but no count of events: it is analog, with no overflow on the way."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        act = Activity.from_output(np.full((2, 3, 4), 1e30, dtype=np.float32))
+    assert act.analog and act.events.tolist() == [6, 6, 6, 6]
+    assert not Activity.from_output(np.full((2, 3, 4), 2.0)).analog

@@ -27,12 +27,18 @@ from snnkit.graph.shapes import neuron_count
 from snnkit.graph.topology import predecessors, topological_order
 
 
+MAX_EVENTS_PER_STEP = 2 ** 31
+"""An integer output value at or above this is not a count of events in one step (an analog value: inputs of
+1e30 are integers too, and their sums do not fit the int64 counters)."""
+
+
 @dataclass(frozen=True)
 class Activity:
     """What one node emitted over a whole run, reduced over samples and steps.
 
     events: array with the node's output shape (no batch or time axis): events per output position.
-    analog: True when the output values were not all non-negative integers.
+    analog: True when the output values were not all event counts (non-negative integers below
+        :data:`MAX_EVENTS_PER_STEP`).
     """
 
     events: np.ndarray
@@ -59,7 +65,7 @@ class ActivityAccumulator:
     def add(self, name: str, y: np.ndarray) -> None:
         s = y.sum(axis=(0, 1), dtype=np.float64)
         nz = (y != 0).sum(axis=(0, 1)).astype(np.int64)
-        counts = bool(np.all(y >= 0) and np.all(np.mod(y, 1) == 0))
+        counts = bool(np.all(y >= 0) and np.all(y < MAX_EVENTS_PER_STEP) and np.all(np.mod(y, 1) == 0))
         if name in self._sum:
             self._sum[name] += s
             self._nonzero[name] += nz
