@@ -157,3 +157,38 @@ def test_an_export_stopped_by_a_later_check_still_explains_its_files(tmp_path, m
     report = json.loads((tmp_path / "e" / "export_report.json").read_text())
     assert (tmp_path / "e" / "model.nir").is_file() and report["files"]["nir"].endswith("model.nir")
     assert "export stopped: probe.npy: the probe could not be read" in report["warnings"]
+
+
+@pytest.mark.parametrize("kind", ["a NIR graph", "a pickle of other objects"])
+def test_foreign_files_given_as_a_model(tmp_path, kind):
+    if kind == "a NIR graph":
+        nir.write(tmp_path / "m.pt", _graph(np.ones((3, 4))))
+        needle = "an HDF5 file (a NIR graph?), not an snnkit model file"
+    else:
+        from fractions import Fraction
+
+        torch.save({"format": Fraction(1, 2)}, tmp_path / "m.pt")
+        needle = "it pickles Python objects besides tensors, refused"
+    _one_line(_cli("snn-export", "m.pt", "--target", "nir", cwd=tmp_path), "m.pt: ", needle)
+
+
+def test_a_graph_whose_loihi_matrices_exceed_the_memory_limit(tmp_path):
+    """A 200 x 200 graded input convolved into 8 channels (a dense input layer on Loihi): its matrix is estimated
+    (95 GiB) before it is built."""
+    h, n = 200, 8 * 200 * 200
+    graph = nir.NIRGraph(nodes={
+        "input": nir.Input(input_type={"input": np.array([1, h, h])}),
+        "conv": nir.Conv2d(input_shape=(h, h), weight=np.ones((8, 1, 3, 3)), stride=1, padding=1, dilation=1,
+                           groups=1, bias=np.zeros(8)),
+        "lif": nir.LIF(tau=np.full((8, h, h), 0.01), r=np.ones((8, h, h)), v_leak=np.zeros((8, h, h)),
+                       v_threshold=np.ones((8, h, h))),
+        "flat": nir.Flatten(input_type={"input": np.array([8, h, h])}, start_dim=0),
+        "fc": nir.Affine(weight=np.ones((10, n), dtype=np.float32), bias=np.zeros(10)),
+        "out": nir.LIF(tau=np.full(10, 0.01), r=np.ones(10), v_leak=np.zeros(10), v_threshold=np.ones(10)),
+        "output": nir.Output(output_type={"output": np.array([10])})},
+        edges=[("input", "conv"), ("conv", "lif"), ("lif", "flat"), ("flat", "fc"), ("fc", "out"), ("out", "output")],
+        metadata={"timesteps": 2}, type_check=False)
+    nir.write(tmp_path / "g.nir", graph)
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).uniform(0, 1, (1, 2, 1, h, h)).astype(np.float32))
+    _one_line(_cli("snn-deploy", "g.nir", "--target", "loihi-emu", "--input", "x.npy", cwd=tmp_path),
+              "g.nir: ", "[320000 x 40000] would need about 95.4 GiB, over the limit of 4.0 GiB")

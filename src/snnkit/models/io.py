@@ -22,6 +22,9 @@ class ModelFileError(ValueError):
     """A model file that cannot be used; the message names the file and the problem."""
 
 
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
 def save(model: SpikingModel, path: "str | Path", meta: dict | None = None) -> None:
     """Write ``model`` (config + state dict + optional JSON-like ``meta``) to ``path`` atomically."""
     payload = {
@@ -39,10 +42,16 @@ def read(path: "str | Path") -> dict:
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
+    with open(path, "rb") as f:
+        if f.read(8) == HDF5_MAGIC:
+            raise ModelFileError(f"{path}: an HDF5 file (a NIR graph?), not an snnkit model file (.pt)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or foreign files
-        raise ModelFileError(f"{path}: not a readable snnkit model file ({first_line(exc)})") from None
+        why = first_line(exc)
+        if why.startswith("Weights only load failed"):
+            why = "it pickles Python objects besides tensors, refused: loading them could run code"
+        raise ModelFileError(f"{path}: not a readable snnkit model file ({why})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelFileError(f"{path}: not an snnkit model file (no '{FORMAT}' header)")
     if payload.get("version") != VERSION:

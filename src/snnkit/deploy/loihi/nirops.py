@@ -17,6 +17,7 @@ import numpy as np
 
 from snnkit.graph.kinds import PORTS
 from snnkit.graph.ops import apply_node, conv_padding, pair
+from snnkit.limits import check as check_memory
 
 
 @dataclass
@@ -115,11 +116,17 @@ def linear_maps(region: Region, nodes: dict[str, nir.NIRNode], shapes: dict,
     Found by probing the region with unit vectors (each source alone, :data:`PROBE_BLOCK` at a time) and with
     zeros; ``shapes`` as :func:`snnkit.graph.infer_shapes` returns.
     """
+    direct = _affine_chain(region, nodes, shapes)
+    if direct is not None:
+        return direct
     b = evaluate_region(region, nodes, {}, 1, target_shape, shapes)[0]
+    sizes = {s: int(np.prod(shapes[s][1])) for s in region.sources}
+    check_memory(f"the connection matrices into node {region.target!r} "
+                 + " + ".join(f"[{b.shape[0]} x {n}]" for n in sizes.values()),
+                 8.0 * b.shape[0] * sum(sizes.values()))
     maps = {}
     for s in region.sources:
-        shape = shapes[s][1]
-        n = int(np.prod(shape))
+        shape, n = shapes[s][1], sizes[s]
         a = np.empty((b.shape[0], n))
         for lo in range(0, n, PROBE_BLOCK):
             hi = min(n, lo + PROBE_BLOCK)
@@ -129,6 +136,30 @@ def linear_maps(region: Region, nodes: dict[str, nir.NIRNode], shapes: dict,
             a[:, lo:hi] = (y - b[None, :]).T
         maps[s] = a
     return maps, b
+
+
+def _affine_chain(region: Region, nodes: dict[str, nir.NIRNode], shapes: dict
+                  ) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
+    """``linear_maps`` of a region that is one source through Flatten nodes into one Affine or Linear: the
+    weight is the matrix and the bias the constant (what probing finds, without ``n_src`` evaluations of a
+    ``[block, n_src]`` product); None for any other region."""
+    if len(region.sources) != 1 or not region.order:
+        return None
+    *head, last = region.order
+    node = nodes[last]
+    if not isinstance(node, (nir.Affine, nir.Linear)) or any(not isinstance(nodes[n], nir.Flatten) for n in head):
+        return None
+    prev = region.sources[0]
+    for n in [*region.order, region.target]:
+        if region.feeds.get(n) != [prev]:
+            return None
+        prev = n
+    weight = np.asarray(node.weight, dtype=np.float64)
+    n_src = int(np.prod(shapes[region.sources[0]][1]))
+    if weight.ndim != 2 or len(shapes[last][0]) != 1 or weight.shape[1] != n_src:
+        return None
+    bias = np.asarray(node.bias, dtype=np.float64) if isinstance(node, nir.Affine) else np.zeros(weight.shape[0])
+    return {region.sources[0]: weight}, np.broadcast_to(bias, weight.shape[:1]).copy()
 
 
 @dataclass
