@@ -55,8 +55,13 @@ def decay(name: str, what: str, dt: float, tau) -> np.ndarray:
 
 
 def validate(graph: nir.NIRGraph, dt: float, *, top: bool = True) -> None:
-    """Refuse in one line what no target can run: non-finite or empty parameters, time constants that give a
-    decay outside [0, 1] at step ``dt``, and nodes that do not fit the shape they receive."""
+    """Refuse in one line what no target can run: edges to nodes that do not exist, non-finite or empty
+    parameters, time constants that give a decay outside [0, 1] at step ``dt``, and nodes that do not fit the
+    shape they receive."""
+    for edge in graph.edges:
+        for end in edge:  # a subgraph's port is "subgraph.node"
+            if end not in graph.nodes and str(end).split(".", 1)[0] not in graph.nodes:
+                raise DeployError(f"edge {edge[0]!r} -> {edge[1]!r}: the graph has no node {end!r}")
     for name, node in graph.nodes.items():
         if isinstance(node, nir.NIRGraph):
             validate(node, dt, top=False)
