@@ -192,3 +192,30 @@ def test_a_graph_whose_loihi_matrices_exceed_the_memory_limit(tmp_path):
     np.save(tmp_path / "x.npy", np.random.default_rng(0).uniform(0, 1, (1, 2, 1, h, h)).astype(np.float32))
     _one_line(_cli("snn-deploy", "g.nir", "--target", "loihi-emu", "--input", "x.npy", cwd=tmp_path),
               "g.nir: ", "[320000 x 40000] would need about 95.4 GiB, over the limit of 4.0 GiB")
+
+
+def _file_size_limit(nbytes: int):
+    """A child's writes fail past ``nbytes`` per file (EFBIG), as on a full disk: what the command must survive."""
+    import resource
+    import signal
+
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, nbytes))
+    return apply
+
+
+@pytest.mark.parametrize("argv", [
+    ("snn-train", "--dataset", "digits", "--hidden", "16", "--epochs", "1", "--limit", "64", "--no-progress",
+     "--out", "out"),
+    ("snn-export", "m.pt", "--target", "lava", "--probe", "8", "-o", "out"),
+])
+def test_a_full_disk_is_one_line_and_keeps_what_was_there(tmp_path, argv):
+    scaled_model_file(tmp_path / "m.pt")
+    assert run_cli(*argv, cwd=tmp_path).returncode == 0  # a complete earlier result in the folder
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    res = subprocess.run([str(BIN / argv[0]), *argv[1:]], capture_output=True, text=True, cwd=tmp_path,
+                         preexec_fn=_file_size_limit(2000), timeout=300)
+    _one_line(res, "out/", "cannot be written (File too large)")
+    after = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    assert after == before  # nothing half-written, nothing of the earlier result lost

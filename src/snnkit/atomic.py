@@ -1,10 +1,16 @@
-"""Writing a file so that it is either complete or absent: never half-written (stdlib; numpy for ``.npz``)."""
+"""Writing a file so that it is either complete or absent: never half-written (stdlib; numpy for ``.npz``, torch for
+``.pt``). A write the system refuses (a full disk, a file size limit, no permission) removes what it began and
+raises :class:`OutputNotWritten`, one line naming the file."""
 from __future__ import annotations
 
 import io
 import os
 import tempfile
 from pathlib import Path
+
+
+class OutputNotWritten(OSError):
+    """An output file could not be written (nothing of it is left); the message names it and says why."""
 
 
 def atomic_write(path: "str | Path", write) -> None:
@@ -15,6 +21,7 @@ def atomic_write(path: "str | Path", write) -> None:
             if not folder.is_dir():
                 raise NotADirectoryError(f"{path}: {folder} exists and is not a folder")
             break
+    created = [f for f in (path.parent, *path.parent.parents) if not f.exists()]  # innermost first
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -24,10 +31,27 @@ def atomic_write(path: "str | Path", write) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; the result gets the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        for folder in created:  # the folders made for this file, when nothing else came into them
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        if isinstance(exc, OSError) and not isinstance(exc, OutputNotWritten):
+            raise OutputNotWritten(f"{path}: cannot be written ({exc.strerror or exc})") from None
         raise
+
+
+def save_torch(path: "str | Path", obj) -> None:
+    """``torch.save(obj)`` to ``path``, atomically. Serialised in memory first: torch's own file writer reports a
+    full disk as an internal RuntimeError, a plain write reports it as what it is."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
 
 
 def save_npz(path: "str | Path", arrays: dict) -> None:

@@ -13,12 +13,13 @@ EXIT_USAGE = 2
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean "bad input": reported in one line, no traceback."""
+    from snnkit.atomic import OutputNotWritten
     from snnkit.data import DataError
     from snnkit.graph import DeployError
     from snnkit.deploy.lava.env import LavaEnvError
     from snnkit.models.io import ModelFileError
 
-    return (DataError, DeployError, LavaEnvError, ModelFileError, ValueError, FileNotFoundError, FileExistsError,
+    return (DataError, DeployError, LavaEnvError, ModelFileError, OutputNotWritten, ValueError, FileNotFoundError, FileExistsError,
             IsADirectoryError, NotADirectoryError, PermissionError)
 
 

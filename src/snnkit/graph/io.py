@@ -6,6 +6,7 @@ metadata as plain Python values (HDF5 hands back numpy scalars and bytes).
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import nir
@@ -47,7 +48,9 @@ def write_nir(graph: nir.NIRGraph, path: "str | Path") -> Path:
     clean = nir.NIRGraph(nodes=graph.nodes, edges=graph.edges,
                          metadata={k: v for k, v in (graph.metadata or {}).items() if not k.startswith("_")},
                          type_check=False)
-    atomic_write(path, lambda tmp: nir.write(tmp, clean))
+    buf = io.BytesIO()  # serialised in memory: h5py writing straight to a full disk can crash the process
+    nir.write(buf, clean)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
     return path
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from snnkit.atomic import atomic_write
+from snnkit.atomic import save_torch
 from snnkit.graph.errors import first_line
 from snnkit.models.build import build
 from snnkit.models.spiking import SpikingModel
@@ -34,7 +34,7 @@ def save(model: SpikingModel, path: "str | Path", meta: dict | None = None) -> N
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "meta": meta or {},
     }
-    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    save_torch(path, payload)
 
 
 def read(path: "str | Path") -> dict:

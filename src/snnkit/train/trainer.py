@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from snnkit import data as datasets
 from snnkit.attack.gradients import input_gradient_sparsity
 from snnkit.models import build, load, save
-from snnkit.atomic import atomic_write
+from snnkit.atomic import atomic_write, save_torch
 from snnkit.graph.errors import first_line
 from snnkit.outdir import writing
 from snnkit.train import qat
@@ -198,7 +198,7 @@ def _train(cfg: TrainConfig, out: Path, *, resume: bool, progress: bool, stop_af
             "torch_rng": torch.get_rng_state(),
             "history": history,
         }
-        atomic_write(ckpt_path, lambda tmp: torch.save(ckpt, tmp))
+        save_torch(ckpt_path, ckpt)
         if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < cfg.epochs:
             return {"stopped_after_epoch": epoch + 1, "history": history}
 

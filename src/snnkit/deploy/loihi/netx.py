@@ -18,12 +18,13 @@ netx needs lava-dl, so this file is written with h5py only.
 """
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from snnkit.atomic import atomic_write
 from snnkit.deploy.loihi.graph import LoihiGraph
 
 NETX_BIAS_SHIFT = 6
@@ -132,60 +133,53 @@ def write_netx(lg: LoihiGraph, path: str | os.PathLike) -> list[str]:
     chain, _ = _chain(lg)
     notes: list[str] = []
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["generator"] = "snnkit.deploy.loihi.netx"
-            f.attrs["input_name"] = lg.input.name
-            f.attrs["input_mode"] = lg.input.mode
-            f.attrs["input_message_bits"] = int(lg.input.message_bits)
-            f.attrs["input_scale"] = float(lg.input.scale)
-            f.attrs["input_max_int"] = int(lg.input.max_int)
-            f.attrs["dt"] = float(lg.dt)
-            root = f.create_group("layer")
-            idx = 0
+    buf = io.BytesIO()  # built in memory, written atomically: a failed write leaves nothing behind
+    with h5py.File(buf, "w") as f:
+        f.attrs["generator"] = "snnkit.deploy.loihi.netx"
+        f.attrs["input_name"] = lg.input.name
+        f.attrs["input_mode"] = lg.input.mode
+        f.attrs["input_message_bits"] = int(lg.input.message_bits)
+        f.attrs["input_scale"] = float(lg.input.scale)
+        f.attrs["input_max_int"] = int(lg.input.max_int)
+        f.attrs["dt"] = float(lg.dt)
+        root = f.create_group("layer")
+        idx = 0
 
-            def group(kind: str, shape) -> "h5py.Group":
-                nonlocal idx
-                g = root.create_group(str(idx))
-                g.create_dataset("type", (1,), "S10", [kind.encode()])
-                if shape is not None:
-                    g.create_dataset("shape", data=np.asarray(shape, dtype=np.int64))
-                idx += 1
-                return g
+        def group(kind: str, shape) -> "h5py.Group":
+            nonlocal idx
+            g = root.create_group(str(idx))
+            g.create_dataset("type", (1,), "S10", [kind.encode()])
+            if shape is not None:
+                g.create_dataset("shape", data=np.asarray(shape, dtype=np.int64))
+            idx += 1
+            return g
 
-            group("input", lg.input.shape)
-            prev_shape = tuple(lg.input.shape)
-            for layer, ff, rec in chain:
-                if ff.kind == "conv":
-                    g = group("conv", layer.shape)
-                    g.create_dataset("weight", data=ff.effective_weight().astype(np.int64))
-                    g.create_dataset("stride", data=np.asarray(ff.stride, dtype=np.int64))
-                    g.create_dataset("padding", data=np.asarray(ff.padding, dtype=np.int64))
-                    g.create_dataset("dilation", data=np.asarray(ff.dilation, dtype=np.int64))
-                    g.create_dataset("groups", data=np.int64(ff.groups))
-                else:
-                    if len(prev_shape) == 3:
-                        group("flatten", None)
-                    g = group("dense_rec" if rec is not None else "dense", (layer.size,))
-                    g.create_dataset("weight", data=ff.effective_weight().astype(np.int64))
-                    if rec is not None:
-                        g.create_dataset("weight_rec", data=rec.effective_weight().astype(np.int64))
-                g.attrs["name"] = layer.name
-                g.attrs["kind"] = layer.kind
-                g.attrs["projection"] = ff.name
+        group("input", lg.input.shape)
+        prev_shape = tuple(lg.input.shape)
+        for layer, ff, rec in chain:
+            if ff.kind == "conv":
+                g = group("conv", layer.shape)
+                g.create_dataset("weight", data=ff.effective_weight().astype(np.int64))
+                g.create_dataset("stride", data=np.asarray(ff.stride, dtype=np.int64))
+                g.create_dataset("padding", data=np.asarray(ff.padding, dtype=np.int64))
+                g.create_dataset("dilation", data=np.asarray(ff.dilation, dtype=np.int64))
+                g.create_dataset("groups", data=np.int64(ff.groups))
+            else:
+                if len(prev_shape) == 3:
+                    group("flatten", None)
+                g = group("dense_rec" if rec is not None else "dense", (layer.size,))
+                g.create_dataset("weight", data=ff.effective_weight().astype(np.int64))
                 if rec is not None:
-                    g.attrs["projection_rec"] = rec.name
-                _bias(g, layer, notes)
-                _neuron_group(g, layer)
-                prev_shape = tuple(layer.shape)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+                    g.create_dataset("weight_rec", data=rec.effective_weight().astype(np.int64))
+            g.attrs["name"] = layer.name
+            g.attrs["kind"] = layer.kind
+            g.attrs["projection"] = ff.name
+            if rec is not None:
+                g.attrs["projection_rec"] = rec.name
+            _bias(g, layer, notes)
+            _neuron_group(g, layer)
+            prev_shape = tuple(layer.shape)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
     if lg.input.message_bits:
         notes.append(f"graded input: create netx's Network with input_message_bits={lg.input.message_bits}")
     return notes
