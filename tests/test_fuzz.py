@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import subprocess
+import warnings
 from pathlib import Path
 
 import nir
@@ -43,6 +44,18 @@ def bounded(seconds: int = LIMIT_S):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def command(*argv: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``run_cli`` under the alarm, refusing any numerical RuntimeWarning raised in snnkit's own code (a whole
+    process would print it before its one line)."""
+    with bounded(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = run_cli(*argv, cwd=cwd, env=env)
+    ours = [f"{w.filename}:{w.lineno}: {w.message}" for w in caught
+            if issubclass(w.category, RuntimeWarning) and "snnkit" in w.filename]
+    assert not ours, ours
+    return res
 
 
 def _success_or_one_line(res: subprocess.CompletedProcess) -> None:
@@ -150,6 +163,14 @@ def _break(graph: nir.NIRGraph, how: str, rng: np.random.Generator) -> nir.NIRGr
     elif how == "two inputs":
         nodes["input2"] = nir.Input(input_type={"input": np.array([2])})
         edges.append(("input2", "output"))
+    elif how == "huge weights":
+        nodes["fc0"] = nir.Linear(weight=np.asarray(fc.weight) * 1e300)
+    elif how == "tiny threshold":
+        n = fc.weight.shape[0]
+        nodes["n0"] = nir.IF(r=np.ones(n), v_threshold=np.full(n, 1e-300))
+    elif how == "huge threshold":
+        n = fc.weight.shape[0]
+        nodes["n0"] = nir.IF(r=np.ones(n), v_threshold=np.full(n, 1e300))
     elif how == "threshold of another shape":
         n = fc.weight.shape[0]
         nodes["n0"] = nir.IF(r=np.ones(n + 2), v_threshold=np.ones(n + 2))
@@ -157,7 +178,7 @@ def _break(graph: nir.NIRGraph, how: str, rng: np.random.Generator) -> nir.NIRGr
 
 
 BREAKS = ["nan weight", "weight too wide", "empty weight", "negative tau", "zero threshold", "no path to the output",
-          "dangling edge", "two inputs", "threshold of another shape"]
+          "dangling edge", "two inputs", "huge weights", "tiny threshold", "huge threshold", "threshold of another shape"]
 
 
 @pytest.mark.nonnumeric
@@ -171,9 +192,8 @@ def test_invalid_graphs_are_one_line(graph, how, target, seed, tmp_path_factory)
     except Exception:  # NIR itself refuses to write some broken graphs: nothing to deploy then
         return
     np.save(folder / "x.npy", _inputs(graph, seed, False))
-    with bounded():
-        res = run_cli("snn-deploy", "g.nir", "--target", target, "--input", "x.npy", "--save-output", "out.npz",
-                      cwd=folder)
+    res = command("snn-deploy", "g.nir", "--target", target, "--input", "x.npy", "--save-output", "out.npz",
+                  cwd=folder)
     _success_or_one_line(res)
     if res.returncode:
         assert not (folder / "out.npz").exists() and not list(folder.glob("*.tmp*"))
@@ -195,8 +215,8 @@ JUNK = st.one_of(st.none(), st.integers(-10 ** 12, 10 ** 12), st.floats(allow_na
 @given(path=st.lists(st.sampled_from(["config", "state_dict", "meta", "format", "version", "timesteps", "hidden",
                                        "arch", "neuron", "input_shape", "num_classes", "fc0.weight"]),
                      min_size=1, max_size=2),
-       value=JUNK, delete=st.booleans(), command=st.sampled_from(["snn-deploy", "snn-export"]))
-def test_mutated_model_files_are_one_line(model_payload, path, value, delete, command, tmp_path_factory):
+       value=JUNK, delete=st.booleans(), cli=st.sampled_from(["snn-deploy", "snn-export"]))
+def test_mutated_model_files_are_one_line(model_payload, path, value, delete, cli, tmp_path_factory):
     payload = {k: (dict(v) if isinstance(v, dict) else v) for k, v in model_payload.items()}  # the fixture's stays
     payload["config"] = dict(payload["config"])
     node = payload
@@ -210,12 +230,11 @@ def test_mutated_model_files_are_one_line(model_payload, path, value, delete, co
         node[path[-1]] = value
     folder = tmp_path_factory.mktemp("model")
     torch.save(payload, folder / "m.pt")
-    args = (["--target", "torch", "--dataset", "digits", "--limit", "4"] if command == "snn-deploy"
+    args = (["--target", "torch", "--dataset", "digits", "--limit", "4"] if cli == "snn-deploy"
             else ["--target", "nir", "--probe", "4", "-o", "e"])
-    with bounded():
-        res = run_cli(command, "m.pt", *args, cwd=folder, env={"SNNKIT_MAX_MEMORY_GB": "2"})
+    res = command(cli, "m.pt", *args, cwd=folder, env={"SNNKIT_MAX_MEMORY_GB": "2"})
     _success_or_one_line(res)
-    if res.returncode and command == "snn-export":
+    if res.returncode and cli == "snn-export":
         assert not list(folder.glob("e/*.tmp*"))
 
 
@@ -225,8 +244,7 @@ def test_mutated_model_files_are_one_line(model_payload, path, value, delete, co
 def test_random_bytes_as_a_model_file_are_one_line(blob, prefix, tmp_path_factory):
     folder = tmp_path_factory.mktemp("bytes")
     (folder / "m.pt").write_bytes(prefix + blob)
-    with bounded():
-        res = run_cli("snn-deploy", "m.pt", "--target", "torch", "--dataset", "digits", cwd=folder)
+    res = command("snn-deploy", "m.pt", "--target", "torch", "--dataset", "digits", cwd=folder)
     _success_or_one_line(res)
     assert res.returncode == 2
 
@@ -250,8 +268,7 @@ def test_random_npy_inputs_are_success_or_one_line(shape, dtype, fill, target, t
     with np.errstate(invalid="ignore", over="ignore"):
         x = values.reshape(shape).astype(dtype)
     np.save(folder / "x.npy", x)
-    with bounded():
-        res = run_cli("snn-deploy", "m.pt", "--target", target, "--input", "x.npy", cwd=folder)
+    res = command("snn-deploy", "m.pt", "--target", target, "--input", "x.npy", cwd=folder)
     _success_or_one_line(res)
 
 
@@ -297,7 +314,6 @@ def test_random_command_lines_are_success_or_one_line(argv, tmp_path_factory):
         argv += ["--limit", "6"]
     if argv[0] == "snn-attack" and "--target" in argv and "--dataset" not in argv:
         argv += ["--dataset", "digits"]
-    with bounded():
-        res = run_cli(*argv, cwd=folder)
+    res = command(*argv, cwd=folder)
     _success_or_one_line(res)
     assert not list(Path(folder).rglob("*.tmp*"))

@@ -572,11 +572,25 @@ def _bias(bias_int: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     return mant.astype(np.int32), e.astype(np.int32), clipped
 
 
+SCALE_RANGE = (2.0 ** -40, 2.0 ** 40)
+"""Largest weight or bias of a layer, in units of its threshold, that the quantisation takes: far beyond what
+8-bit mantissas with exponents -8..7 over a 17-bit threshold carry either way, and short of float overflow."""
+
+
+def _check_scale(layer: str, what: str, largest: float) -> None:
+    if largest and not SCALE_RANGE[0] <= largest <= SCALE_RANGE[1]:
+        raise QuantizeError(f"layer {layer!r}: its {what} reach {largest:.3g} times its threshold, outside the "
+                            f"2^-40 .. 2^40 that Loihi's fixed point can approach (rescale weights or thresholds)")
+
+
 def _quantize_layer(name, p, shape, depth, incoming: list[_Incoming], bias_f, spec: InputSpec, headroom_bits,
                     sparse_below, exp_range: tuple[int, int]):
     """One layer's integers (:class:`NeuronLayer`), its projections and its report."""
     kind = p["kind"]
     lossy: list[str] = []
+    for inc in incoming:
+        _check_scale(name, f"weights from {inc.src!r}", float(np.abs(inc.w).max(initial=0.0)))
+    _check_scale(name, "bias", float(np.abs(bias_f).max(initial=0.0)))
     alpha_q = (DECAY_UNITY - p["du"] - 1) / DECAY_UNITY
     beta_q = 1.0 - p["dv"] / DECAY_UNITY
     pos, neg = _worst_input(incoming, shape)
