@@ -281,7 +281,7 @@ def make_config(fw: Framework, setting: str, arch: str, seed: int, threads: int)
     fwd = torch.compile(model, dynamic=False) if base == "compile" else model
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     after = fw.after_step
-    native = base != "eager-torch-scan"  # snnkit only: the compiled scan kernels on or off for this step
+    use_native = base != "eager-torch-scan"  # snnkit only: the compiled scan kernels on or off for this step
 
     def step(xb: torch.Tensor, yb: torch.Tensor) -> None:
         if torch.get_num_threads() != threads:
@@ -289,7 +289,7 @@ def make_config(fw: Framework, setting: str, arch: str, seed: int, threads: int)
         if fw.key == "snnkit":
             from snnkit.nn import native
 
-            native.set_enabled(native)
+            native.set_enabled(use_native)
         loss = F.cross_entropy(fwd(xb), yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
