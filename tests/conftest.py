@@ -114,3 +114,14 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test of a module with a ``SEED`` (the fuzz tests) reports the seed that replays it."""
+    outcome = yield
+    report = outcome.get_result()
+    seed = getattr(getattr(item, "module", None), "SEED", None)
+    if report.failed and seed is not None:
+        report.sections.append(("fuzz seed", f"this run's seed: {seed} (replay: SNNKIT_FUZZ_SEED={seed})"))
+

@@ -2,14 +2,16 @@
 round trip; random invalid graphs, model files, ``.npy`` inputs and command lines end in success or in one line
 with exit code 2: never a traceback, never a hang, never a half-written file.
 
-Each example runs under an alarm (:data:`LIMIT_S`), so a hang fails the test instead of stalling the suite. On a
-failure hypothesis prints the smallest failing example and a ``@reproduce_failure`` blob that replays it; the
-run's seed is printed with ``--hypothesis-show-statistics`` or set with ``--hypothesis-seed=N``. No example
-database is written (``database=None``): the suite leaves nothing in the checkout.
+Each example runs under an alarm (:data:`LIMIT_S`), so a hang fails the test instead of stalling the suite. Every
+run draws a new seed (:data:`SEED`; ``SNNKIT_FUZZ_SEED=N`` replays one); a failure's report shows it beside
+hypothesis's smallest failing example and its ``@reproduce_failure`` blob. No example database is written
+(``database=None``): the suite leaves nothing in the checkout.
 """
 from __future__ import annotations
 
 import contextlib
+import os
+import random
 import signal
 import subprocess
 import warnings
@@ -19,13 +21,15 @@ import nir
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from snnkit.deploy.base import get_target
 from snnkit.graph import read_nir
 from conftest import quiet, run_cli, scaled_model_file
 
+SEED = int(os.environ.get("SNNKIT_FUZZ_SEED") or random.SystemRandom().randrange(2 ** 32))
+"""This run's seed for every test here (``tests/conftest.py`` adds it to a failure's report)."""
 LIMIT_S = 60  # per example: far above what any of them takes (well under a second to a few seconds)
 FUZZ = settings(max_examples=40, deadline=None, database=None, print_blob=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -118,6 +122,7 @@ def _inputs(graph: nir.NIRGraph, seed: int, spikes: bool) -> np.ndarray:
 
 
 @FUZZ
+@seed(SEED)
 @given(graph=chain_graphs(), seed=st.integers(0, 1000), spikes=st.booleans())
 def test_valid_graphs_run_on_the_reference_and_on_loihi_and_round_trip(graph, seed, spikes, tmp_path_factory):
     x = _inputs(graph, seed, spikes)
@@ -183,6 +188,7 @@ BREAKS = ["nan weight", "weight too wide", "empty weight", "negative tau", "zero
 
 @pytest.mark.nonnumeric
 @FUZZ
+@seed(SEED)
 @given(graph=chain_graphs(), how=st.sampled_from(BREAKS), target=st.sampled_from(["torch", "loihi-emu", "norse"]),
        seed=st.integers(0, 1000))
 def test_invalid_graphs_are_one_line(graph, how, target, seed, tmp_path_factory):
@@ -212,6 +218,7 @@ JUNK = st.one_of(st.none(), st.integers(-10 ** 12, 10 ** 12), st.floats(allow_na
 
 @pytest.mark.nonnumeric
 @FUZZ
+@seed(SEED)
 @given(path=st.lists(st.sampled_from(["config", "state_dict", "meta", "format", "version", "timesteps", "hidden",
                                        "arch", "neuron", "input_shape", "num_classes", "fc0.weight"]),
                      min_size=1, max_size=2),
@@ -240,6 +247,7 @@ def test_mutated_model_files_are_one_line(model_payload, path, value, delete, cl
 
 @pytest.mark.nonnumeric
 @FUZZ
+@seed(SEED)
 @given(blob=st.binary(max_size=300), prefix=st.sampled_from([b"", b"PK\x03\x04", b"\x89HDF\r\n\x1a\n", b"\x80\x02"]))
 def test_random_bytes_as_a_model_file_are_one_line(blob, prefix, tmp_path_factory):
     folder = tmp_path_factory.mktemp("bytes")
@@ -253,6 +261,7 @@ def test_random_bytes_as_a_model_file_are_one_line(blob, prefix, tmp_path_factor
 
 @pytest.mark.nonnumeric
 @FUZZ
+@seed(SEED)
 @given(shape=st.lists(st.integers(0, 9), min_size=0, max_size=5),
        dtype=st.sampled_from(["float32", "float64", "int8", "uint8", "bool", "complex64", "float16"]),
        fill=st.sampled_from(["uniform", "nan", "inf", "huge", "negative"]),
@@ -304,6 +313,7 @@ def command_lines(draw) -> list[str]:
 
 @pytest.mark.nonnumeric
 @FUZZ
+@seed(SEED)
 @given(argv=command_lines())
 def test_random_command_lines_are_success_or_one_line(argv, tmp_path_factory):
     folder = tmp_path_factory.mktemp("argv")
