@@ -60,6 +60,7 @@ from snnkit.deploy.inputs import encode
 from snnkit.energy import builtin_models, energy_of
 from snnkit.export import to_nir
 from snnkit.report.metrics import static_metrics
+from snnkit.report.writers import markdown_table
 from snnkit.train import TrainConfig, train
 
 HERE = Path(__file__).resolve().parent
@@ -221,7 +222,7 @@ def table(results: dict) -> str:
     head = ["model", "clean ref", "clean Loihi"] + [f"robust {e} ref / Loihi" for e in eps] + [
         f"Loihi cost at {top}", "synops / sample", "spikes / sample", "energy / sample (Loihi 1)", "ANN twin MACs",
         "ANN twin energy (fp32, 45 nm)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for name, rec in results["models"].items():
         s = rec["summary"]
         e = s["eps"]
@@ -234,7 +235,7 @@ def table(results: dict) -> str:
         row.append(f"{1e9 * s['energy_per_sample_j'][LOIHI_ENERGY][0]:.2f} nJ")
         row.append(f"{s['ann_twin_macs']:,}")
         row.append(f"{1e9 * s['ann_twin_energy_j']:.2f} nJ")
-        lines.append("| " + " | ".join(row) + " |")
+        rows.append(row)
     lava = [f"{rec['label']} (eps {r['lava']['eps']}, {r['lava']['samples']} inputs): "
             f"{'bit-exact' if r['lava']['outputs_bit_exact'] else 'NOT bit-exact'}"
             for rec in results["models"].values() for r in rec["per_seed"].values() if r.get("lava")]
@@ -256,7 +257,7 @@ def table(results: dict) -> str:
              f"them (models of `benchmarks/robustness` reused as trained there"
              + (f"; {cfg['reused_records']} records reused from an interrupted run" if cfg["reused_records"] else "")
              + "; `python benchmarks/deployed_robustness/run.py --jobs 2`).")
-    parts = [intro, "", "\n".join(lines)]
+    parts = [intro, "", markdown_table(head, rows)]
     if lava:
         parts += ["", "Re-checked on Lava (first seed, largest eps; clean inputs and every final adversarial example): "
                   + "; ".join(lava) + "."]

@@ -40,6 +40,7 @@ from snnkit import data, load
 from snnkit.attack import APGD, FGSM, PGD, Square, SurrogateEnsemble, evaluate
 from snnkit.train import TrainConfig, train
 from snnkit.train.conversion import ConversionConfig, RateTwin, convert_pipeline
+from snnkit.report.writers import markdown_table
 from snnkit.train.regularizers import MPDSGR
 
 HERE = Path(__file__).resolve().parent
@@ -233,14 +234,14 @@ def table(results: dict) -> str:
     cols += [f"Ensemble-PGD-20@{max(EPS)}", f"Square-1000@{max(EPS)}", f"worst@{max(EPS)}"]
     head = ["model", "clean"] + [c.replace("@", " ") for c in cols] + ["grad. sparsity", "weights zero",
                                                                         "train s"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for name, rec in results["models"].items():
         s = rec["summary"]
         row = [MODELS[name][0], _fmt(s["clean_accuracy"], n)]
         row += [_fmt(s["robust_accuracy"][c], n) if c in s["robust_accuracy"] else "" for c in cols]
         row += [f"{s['gradient_sparsity'][0]:.3f}", f"{100 * s['weight_sparsity'][0]:.0f} %",
                 f"{s['train_time_s'][0]:.0f}"]
-        lines.append("| " + " | ".join(row) + " |")
+        rows.append(row)
     cfg = results["config"]
     intro = (f"Digits test split ({cfg['n_test']} samples), MLP 64-512-10, T = 8, {EPOCHS} epochs, seeds "
              f"{', '.join(map(str, seeds))} (mean" + (" ± std" if n > 1 else "") + "); accuracy in %, Linf eps "
@@ -248,7 +249,7 @@ def table(results: dict) -> str:
              f"0.025); MPD-SGR `{MPD}`. Measured {cfg['date']} on {cfg['machine']}: {cfg['total_time_s'] / 60:.1f} "
              f"min wall clock, {cfg['total_cpu_s'] / 60:.1f} min CPU (`python benchmarks/robustness/run.py`).")
     notes = HERE / "notes.md"
-    parts = [intro, "", "\n".join(lines), "", "\n".join(findings(results))]
+    parts = [intro, "", markdown_table(head, rows), "", "\n".join(findings(results))]
     if notes.is_file():
         parts += ["", notes.read_text().strip()]
     return "\n".join(parts)
