@@ -16,12 +16,13 @@ class OutputNotWritten(OSError):
 def atomic_write(path: "str | Path", write) -> None:
     """Call ``write(tmp_path)`` and move the result to ``path`` only once it is complete."""
     path = Path(path)
+    created = []  # the folders made for this file, innermost first
     for folder in (path.parent, *path.parent.parents):
         if folder.exists():
             if not folder.is_dir():
                 raise NotADirectoryError(f"{path}: {folder} exists and is not a folder")
             break
-    created = [f for f in (path.parent, *path.parent.parents) if not f.exists()]  # innermost first
+        created.append(folder)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -34,7 +35,7 @@ def atomic_write(path: "str | Path", write) -> None:
     except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        for folder in created:  # the folders made for this file, when nothing else came into them
+        for folder in created:  # removed again when nothing else came into them
             try:
                 folder.rmdir()
             except OSError:
@@ -44,14 +45,20 @@ def atomic_write(path: "str | Path", write) -> None:
         raise
 
 
+def write_bytes(path: "str | Path", data: bytes) -> None:
+    """``data`` to ``path``, atomically. Files serialised in memory first (torch, HDF5, ``.npz``) are written with
+    this: a full disk then fails a plain write, reported as what it is, instead of inside a library's writer."""
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
 def save_torch(path: "str | Path", obj) -> None:
-    """``torch.save(obj)`` to ``path``, atomically. Serialised in memory first: torch's own file writer reports a
-    full disk as an internal RuntimeError, a plain write reports it as what it is."""
+    """``torch.save(obj)`` to ``path``, atomically (torch's own file writer reports a full disk as an internal
+    RuntimeError)."""
     import torch
 
     buf = io.BytesIO()
     torch.save(obj, buf)
-    atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
+    write_bytes(path, buf.getvalue())
 
 
 def save_npz(path: "str | Path", arrays: dict) -> None:
@@ -60,4 +67,4 @@ def save_npz(path: "str | Path", arrays: dict) -> None:
 
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
+    write_bytes(path, buf.getvalue())

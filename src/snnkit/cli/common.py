@@ -19,8 +19,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from snnkit.deploy.lava.env import LavaEnvError
     from snnkit.models.io import ModelFileError
 
-    return (DataError, DeployError, LavaEnvError, ModelFileError, OutputNotWritten, ValueError, FileNotFoundError, FileExistsError,
-            IsADirectoryError, NotADirectoryError, PermissionError)
+    return (DataError, DeployError, LavaEnvError, ModelFileError, OutputNotWritten, ValueError, FileNotFoundError,
+            FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
 
 
 def run(prog: str, main: Callable[[argparse.Namespace], int | None], parser: argparse.ArgumentParser,

@@ -211,10 +211,10 @@ def _main(args: argparse.Namespace) -> int:
         try:
             status, message = _export_and_check(args, model, meta, graph, out, model_path, report)
         except BaseException as exc:  # model.nir is written: its report says what stopped the export after it
-            report.warn(f"export stopped: {first_line(exc) or type(exc).__name__}")
-            report.write(out / "export_report.json")
+            report.warn(f"export stopped: {first_line(exc)}")
             raise
-        report.write(out / "export_report.json")
+        finally:
+            report.write(out / "export_report.json")
         summary = {"model": str(model_path), "target": args.target, "out": str(out), "files": report.files,
                    "warnings": report.warnings, "notes": report.notes, "checks": report.checks}
         emit(summary, args.json, _human)

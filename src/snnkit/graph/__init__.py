@@ -15,7 +15,7 @@ from snnkit.graph.topology import (GraphPlan, flatten_graph, plan, predecessors,
 
 __all__ = [
     "DEFAULT_DT", "DeployError", "GraphPlan", "declared_shape", "flatten_graph", "graph_dt", "graph_metadata",
-    "infer_shapes", "input_name", "input_shape", "kinds", "neuron_count", "neuron_shape", "output_size", "plain", "plan",
-    "predecessors", "reachable", "read_nir", "successors", "topological_order", "weighted_input_shapes",
+    "infer_shapes", "input_name", "input_shape", "kinds", "neuron_count", "neuron_shape", "output_size", "plain",
+    "plan", "predecessors", "reachable", "read_nir", "successors", "topological_order", "weighted_input_shapes",
     "write_nir",
 ]

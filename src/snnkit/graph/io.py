@@ -12,7 +12,7 @@ from pathlib import Path
 import nir
 import numpy as np
 
-from snnkit.atomic import atomic_write
+from snnkit.atomic import write_bytes
 from snnkit.graph.errors import DeployError
 
 DEFAULT_DT = 1e-4
@@ -50,7 +50,7 @@ def write_nir(graph: nir.NIRGraph, path: "str | Path") -> Path:
                          type_check=False)
     buf = io.BytesIO()  # serialised in memory: h5py writing straight to a full disk can crash the process
     nir.write(buf, clean)
-    atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
+    write_bytes(path, buf.getvalue())
     return path
 
 

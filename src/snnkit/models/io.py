@@ -71,5 +71,5 @@ def load(path: "str | Path", device: "str | torch.device" = "cpu") -> SpikingMod
         model = build(payload["config"])
         model.load_state_dict(payload["state_dict"])
     except (KeyError, ValueError, RuntimeError, TypeError, AttributeError) as exc:
-        raise ModelFileError(f"{path}: model does not match its config ({str(exc).splitlines()[0]})") from None
+        raise ModelFileError(f"{path}: model does not match its config ({first_line(exc)})") from None
     return model.eval().to(device)

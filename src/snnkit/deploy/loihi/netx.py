@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from snnkit.atomic import atomic_write
+from snnkit.atomic import write_bytes
 from snnkit.deploy.loihi.graph import LoihiGraph
 
 NETX_BIAS_SHIFT = 6
@@ -179,7 +179,7 @@ def write_netx(lg: LoihiGraph, path: str | os.PathLike) -> list[str]:
             _bias(g, layer, notes)
             _neuron_group(g, layer)
             prev_shape = tuple(layer.shape)
-    atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
+    write_bytes(path, buf.getvalue())
     if lg.input.message_bits:
         notes.append(f"graded input: create netx's Network with input_message_bits={lg.input.message_bits}")
     return notes
