@@ -24,7 +24,11 @@ import torch
 _SOURCE = Path(__file__).with_name("lif_scan.c")
 _INCLUDED = Path(__file__).with_name("lif_scan_real.h")  # included by _SOURCE, once per floating type
 _LOIHI = Path(__file__).with_name("loihi_scan.h")  # included by _SOURCE once: loihi-emu's integer scan
-_FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared"]
+# -ffp-contract=off: no fused multiply-add the source does not ask for (torch's roundings, bit for bit).
+# -fno-trapping-math: no operation may trap, so the compiler may evaluate both sides of a comparison's select
+# (the reset by subtraction, h - s * th, stayed a scalar loop without it); values are unchanged (IEEE results do not
+# depend on it; only floating-point exception traps, which torch never enables, would).
+_FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared"]
 _ENV_SWITCH = "SNNKIT_NATIVE"
 _lib: "ctypes.CDLL | None | bool" = False  # False: not tried yet
 
