@@ -494,6 +494,15 @@ def test_snn_train_on_event_files(tmp_path, dataset):
     metrics = _train(tmp_path, dataset, tmp_path / "d", *model)
     assert metrics["model"]["encoder"] == {"name": "frames"} and metrics["model"]["timesteps"] == 3
     assert metrics["model"]["input_shape"] == list(info(dataset).input_shape)
+    if dataset == "nmnist":  # the trained model deploys on the same frames (binned into the graph's T)
+        for target in ("torch", "loihi-emu"):
+            result = run_cli("snn-deploy", str(tmp_path / "run" / "model.pt"), "--target", target, "--dataset",
+                             dataset, "--data-dir", str(tmp_path / "d"), "--json")
+            assert result.returncode == 0, result.stderr
+            deployed = json.loads(result.stdout)
+            assert deployed["n_samples"] == 3 and deployed["timesteps"] == 3
+            if target == "torch":
+                assert deployed["accuracy"] == pytest.approx(metrics["test_accuracy"])
 
 
 @needs_tonic
@@ -505,6 +514,10 @@ def test_snn_train_refuses_a_direct_encoder_on_events(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
     result = run_cli("snn-train", "--dataset", "digits", "--augment", "--out", str(tmp_path / "run"))
     assert result.returncode == 2 and "digits has no standard augmentation" in result.stderr
+    result = run_cli("snn-train", "--dataset", "nmnist", "--data-dir", str(tmp_path), "--pipeline", "convert",
+                     "--out", str(tmp_path / "run"))
+    assert result.returncode == 2 and "nmnist holds event frames" in result.stderr
+    assert not (tmp_path / "run" / "model.pt").exists()
 
 
 def test_training_with_augmentation_resumes_exactly(tmp_path):

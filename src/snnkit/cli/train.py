@@ -144,9 +144,12 @@ def check_options(args: argparse.Namespace) -> None:
         raise ValueError("--qat fine-tunes a trained model, not --pipeline convert (fine-tune its model.pt with "
                          "--init MODEL.pt --qat loihi)")
     check_data_dir(args.data_dir, args.dataset)
-    from snnkit.data import input_steps
+    from snnkit.data import info, input_steps
     from snnkit.data.augment import Augmentation
 
+    if args.pipeline == "convert" and info(args.dataset).event_frames:
+        raise ValueError(f"--pipeline convert trains an ANN on static inputs; {args.dataset} holds event frames: "
+                         "train the SNN directly (--pipeline direct)")
     input_steps(args.dataset, {"encoder": args.encoder or default_encoder(args.dataset)})
     Augmentation.for_training(args.dataset, args.augment, args.seed)
 
