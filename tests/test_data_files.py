@@ -477,9 +477,13 @@ def _train(tmp_path: Path, dataset: str, data_dir: Path, *extra: str) -> dict:
     return metrics
 
 
-@pytest.mark.parametrize("dataset, model", [("cifar100", "convnet"), ("tiny-imagenet", "mlp")])
+@pytest.mark.parametrize("dataset, model", [("cifar10", "convnet"), ("cifar100", "convnet"), ("tiny-imagenet", "mlp")])
 def test_snn_train_on_image_files(tmp_path, dataset, model):
-    (_cifar100_dir if dataset == "cifar100" else _tiny_imagenet_dir)(tmp_path / "data")
+    from test_data import _cifar_dir
+
+    (tmp_path / "data").mkdir()
+    {"cifar10": lambda d: _cifar_dir(d, nested=True), "cifar100": _cifar100_dir,
+     "tiny-imagenet": _tiny_imagenet_dir}[dataset](tmp_path / "data")
     arch = ["--channels", "4", "--fc", "8"] if model == "convnet" else ["--hidden", "8"]
     metrics = _train(tmp_path, dataset, tmp_path / "data", "--model", model, *arch)
     assert metrics["train_config"]["augment"] is None  # the data set's default: on
@@ -527,8 +531,24 @@ def test_training_with_augmentation_resumes_exactly(tmp_path):
     cfg = TrainConfig(dataset="cifar100", model={"arch": "mlp", "hidden": [8], "timesteps": 2}, epochs=3,
                       batch_size=4, data_dir=str(tmp_path / "data"), seed=1)
     whole = train(cfg, tmp_path / "whole", progress=False)
+    # evaluation sees the test split as it is: the saved model's accuracy on the unaugmented samples
+    from snnkit.models import load as load_model
+    from snnkit.train.trainer import evaluate
+
+    x_test, y_test = load("cifar100", "test", data_dir=tmp_path / "data")
+    assert evaluate(load_model(tmp_path / "whole" / "model.pt"), x_test, y_test) == whole["test_accuracy"]
     train(cfg, tmp_path / "cut", progress=False, stop_after=1)
     resumed = train(cfg, tmp_path / "cut", progress=False, resume=True)
     assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in whole["history"]]
     plain = train(TrainConfig(**{**cfg.__dict__, "augment": False}), tmp_path / "plain", progress=False)
     assert [h["loss"] for h in plain["history"]] != [h["loss"] for h in whole["history"]]
+
+
+@pytest.mark.nonnumeric
+def test_event_sets_without_tonic_say_how_to_install_it(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tonic", None)  # what an environment without tonic imports
+    with pytest.raises(DataError) as err:
+        load("nmnist", "test", data_dir=tmp_path, timesteps=2)
+    _one_line(err, "read with the tonic package", "pip install --no-deps tonic importRosbag")

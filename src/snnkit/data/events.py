@@ -57,8 +57,8 @@ class EventSet:
 SETS = {
     "nmnist": EventSet("NMNIST", (34, 34, 2), 10, "Train/<digit>/*.bin and Test/<digit>/*.bin (or tonic's train.zip, "
                        "test.zip) in NMNIST/ or in data_dir"),
-    "dvs-gesture": EventSet("DVSGesture", (128, 128, 2), 11, "ibmGestureTrain/ and ibmGestureTest/ of user*_*/<label>.npy "
-                            "(tonic's DVSGesture release) in DVSGesture/ or in data_dir"),
+    "dvs-gesture": EventSet("DVSGesture", (128, 128, 2), 11, "ibmGestureTrain/ and ibmGestureTest/ of "
+                            "user*_*/<label>.npy (tonic's DVSGesture release) in DVSGesture/ or in data_dir"),
     "cifar10-dvs": EventSet("CIFAR10DVS", (128, 128, 2), 10, f"{'/, '.join(CIFAR10_CLASSES)}/ of *.aedat4 (tonic's "
                             "CIFAR10DVS release, extracted) in CIFAR10DVS/ or in data_dir"),
 }
@@ -137,7 +137,8 @@ def _gesture_sources(directory: Path, split: str) -> tuple[list[Source], list[in
 
 def _cifar10dvs_sources(directory: Path, split: str) -> tuple[list[Source], list[int]]:
     spec = SETS["cifar10-dvs"]
-    root = _root(directory, spec, lambda r: any((r / c).is_dir() or (r / f"{c}.zip").is_file() for c in CIFAR10_CLASSES))
+    root = _root(directory, spec,
+                 lambda r: any((r / c).is_dir() or (r / f"{c}.zip").is_file() for c in CIFAR10_CLASSES))
     sources: list[Source] = []
     labels: list[int] = []
     for label, name in enumerate(CIFAR10_CLASSES):
@@ -186,7 +187,8 @@ def read_events(name: str, source: Source, archives: dict[Path, zipfile.ZipFile]
         try:
             import aedat  # noqa: F401
         except ImportError:
-            raise DataError(f"data: {path}: reading .aedat4 files needs the aedat package (pip install aedat)") from None
+            raise DataError(f"data: {path}: reading .aedat4 files needs the aedat package (pip install aedat)"
+                            ) from None
     return _tonic_item(SETS[name].tonic_class, path)
 
 

@@ -8,6 +8,6 @@ from snnkit.nn.surrogate import parse as parse_surrogate
 
 __all__ = [
     "ENCODERS", "SURROGATES", "AvgPool2d", "BatchNormTT", "Conv2d", "CubaLI", "CubaLIF", "DirectEncoder", "Encoder",
-    "FramesEncoder", "Flatten", "IF", "LI", "LIF", "LatencyEncoder", "PoissonEncoder", "SpikingLayer", "SumPool2d", "Surrogate",
-    "build_encoder", "parse_surrogate", "use_surrogate",
+    "FramesEncoder", "Flatten", "IF", "LI", "LIF", "LatencyEncoder", "PoissonEncoder", "SpikingLayer", "SumPool2d",
+    "Surrogate", "build_encoder", "parse_surrogate", "use_surrogate",
 ]
