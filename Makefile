@@ -20,7 +20,10 @@ $(VENV)/.snnkit-complete: pyproject.toml
 	@# norse/torchattacks/spikingjelly declare torchvision/torchaudio, which snnkit never calls: skip them.
 	@# neurobench (the independent oracle for operation counts) would pull torchaudio and snnTorch's pins.
 	@$(PIP) --no-deps "norse==1.1.0" "torchattacks==3.5.1" "spikingjelly==2.0.0" "neurobench==2.3.0" 2>&1 | grep -v '^WARNING: Location' || true
-	@$(PY) -c 'import torch, nir, norse.torch, snntorch, torchattacks, neurobench.metrics, snnkit' && touch $@
+	@# tonic (event data sets) declares librosa and expelliarmus, which the readers snnkit calls never import;
+	@# importRosbag is imported by `import tonic`, aedat by its CIFAR10-DVS reader.
+	@$(PIP) --no-deps "tonic==1.7.0" "importRosbag==1.0.4" "aedat==2.3.0" 2>&1 | grep -v '^WARNING: Location' || true
+	@$(PY) -c 'import torch, nir, norse.torch, snntorch, torchattacks, neurobench.metrics, tonic.transforms, aedat, snnkit' && touch $@
 	@echo "snnkit: environment ready in $(VENV)"
 
 # The Lava environment is made by the package's own command (installed users run `snn-lava-env`); without a

@@ -61,7 +61,8 @@ def _refused(capsys, main, argv) -> str:
     (["--ann-finetune-epochs", "1"], "--ann-finetune-epochs needs --pipeline convert"),
     (["--percentile", "99"], "--percentile needs --pipeline convert"),
     (["--threshold-scale", "0.5"], "--threshold-scale needs --pipeline convert"),
-    (["--data-dir", "/tmp"], "--data-dir needs --dataset mnist, fashion-mnist or cifar10"),
+    (["--data-dir", "/tmp"], "--data-dir needs --dataset mnist, fashion-mnist, cifar10, cifar100, tiny-imagenet, "
+                             "nmnist, dvs-gesture or cifar10-dvs"),
 ])
 def test_train_option_that_needs_another_is_refused_before_any_work(tmp_path, capsys, argv, needs):
     err = _refused(capsys, train_cli.main, [*TRAIN, "--out", str(tmp_path), *argv])

@@ -133,7 +133,8 @@ def test_bad_arguments_are_one_line_data_errors(kwargs, words):
 
 
 def test_info_of_every_set():
-    expected = {"digits", "breast_cancer", "wine", "mnist1d", "mnist", "fashion-mnist", "cifar10"}
+    expected = {"digits", "breast_cancer", "wine", "mnist1d", "mnist", "fashion-mnist", "cifar10", "cifar100",
+                "tiny-imagenet", "nmnist", "dvs-gesture", "cifar10-dvs"}
     assert set(DATASETS) == expected
     assert info("mnist").input_shape == (1, 28, 28) and info("mnist").needs_data_dir
     assert info("cifar10").input_shape == (3, 32, 32) and info("cifar10").num_classes == 10

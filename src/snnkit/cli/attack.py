@@ -116,7 +116,7 @@ def _main(args: argparse.Namespace) -> int:
     if tuple(data.info(dataset).input_shape) != shape:
         raise ValueError(f"{args.model}: the model takes inputs of shape {list(shape)}, data set {dataset} has "
                          f"{list(data.info(dataset).input_shape)}")
-    x, y = data.load(dataset, "test", limit=args.limit, data_dir=args.data_dir)
+    x, y = data.load(dataset, "test", limit=args.limit, data_dir=args.data_dir, timesteps=model.timesteps)
     try:
         graph = to_nir(model)
     except ValueError as exc:

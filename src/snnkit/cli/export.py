@@ -63,7 +63,7 @@ def _probe_samples(model, meta: dict, n: int, data_dir: str | None):
     name = meta.get("dataset")
     if name:
         try:
-            x, y = data.load(name, "test", limit=n, data_dir=data_dir)
+            x, y = data.load(name, "test", limit=n, data_dir=data_dir, timesteps=model.timesteps)
             return x, y, f"{name} test split, first {len(x)}"
         except data.DataError:
             pass

@@ -51,7 +51,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--input-labels", metavar="Y.npy",
                    help="labels [N] for --input/--raw-input (accuracy and attacks need them)")
     p.add_argument("--limit", type=int, help="--dataset: the first N test samples only")
-    p.add_argument("--data-dir", help="folder holding MNIST/Fashion-MNIST IDX files or CIFAR-10 batches")
+    p.add_argument("--data-dir", help="folder of the data set's released files (the layouts snn-train --help lists)")
     p.add_argument("--targets", default=names,
                    help=f"comma-separated targets (default: all: {names}); {REFERENCE} always runs as the reference")
     p.add_argument("--attack", metavar="NAME[,NAME...]",

@@ -20,7 +20,13 @@ def parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="snn-train", description=__doc__)
     p.add_argument("--dataset", default="digits", choices=DATASETS, help="data set (default: digits)")
-    p.add_argument("--data-dir", help="folder holding MNIST/Fashion-MNIST IDX files or CIFAR-10 batches")
+    p.add_argument("--data-dir", help="folder of the data set's released files, never downloaded: MNIST/Fashion-MNIST "
+                   "IDX files, cifar-10-batches-py, cifar-100-python, tiny-imagenet-200, N-MNIST Train/Test (or "
+                   "train.zip/test.zip), DVS-Gesture ibmGestureTrain/Test, CIFAR10-DVS class folders of .aedat4 "
+                   "(snnkit.data describes each layout)")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="random crop (zero padding 4) and horizontal flip of training batches, seeded by --seed; "
+                   "never at evaluation (default: on for cifar10, cifar100, tiny-imagenet; off for the others)")
     p.add_argument("--model", default="mlp", choices=ARCHS, help="architecture (default: mlp)")
     p.add_argument("--hidden", type=int, nargs="+", help="MLP hidden widths (default: 512)")
     p.add_argument("--channels", type=int, nargs="+", help="ConvNet conv widths, one pool each (default: 32 64)")
@@ -28,7 +34,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--vgg-depth", type=int, help="VGG: number of conv layers (default 5)")
     p.add_argument("--vgg-width", type=int, help="VGG: width of the first stage, doubled per stage (default 32)")
     p.add_argument("--timesteps", type=int, default=8, help="time steps T (default 8)")
-    p.add_argument("--encoder", default="direct", help="direct | poisson[:seed=S] | latency[:x_min=X] (default direct)")
+    p.add_argument("--encoder", help="direct | poisson[:seed=S] | latency[:x_min=X] | frames (default: frames for the "
+                   "event sets nmnist, dvs-gesture, cifar10-dvs, binned into --timesteps frames; direct otherwise)")
     p.add_argument("--neuron", default="lif", choices=["lif", "if"], help="neuron model (default lif)")
     p.add_argument("--beta", type=float, default=0.9, help="LIF membrane decay per step, 1 - dt/tau (default 0.9)")
     p.add_argument("--threshold", type=float, default=1.0, help="firing threshold (default 1.0)")
@@ -95,7 +102,7 @@ def model_config(args: argparse.Namespace) -> dict:
     from snnkit.nn import build_encoder, parse_surrogate
 
     parse_surrogate(args.surrogate)  # fail early on a bad spec
-    encoder = build_encoder(args.encoder, args.timesteps).spec()
+    encoder = build_encoder(args.encoder or default_encoder(args.dataset), args.timesteps).spec()
     cfg = {"arch": args.model, "timesteps": args.timesteps, "encoder": encoder, "neuron": args.neuron,
            "beta": args.beta, "threshold": args.threshold, "reset": args.reset, "surrogate": args.surrogate,
            "learn_beta": args.learn_beta, "learn_threshold": args.learn_threshold, "dt": args.dt}
@@ -104,6 +111,13 @@ def model_config(args: argparse.Namespace) -> dict:
     if args.vgg_depth or args.vgg_width:
         cfg["vgg"] = vgg_config(args.vgg_depth or 5, args.vgg_width or 32)
     return cfg
+
+
+def default_encoder(dataset: str) -> str:
+    """``frames`` for event data (samples with their own time axis), else ``direct``."""
+    from snnkit.data import info
+
+    return "frames" if info(dataset).event_frames else "direct"
 
 
 def _flag(dest: str) -> str:
@@ -130,6 +144,14 @@ def check_options(args: argparse.Namespace) -> None:
         raise ValueError("--qat fine-tunes a trained model, not --pipeline convert (fine-tune its model.pt with "
                          "--init MODEL.pt --qat loihi)")
     check_data_dir(args.data_dir, args.dataset)
+    from snnkit.data import info, input_steps
+    from snnkit.data.augment import Augmentation
+
+    if args.pipeline == "convert" and info(args.dataset).event_frames:
+        raise ValueError(f"--pipeline convert trains an ANN on static inputs; {args.dataset} holds event frames: "
+                         "train the SNN directly (--pipeline direct)")
+    input_steps(args.dataset, {"encoder": args.encoder or default_encoder(args.dataset)})
+    Augmentation.for_training(args.dataset, args.augment, args.seed)
 
 
 def prune_method(args: argparse.Namespace) -> str:
@@ -160,7 +182,7 @@ def _main(args: argparse.Namespace) -> int:
                       batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
                       weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed, method=args.method,
                       regs=args.reg, data_dir=args.data_dir, limit=args.limit, device=device, qat=args.qat,
-                      **sparse)
+                      augment=args.augment, **sparse)
     if cfg.qat:
         from snnkit.train.qat import check
 

@@ -84,7 +84,8 @@ def dataset_input(name: str, metadata: dict, input_shape: tuple[int, ...], *, li
     if tuple(info.input_shape) != tuple(input_shape):
         raise DeployError(f"data set {name} has samples of shape {list(info.input_shape)}; the graph expects "
                           f"{list(input_shape)}")
-    x, y = data.load(name, "test", limit=limit, data_dir=data_dir)
+    steps = graph_timesteps(metadata, timesteps) if info.event_frames else None  # event frames: binned into T
+    x, y = data.load(name, "test", limit=limit, data_dir=data_dir, timesteps=steps)
     if classes is not None and y.numel() and int(y.max()) >= classes:
         raise DeployError(f"data set {name} has labels up to {int(y.max())}, but the graph's output has {classes} "
                           f"value{'s' * (classes != 1)} per step (one per class)")

@@ -42,7 +42,11 @@ def ann_twin(graph: nir.NIRGraph, dt: float | None = None) -> RateTwin:
 
     graph = flatten_graph(graph)
     meta = graph_metadata(graph)
-    check_twin_encoder(meta.get("encoder") or {"name": "direct"})
+    encoder = meta.get("encoder") or {"name": "direct"}
+    check_twin_encoder(encoder)
+    if (encoder.get("name") if isinstance(encoder, dict) else encoder) == "frames":
+        raise TwinUndefined("the model takes event frames [B, T, ...] with their own time axis: no one-step "
+                            "non-spiking twin is defined")
     p = plan(graph)
     if p.has_cycles:
         raise TwinUndefined("the graph is recurrent (it has cycles): no feed-forward non-spiking twin is defined")

@@ -1,5 +1,6 @@
 """Spiking layers, surrogate gradients and encoders (multi-step, ``[B, T, ...]``)."""
-from snnkit.nn.encoders import ENCODERS, DirectEncoder, Encoder, LatencyEncoder, PoissonEncoder, build_encoder
+from snnkit.nn.encoders import (ENCODERS, DirectEncoder, Encoder, FramesEncoder, LatencyEncoder, PoissonEncoder,
+                                build_encoder)
 from snnkit.nn.layers import AvgPool2d, BatchNormTT, Conv2d, Flatten, SumPool2d
 from snnkit.nn.neurons import IF, LI, LIF, CubaLI, CubaLIF, SpikingLayer
 from snnkit.nn.surrogate import SURROGATES, Surrogate, use_surrogate
@@ -7,6 +8,6 @@ from snnkit.nn.surrogate import parse as parse_surrogate
 
 __all__ = [
     "ENCODERS", "SURROGATES", "AvgPool2d", "BatchNormTT", "Conv2d", "CubaLI", "CubaLIF", "DirectEncoder", "Encoder",
-    "Flatten", "IF", "LI", "LIF", "LatencyEncoder", "PoissonEncoder", "SpikingLayer", "SumPool2d", "Surrogate",
-    "build_encoder", "parse_surrogate", "use_surrogate",
+    "FramesEncoder", "Flatten", "IF", "LI", "LIF", "LatencyEncoder", "PoissonEncoder", "SpikingLayer", "SumPool2d",
+    "Surrogate", "build_encoder", "parse_surrogate", "use_surrogate",
 ]

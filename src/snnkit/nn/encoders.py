@@ -6,6 +6,8 @@
 - ``latency``: time-to-first-spike code, one spike at step ``round((1 - x) (T - 1))`` for ``x > x_min``, none
   otherwise. Its gradient is a rectangular surrogate of the bin edges, ``grad_width`` of a bin wide, so it is
   non-zero only for inputs near an edge: temporal coding has sparse input gradients (seed 000).
+- ``frames``: the input already has its time axis, ``[B, T, ...]`` (event-camera frames, ``snnkit.data``'s
+  event sets); it is passed on as it is, after checking that ``T`` is the model's.
 
 Encoders live inside the model (attacks see the raw input) and are written to the NIR metadata
 (``{"name": ..., **params}``) so that ``snn-deploy`` encodes a data set the same way for every target.
@@ -107,7 +109,19 @@ class LatencyEncoder(Encoder):
         return {"name": self.name, "x_min": self.x_min, "grad_width": self.grad_width}
 
 
-ENCODERS = {cls.name: cls for cls in (DirectEncoder, PoissonEncoder, LatencyEncoder)}
+class FramesEncoder(Encoder):
+    """Identity on inputs that are already ``[B, T, ...]`` frames (event data); ``T`` must be ``timesteps``."""
+
+    name = "frames"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() < 2 or x.shape[1] != self.timesteps:
+            raise ValueError(f"the frames encoder takes inputs [B, T, ...] with T = {self.timesteps} time steps; got "
+                             f"shape {list(x.shape)}")
+        return x
+
+
+ENCODERS = {cls.name: cls for cls in (DirectEncoder, PoissonEncoder, LatencyEncoder, FramesEncoder)}
 
 
 def build_encoder(spec: "str | dict", timesteps: int) -> Encoder:

@@ -88,7 +88,7 @@ def inputs_from_dataset(graph, name: str, *, limit: int | None = None, data_dir:
 
     ti = dataset_input(name, graph.metadata, _input_shape(graph), limit=limit, data_dir=data_dir,
                        classes=output_size(graph))
-    raw, _ = data.load(name, "test", limit=limit, data_dir=data_dir)
+    raw, _ = data.load(name, "test", limit=limit, data_dir=data_dir, timesteps=ti.timesteps)
     n = ti.x.shape[0]
     return Inputs(x=ti.x, labels=ti.y, raw=raw.numpy().astype(np.float32),
                   source=f"{name} test split, " + (f"first {n}" if limit else f"all {n}") + " samples")

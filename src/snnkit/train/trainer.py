@@ -1,7 +1,7 @@
 """The training loop: seeds, Adam/SGD, cosine schedule, a checkpoint every epoch, resume, progress, metrics.
 
 Determinism: the same config and seed give the same weights and metrics on the same machine. All randomness
-(initialisation, shuffling, attack random starts, Poisson draws) comes from generators seeded from
+(initialisation, shuffling, augmentation, attack random starts, Poisson draws) comes from generators seeded from
 ``seed``, and the checkpoint stores their states, so an interrupted run resumed with ``resume=True`` ends with
 the same final weights as an uninterrupted one.
 
@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from snnkit import data as datasets
+from snnkit.data.augment import Augmentation
 from snnkit.attack.gradients import input_gradient_sparsity
 from snnkit.models import build, load, save
 from snnkit.atomic import atomic_write, save_torch
@@ -57,6 +58,7 @@ class TrainConfig:
     prune_epochs: int = 0  # score-training epochs (hydra/harp) or dense epochs before magnitude pruning
     prune_lr: float = 0.01
     qat: str | None = None  # "loihi": quantisation-aware fine-tuning of ``init`` (snnkit.train.qat)
+    augment: bool | None = None  # crop + flip of training batches (snnkit.data.augment); None: the set's default
 
 
 def _optimizer(cfg: TrainConfig, params):
@@ -105,8 +107,9 @@ def train(cfg: TrainConfig, out_dir: "str | Path", *, resume: bool = False, prog
 def _train(cfg: TrainConfig, out: Path, *, resume: bool, progress: bool, stop_after: int | None,
            callbacks: list | None) -> dict:
     info = datasets.info(cfg.dataset)
-    x_train, y_train = datasets.load(cfg.dataset, "train", data_dir=cfg.data_dir)
-    x_test, y_test = datasets.load(cfg.dataset, "test", limit=cfg.limit, data_dir=cfg.data_dir)
+    steps = datasets.input_steps(cfg.dataset, cfg.model)  # event sets are binned into the model's steps
+    x_train, y_train = datasets.load(cfg.dataset, "train", data_dir=cfg.data_dir, timesteps=steps)
+    x_test, y_test = datasets.load(cfg.dataset, "test", limit=cfg.limit, data_dir=cfg.data_dir, timesteps=steps)
 
     torch.manual_seed(cfg.seed)
     model_cfg = {"input_shape": list(info.input_shape), "num_classes": info.num_classes, **cfg.model}
@@ -117,6 +120,7 @@ def _train(cfg: TrainConfig, out: Path, *, resume: bool, progress: bool, stop_af
     opt = _optimizer(cfg, model.parameters())
     sched = _schedule(cfg, opt)
     shuffle = torch.Generator().manual_seed(cfg.seed)
+    augment = Augmentation.for_training(cfg.dataset, cfg.augment, cfg.seed)
     history: list[dict] = []
     start_epoch = 0
     ckpt_path = out / "checkpoint.pt"
@@ -138,6 +142,7 @@ def _train(cfg: TrainConfig, out: Path, *, resume: bool, progress: bool, stop_af
             opt.load_state_dict(ckpt["optimizer"])
             sched.load_state_dict(ckpt["scheduler"])
             shuffle.set_state(ckpt["shuffle_rng"])
+            augment.set_state(ckpt["augment_rng"])
             torch.set_rng_state(ckpt["torch_rng"])
             history = list(ckpt["history"])
             start_epoch = int(ckpt["epoch"])
@@ -159,7 +164,7 @@ def _train(cfg: TrainConfig, out: Path, *, resume: bool, progress: bool, stop_af
         loss_sum, correct, parts_sum = 0.0, 0.0, {}
         for i in range(0, n, cfg.batch_size):
             idx = perm[i : i + cfg.batch_size]
-            xb, yb = x_train[idx].to(cfg.device), y_train[idx].to(cfg.device)
+            xb, yb = augment(x_train[idx].to(cfg.device)), y_train[idx].to(cfg.device)
             loss, logits, parts = objective(net, xb, yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -195,6 +200,7 @@ def _train(cfg: TrainConfig, out: Path, *, resume: bool, progress: bool, stop_af
             "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(),
             "shuffle_rng": shuffle.get_state(),
+            "augment_rng": augment.get_state(),
             "torch_rng": torch.get_rng_state(),
             "history": history,
         }

@@ -31,7 +31,7 @@ from snnkit.deploy.loihi.graph import (ACT_SHIFT, BIAS_EXP_MAX, BIAS_MANT_MAX, D
 from snnkit.graph import DEFAULT_DT, DeployError, flatten_graph, infer_shapes, predecessors, successors
 from snnkit.graph.kinds import CONNECTIONS, PORTS, SPIKING
 
-SPIKE_ENCODERS = {"poisson", "latency", "rate", "spikes"}
+SPIKE_ENCODERS = {"poisson", "latency", "rate", "spikes", "frames"}  # frames: snnkit.data's 0/1 event frames
 READOUT_NODES = (nir.LI, nir.CubaLI)  # non-spiking layers Loihi runs as LIF neurons that never fire
 LAYER_NODES = (*SPIKING, *READOUT_NODES)
 CUBA_KINDS = ("CubaLIF", "CubaLI")
