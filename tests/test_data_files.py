@@ -487,6 +487,7 @@ def test_snn_train_on_image_files(tmp_path, dataset, model):
     arch = ["--channels", "4", "--fc", "8"] if model == "convnet" else ["--hidden", "8"]
     metrics = _train(tmp_path, dataset, tmp_path / "data", "--model", model, *arch)
     assert metrics["train_config"]["augment"] is None  # the data set's default: on
+    assert metrics["augmentation"] == {"padding": 4, "flip": True}
     assert metrics["model"]["num_classes"] == info(dataset).num_classes
 
 
@@ -541,6 +542,7 @@ def test_training_with_augmentation_resumes_exactly(tmp_path):
     resumed = train(cfg, tmp_path / "cut", progress=False, resume=True)
     assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in whole["history"]]
     plain = train(TrainConfig(**{**cfg.__dict__, "augment": False}), tmp_path / "plain", progress=False)
+    assert whole["augmentation"] is not None and plain["augmentation"] is None
     assert [h["loss"] for h in plain["history"]] != [h["loss"] for h in whole["history"]]
 
 

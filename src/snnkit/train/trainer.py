@@ -220,6 +220,7 @@ def _train(cfg: TrainConfig, out: Path, *, resume: bool, progress: bool, stop_af
         "n_test": len(x_test),
         "gradient_sparsity": input_gradient_sparsity(model, x_test[:1024].to(cfg.device), y_test[:1024]),
         "weight_sparsity": masks.weight_sparsity(model),
+        "augmentation": asdict(augment.recipe) if augment.enabled else None,  # what ran (cfg.augment None: the default)
         **({"prune_history": prune_history} if prune_history else {}),
         **({"qat": qat.record(cfg, model, x_test, y_test)} if cfg.qat else {}),
         "history": history,
