@@ -1,19 +1,25 @@
-"""Model builders: MLP, a small ConvNet and a VGG-style net, all from one plain-dict config.
+"""Model builders: MLP, a small ConvNet, a VGG-style net and the seed papers' networks, from one plain-dict config.
 
 The config is what ``model.pt`` stores beside the state dict, so a model is rebuilt from it exactly:
 
 ```
-{"arch": "mlp" | "convnet" | "vgg", "input_shape": [1, 8, 8], "num_classes": 10, "timesteps": 8,
+{"arch": "mlp" | "convnet" | "vgg" | "vgg11" | "vgg16" | "resnet19" | "sew-resnet18" | "sew-resnet34" | "wrn16-4",
+ "input_shape": [1, 8, 8], "num_classes": 10, "timesteps": 8,
  "encoder": {"name": "direct"}, "neuron": "lif" | "if", "beta": 0.9, "threshold": 1.0, "reset": "zero",
  "surrogate": "atan:alpha=2", "learn_beta": false, "learn_threshold": false, "batchnorm": false, "dt": 1e-3,
  "logit_scale": 10.0, "masks": false,   # masks: true for pruned models (weight_mask buffers)
  "hidden": [512],                      # mlp
  "channels": [32, 64], "fc": [256],    # convnet: conv3x3 -> neuron -> avgpool2 per entry, then fc layers
- "vgg": [64, 64, "P", 128, "P"]}       # vgg: conv3x3 widths, "P" = avgpool 2, then a linear classifier
+ "vgg": [64, 64, "P", 128, "P"],       # vgg: conv3x3 widths, "P" = 2x2 pool, then a linear classifier
+ "pool": "avg" | "max",                # vgg, vgg11, vgg16: the 2x2 pooling (default avg)
+ "width": 1.0,                         # paper models: multiplier of every channel and hidden width
+ "sew": "add" | "iand"}                # sew-resnet18/34: the connect function (default add)
 ```
 ``logit_scale`` is a fixed softmax temperature: logits = logit_scale x mean output spike rate, so their argmax
-is the spike-count argmax. ``batchnorm`` defaults to true for convnet and vgg, false for mlp.
+is the spike-count argmax. ``batchnorm`` defaults to true for every architecture but mlp.
 Every hidden and the output layer are spiking; the output layer's spikes are the network's output.
+The paper models (VGG-11/16, ResNet-19, SEW-ResNet-18/34, WRN-16-4) and the layout choices behind them are
+described in :mod:`snnkit.models.paper`; the residual ones hold :class:`snnkit.nn.residual.Block` layers.
 """
 from __future__ import annotations
 
