@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
+from collections import OrderedDict
+
+import nir
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from conftest import run_cli
 from snnkit.export import ExportReport, from_nir, read_nir, to_nir, write_nir
-from snnkit.models import ARCHS, build
+from snnkit.models import ARCHS, SpikingModel, build, save
 from snnkit.models.paper import ARCHS as PAPER_ARCHS
 from snnkit.models.spiking import Rate
+from snnkit.nn import LIF, Conv2d, DirectEncoder, Flatten, MaxPool2d
 from snnkit.train.objectives import build_regularizer
 from snnkit.train.regularizers import MPDSGR
 
@@ -165,11 +169,14 @@ def _trained_bn(model, shape):
     return model.eval()
 
 
-@pytest.mark.parametrize("arch", ["resnet19", "sew-resnet18", "wrn16-4", "vgg11"])
-def test_export_runs_through_from_nir_like_the_model(arch, tmp_path):
+EXPORTED = [("resnet19", {}), ("sew-resnet18", {}), ("wrn16-4", {}), ("vgg11", {}), ("vgg11", {"pool": "max"})]
+
+
+@pytest.mark.parametrize("arch,extra", EXPORTED, ids=[f"{a}-{'-'.join(e.values()) or 'default'}" for a, e in EXPORTED])
+def test_export_runs_through_from_nir_like_the_model(arch, extra, tmp_path):
     torch.manual_seed(1)
     shape = (3, 8, 8)
-    model = _trained_bn(_small(arch, shape=shape, timesteps=4, threshold=0.2, width=1 / 8), shape)
+    model = _trained_bn(_small(arch, shape=shape, timesteps=4, threshold=0.2, width=1 / 8, **extra), shape)
     report = ExportReport()
     graph = to_nir(model, report=report)
     assert not report.warnings
@@ -178,6 +185,9 @@ def test_export_runs_through_from_nir_like_the_model(arch, tmp_path):
     if arch != "vgg11":  # residual: some node takes two inputs (a shortcut)
         merges = {d for _, d in graph.edges if sum(1 for _, d2 in graph.edges if d2 == d) > 1}
         assert merges
+    if extra.get("pool") == "max":  # each max pool: a window sum and its OR gate
+        assert isinstance(graph.nodes["3_pool"], nir.SumPool2d) and isinstance(graph.nodes["3_pool_or"], nir.IF)
+        assert any("3_pool: MaxPool2d over spikes written as SumPool2d" in n for n in report.notes)
     x = torch.rand(8, *shape)
     h = model.encoder(x)
     with torch.no_grad():
@@ -194,15 +204,18 @@ def test_export_runs_through_from_nir_like_the_model(arch, tmp_path):
     assert (out["output"] != ref.outputs).float().mean() <= 1e-3
 
 
-def test_maxpool_and_iand_export_refused_in_one_line():
-    for arch, extra, layer, what in [("vgg11", {"pool": "max"}, "'3_pool'", "MaxPool2d"),
-                                      ("sew-resnet18", {"sew": "iand"}, "'3_block.iand'", "IAND")]:
-        model = _small(arch, shape=(3, 8, 8), **extra)
+def test_iand_and_a_max_pool_of_currents_are_refused_in_one_line():
+    iand = _small("sew-resnet18", shape=(3, 8, 8), sew="iand")
+    layers = nn.Sequential(OrderedDict([("conv", Conv2d(3, 4, 3, padding=1)), ("pool", MaxPool2d(2)),
+                                        ("lif", LIF()), ("flat", Flatten()), ("fc", nn.Linear(64, 10)),
+                                        ("out", LIF())]))
+    currents = SpikingModel(DirectEncoder(2), layers, {"input_shape": [3, 8, 8], "num_classes": 10})
+    for model, layer, what in [(iand, "'3_block.iand'", "SEW IAND"), (currents, "'pool'", "MaxPool2d")]:
         report = ExportReport()
         with pytest.raises(ValueError) as exc:
             to_nir(model, report=report)
         line = str(exc.value)
-        assert "\n" not in line and layer in line and what in line and "no exact NIR form" in line
+        assert "\n" not in line and f"layer {layer}: {what}" in line and "no exact NIR form" in line
         assert report.warnings == [f"export refused: {line}"]
 
 
@@ -216,10 +229,18 @@ def test_snn_train_and_export_a_paper_model_on_digits(tmp_path):
     assert summary["model"] == "vgg11" and 0.0 <= summary["test_accuracy"] <= 1.0
     model = torch.load(out / "model.pt", weights_only=True)
     assert model["config"]["pool"] == "max" and model["config"]["width"] == 0.0625
-    exp = run_cli("snn-export", str(out / "model.pt"), "--target", "nir", "--out", str(tmp_path / "exp"))
+    exp = run_cli("snn-export", str(out / "model.pt"), "--target", "nir", "--probe", "16", "--json",
+                  "--out", str(tmp_path / "exp"))
+    assert exp.returncode == 0, exp.stderr
+    report = json.loads((tmp_path / "exp" / "export_report.json").read_text())
+    assert report["checks"]["round_trip"]["identical"]
+    assert any("MaxPool2d over spikes" in n for n in report["notes"])
+    # an IAND model: nothing to export, one line, and the report says why
+    save(_small("sew-resnet18", shape=(1, 8, 8), sew="iand"), tmp_path / "iand.pt", meta={"dataset": "digits"})
+    exp = run_cli("snn-export", str(tmp_path / "iand.pt"), "--target", "nir", "--out", str(tmp_path / "iand"))
     assert exp.returncode == 2
     line = exp.stderr.strip()
-    assert "\n" not in line and "MaxPool2d has no exact NIR form" in line
-    report = json.loads((tmp_path / "exp" / "export_report.json").read_text())
-    assert any("MaxPool2d" in w for w in report["warnings"])
-    assert np.isfinite(summary["train_accuracy"])
+    assert "\n" not in line and "'3_block.iand': SEW IAND" in line
+    report = json.loads((tmp_path / "iand" / "export_report.json").read_text())
+    (warning,) = report["warnings"]
+    assert warning.startswith("export refused: layer '3_block.iand'") and line.endswith(warning[16:])

@@ -28,8 +28,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--fc", type=int, nargs="*", help="ConvNet/VGG hidden linear widths (default convnet: 256)")
     p.add_argument("--vgg-depth", type=int, help="VGG: number of conv layers (default 5)")
     p.add_argument("--vgg-width", type=int, help="VGG: width of the first stage, doubled per stage (default 32)")
-    p.add_argument("--pool", choices=["avg", "max"], help="VGG pooling (default avg; max pooling trains but does "
-                   "not export to NIR/Loihi)")
+    p.add_argument("--pool", choices=["avg", "max"], help="VGG pooling (default avg; max pooling of spikes exports "
+                   "to NIR as its exact equivalent, window sum -> IF neuron of threshold 0.5)")
     p.add_argument("--sew", choices=["add", "iand"], help="SEW-ResNet connect function (default add; iand trains "
                    "but does not export to NIR/Loihi)")
     p.add_argument("--width", type=float, help="paper models (vgg11...wrn16-4): multiplier of every channel and "

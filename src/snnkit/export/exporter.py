@@ -3,7 +3,12 @@
 Layers map one to one (``nn.Linear`` -> Affine or Linear, ``Conv2d`` -> Conv2d, ``AvgPool2d`` -> AvgPool2d,
 ``SumPool2d`` -> SumPool2d, ``Flatten`` -> Flatten, ``LIF``/``IF``/``CubaLIF``/``LI``/``CubaLI`` -> their NIR
 nodes) and keep their names; ``BatchNormTT`` is folded into the preceding Linear/Conv2d with its running (eval)
-statistics. Weights are copied unchanged (pruned weights stay exact zeros). Neuron parameters are written per
+statistics. Residual blocks (``snnkit.nn.residual``) keep their layers' names (``"<block>.<layer>"``) and become
+edges: a layer fed by a sum gets an edge from each term (NIR sums a node's inputs), so a tdBN shortcut is an
+edge into the block's last neuron and a SEW ADD output an edge from both spike sources into every consumer.
+``MaxPool2d`` over the spikes of one spiking layer becomes SumPool2d -> IF (threshold 0.5), exact on 0/1 inputs;
+a max pool over anything else, and SEW's IAND, have no exact NIR form and are refused in one line naming the
+layer (the report's warnings say so too). Weights are copied unchanged (pruned weights stay exact zeros). Neuron parameters are written per
 neuron with the neuron's shape, time constants and gains in float64 so that reading them back gives the same
 float32 layer parameters:
 
@@ -24,7 +29,7 @@ import torch
 from torch import nn
 
 from snnkit.export.report import ExportReport, NodeRecord
-from snnkit.graph.kinds import WEIGHTED
+from snnkit.graph.kinds import SPIKING, WEIGHTED
 from snnkit.models.spiking import SpikingModel
 from snnkit.graph.errors import first_line
 from snnkit.nn.layers import BatchNormTT, Flatten, SumPool2d
@@ -124,7 +129,7 @@ def _cuba_node(m: CubaLIF, shape, dt: float, name: str) -> nir.NIRNode:
                        w_in=_full(m.syn_scale, shape) / (1.0 - alpha))
 
 
-def _pool_args(m: nn.AvgPool2d) -> dict:
+def _pool_args(m: "nn.AvgPool2d | nn.MaxPool2d") -> dict:
     def pair(v):
         return np.array(v if isinstance(v, (tuple, list)) else (v, v), dtype=np.int64)
     return {"kernel_size": pair(m.kernel_size), "stride": pair(m.stride if m.stride is not None else m.kernel_size),
@@ -178,9 +183,6 @@ def _layer_node(name: str, m: nn.Module, in_shape: tuple, out_shape: tuple, dt: 
     if isinstance(m, (nn.Identity, nn.Dropout)):
         report.note(f"{name}: {kind} is the identity at inference and is not exported")
         return None
-    if isinstance(m, nn.MaxPool2d):
-        raise ValueError(f"layer {name!r}: MaxPool2d has no exact NIR form (NIR pools only sum or average; "
-                         "train with average pooling, e.g. snn-train --pool avg, to export)")
     if isinstance(m, IAnd):
         raise ValueError(f"layer {name!r}: SEW IAND ((1 - A) x S of two spike trains) has no exact NIR form "
                          "(NIR only sums a node's inputs); train with the ADD connection (--sew add) to export")
@@ -220,6 +222,8 @@ class _Walk:
         if isinstance(m, Block):
             return self.block(name, m, inputs)
         kind = type(m).__name__
+        if isinstance(m, nn.MaxPool2d):
+            return self.max_pool(name, m, inputs)
         if isinstance(m, BatchNormTT):
             src = inputs[0] if len(inputs) == 1 else None
             if src is None or not isinstance(self.nodes.get(src), WEIGHTED) or consumers > 1 or \
@@ -239,6 +243,30 @@ class _Walk:
         self.sources[name] = f"{kind} {name}"
         self.edges += [(s, name) for s in inputs]
         return [name]
+
+    def max_pool(self, name: str, m: nn.MaxPool2d, inputs: list[str]) -> list[str]:
+        """MaxPool2d over the spikes (0/1) of one spiking layer: the window's maximum is 1 exactly when its sum is
+        at least 1, so SumPool2d -> IF (``r = 1``, threshold 0.5, reset to 0) gives it step by step (the IF's
+        potential is 0 after every step: reset after a spike, else the sum was 0)."""
+        src = self.nodes.get(inputs[0]) if len(inputs) == 1 else None
+        plain = m.dilation in (1, (1, 1)) and not m.ceil_mode and not m.return_indices
+        if not isinstance(src, SPIKING) or not plain:
+            why = "its input is not the spikes of one spiking layer" if plain else \
+                "dilation, ceil_mode or return_indices"
+            raise ValueError(f"layer {name!r}: MaxPool2d has no exact NIR form here ({why}; NIR pools only sum or "
+                             "average, and a maximum is exact only over spikes); train with --pool avg to export")
+        _, out_shape = self.shapes[name]
+        gate = f"{name}_or"
+        self.nodes[name] = nir.SumPool2d(**_pool_args(m))
+        self.nodes[gate] = nir.IF(r=np.ones(out_shape), v_threshold=np.full(out_shape, 0.5, np.float32),
+                                  v_reset=np.zeros(out_shape, np.float32))
+        self.sources[name] = f"MaxPool2d {name} (window sums)"
+        self.sources[gate] = f"MaxPool2d {name} (1 where a window sum is >= 1)"
+        self.resets[gate] = "zero"
+        self.edges += [(s, name) for s in inputs] + [(name, gate)]
+        self.report.note(f"{name}: MaxPool2d over spikes written as SumPool2d {name} -> IF {gate} (threshold 0.5): "
+                         "exact, the maximum of 0/1 values is 1 where their sum is at least 1")
+        return [gate]
 
 
 def _finish(nodes: dict, edges: list, metadata: dict, sources: dict, report: ExportReport) -> nir.NIRGraph:

@@ -113,8 +113,8 @@ class SumPool2d(AvgPool2d):
 
 
 class MaxPool2d(nn.MaxPool2d):
-    """``torch.nn.MaxPool2d`` on ``[B, T, C, H, W]``, each step on its own (training only: no target runs it;
-    NIR export refuses it, see ``snnkit.export.exporter``)."""
+    """``torch.nn.MaxPool2d`` on ``[B, T, C, H, W]``, each step on its own. NIR has no max pool: over spikes the
+    export writes its exact equivalent, elsewhere it refuses (``snnkit.export.exporter``)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _over_time(super().forward, x)
