@@ -23,7 +23,10 @@ from snnkit.models import ARCHS, SpikingModel, build, save
 from snnkit.models.paper import ARCHS as PAPER_ARCHS
 from snnkit.models.spiking import Rate
 from snnkit.nn import LIF, Conv2d, DirectEncoder, Flatten, MaxPool2d
+from snnkit.train.conversion import ANNTwin
+from snnkit.train.conversion import RateTwin as ConversionRateTwin
 from snnkit.train.objectives import build_regularizer
+from snnkit.train.qat import LoihiQAT, QATError
 from snnkit.train.regularizers import MPDSGR
 
 CIFAR = [3, 32, 32]
@@ -217,6 +220,18 @@ def test_iand_and_a_max_pool_of_currents_are_refused_in_one_line():
         line = str(exc.value)
         assert "\n" not in line and f"layer {layer}: {what}" in line and "no exact NIR form" in line
         assert report.warnings == [f"export refused: {line}"]
+
+
+@pytest.mark.nonnumeric
+def test_conversion_and_qat_refuse_what_they_cannot_handle_in_one_line():
+    resnet = _small("resnet19", shape=(1, 8, 8))
+    for make in (ANNTwin, ConversionRateTwin):
+        with pytest.raises(ValueError, match="handles layer chains .*; layer '3_block' is a residual block"):
+            make(resnet)
+    with pytest.raises(QATError, match="layer '3_block' is a residual block"):
+        LoihiQAT(resnet, torch.rand(2, 1, 8, 8))
+    with pytest.raises(QATError, match="layer '3_pool' is a max pool"):
+        LoihiQAT(_small("vgg11", shape=(1, 8, 8), pool="max"), torch.rand(2, 1, 8, 8))
 
 
 def test_snn_train_and_export_a_paper_model_on_digits(tmp_path):
