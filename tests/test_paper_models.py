@@ -12,6 +12,7 @@ import json
 from collections import OrderedDict
 
 import nir
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -205,6 +206,31 @@ def test_export_runs_through_from_nir_like_the_model(arch, extra, tmp_path):
     assert compared > 100  # the layers do spike
     assert ref.outputs.sum() > 0
     assert (out["output"] != ref.outputs).float().mean() <= 1e-3
+
+
+@pytest.mark.parametrize("target", ["norse", "snntorch"])
+def test_residual_graphs_run_on_the_framework_targets_as_on_the_reference(target):
+    """IF neurons: the same float operations in every framework, so spikes are equal (test_targets_equivalence).
+    Norse's importer needed its execution order fixed for the projection shortcuts (snnkit.deploy.norse_target)."""
+    pytest.importorskip(target, reason=f"the {target} target needs {target}")
+    pytest.importorskip("nirtorch", reason=f"{target}'s NIR importer needs nirtorch")
+    from snnkit.deploy.base import get_target
+    from snnkit.deploy.inputs import encode
+    from snnkit.graph import graph_metadata
+
+    torch.manual_seed(0)
+    shape = (3, 8, 8)
+    for arch in ("resnet19", "sew-resnet18"):
+        model = _trained_bn(_small(arch, shape=shape, timesteps=4, threshold=0.3, width=1 / 8, neuron="if"), shape)
+        graph = to_nir(model)
+        x = encode(np.random.default_rng(0).random((4, *shape)).astype(np.float32), graph_metadata(graph))
+        ref = get_target("torch", device="cpu").run(graph, x, record=True)
+        got = get_target(target).run(graph, x, record=True)
+        spiking = [n for n, node in graph.nodes.items() if isinstance(node, nir.IF)]
+        assert sum(int(ref.records[n].sum()) for n in spiking) > 100
+        for n in spiking:
+            assert np.array_equal(got.records[n][:, got.delay:got.delay + 4], ref.records[n]), (arch, n)
+        assert np.array_equal(got.aligned_outputs(4), ref.outputs)
 
 
 def test_iand_and_a_max_pool_of_currents_are_refused_in_one_line():
