@@ -233,6 +233,7 @@ def test_residual_graphs_run_on_the_framework_targets_as_on_the_reference(target
         assert np.array_equal(got.aligned_outputs(4), ref.outputs)
 
 
+@pytest.mark.nonnumeric
 def test_iand_and_a_max_pool_of_currents_are_refused_in_one_line():
     iand = _small("sew-resnet18", shape=(3, 8, 8), sew="iand")
     layers = nn.Sequential(OrderedDict([("conv", Conv2d(3, 4, 3, padding=1)), ("pool", MaxPool2d(2)),

@@ -22,7 +22,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="snn-train", description=__doc__)
     p.add_argument("--dataset", default="digits", choices=DATASETS, help="data set (default: digits)")
     p.add_argument("--data-dir", help="folder holding MNIST/Fashion-MNIST IDX files or CIFAR-10 batches")
-    p.add_argument("--model", default="mlp", choices=ARCHS, help="architecture (default: mlp)")
+    p.add_argument("--model", default="mlp", choices=ARCHS, help="architecture (default: mlp); vgg11, vgg16, resnet19, "
+                   "sew-resnet18/34 and wrn16-4 are the seed papers' CIFAR networks (snnkit.models.paper)")
     p.add_argument("--hidden", type=int, nargs="+", help="MLP hidden widths (default: 512)")
     p.add_argument("--channels", type=int, nargs="+", help="ConvNet conv widths, one pool each (default: 32 64)")
     p.add_argument("--fc", type=int, nargs="*", help="ConvNet/VGG hidden linear widths (default convnet: 256)")

@@ -8,9 +8,11 @@ edges: a layer fed by a sum gets an edge from each term (NIR sums a node's input
 edge into the block's last neuron and a SEW ADD output an edge from both spike sources into every consumer.
 ``MaxPool2d`` over the spikes of one spiking layer becomes SumPool2d -> IF (threshold 0.5), exact on 0/1 inputs;
 a max pool over anything else, and SEW's IAND, have no exact NIR form and are refused in one line naming the
-layer (the report's warnings say so too). Weights are copied unchanged (pruned weights stay exact zeros). Neuron parameters are written per
-neuron with the neuron's shape, time constants and gains in float64 so that reading them back gives the same
-float32 layer parameters:
+layer (the report's warnings say so too).
+
+Weights are copied unchanged (pruned weights stay exact zeros). Neuron parameters are written per neuron with
+the neuron's shape, time constants and gains in float64 so that reading them back gives the same float32 layer
+parameters:
 
 - LIF: ``tau = dt/(1-beta)``, ``r = g/(1-beta)``; IF: ``r = g``; CubaLIF: ``tau_syn = dt/(1-alpha)``,
   ``w_in = g_syn/(1-alpha)`` and ``tau_mem``, ``r`` as LIF. A LIF whose ``beta`` is 1 for every neuron is an IF.

@@ -18,7 +18,8 @@ Choices where the papers leave room, and their sources:
 - **VGG-16**: the standard 13 convolutions in 5 stages (64x2, 128x2, 256x3, 512x3, 512x3, a pool after each),
   then the same 4096-4096 classifier on the 1 x 1 x 512 map (SNN-RAT's vgg16).
 - **ResNet-19** (tdBN, Zheng et al., AAAI 2021, Table of architectures): conv3x3 128; 3 blocks of 128, 3 of 256
-  (first stride 2), 2 of 512 (first stride 2); global average pool; FC 256; FC classes. Blocks
+  (first stride 2), 2 of 512 (first stride 2); global average pool; FC 256; FC classes (12,697,994 parameters
+  here for CIFAR-10; the paper prints no count). Blocks
   conv-BN-neuron-conv-BN, the shortcut added to the second BN's output *before* the block's last neuron;
   a 1x1 conv + BN projection where the shape changes.
 - **SEW-ResNet-18/34** (Fang et al., NeurIPS 2021; github.com/fangwei123456/Spike-Element-Wise-ResNet): the
@@ -31,7 +32,8 @@ Choices where the papers leave room, and their sources:
   2 blocks each of 64, 128 (first stride 2), 256 (first stride 2), global average pool, FC classes. SNN-RAT's
   WRN is pre-activation (BN -> neuron -> conv); here the blocks are the tdBN form above (BN directly after
   each conv, shortcut into the last neuron), so every BN folds into its conv and the network exports to NIR
-  exactly; the convolutions are the same, the BN count differs by the stem's and projections' BNs.
+  exactly. The convolutions are the same; the BatchNorms sit after the convolutions instead of before them (so
+  their sizes differ slightly: 2,749,786 parameters here for CIFAR-10).
 
 Every network ends in a spiking output layer (snnkit's convention: logits are the scaled output spike rate);
 in the papers the last FC is read out without a neuron. Neuron parameters (``neuron``, ``beta``,
