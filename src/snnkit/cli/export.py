@@ -204,7 +204,8 @@ def _main(args: argparse.Namespace) -> int:
         report = ExportReport(model=str(model_path), target=args.target)
         try:
             graph = to_nir(model, dt=args.dt, report=report)
-        except ValueError as exc:
+        except ValueError as exc:  # nothing to export: the report alone says why
+            report.files["report"] = str(report.write(out / "export_report.json"))
             raise ValueError(f"{model_path}: {exc}") from None
         report.files["nir"] = str(write_nir(graph, out / "model.nir"))
         report.files["report"] = str(out / "export_report.json")

@@ -6,7 +6,8 @@ import argparse
 from snnkit.cli.common import add_json_flag, add_threads_flag, apply_threads, check_data_dir, either, emit, run
 
 ARCH_OPTIONS = {"hidden": ["mlp"], "channels": ["convnet"], "fc": ["convnet", "vgg"], "vgg_depth": ["vgg"],
-                "vgg_width": ["vgg"]}
+                "vgg_width": ["vgg"], "pool": ["vgg", "vgg11", "vgg16"], "sew": ["sew-resnet18", "sew-resnet34"],
+                "width": ["vgg11", "vgg16", "resnet19", "sew-resnet18", "sew-resnet34", "wrn16-4"]}
 """Model options (``argparse`` dests) and the architectures that read them."""
 PRUNE_OPTIONS = ("prune", "prune_epochs", "prune_lr")
 """Options that only matter with ``--sparsity S > 0``."""
@@ -27,12 +28,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="random crop (zero padding 4) and horizontal flip of training batches, seeded by --seed; "
                    "never at evaluation (default: on for cifar10, cifar100, tiny-imagenet; off for the others)")
-    p.add_argument("--model", default="mlp", choices=ARCHS, help="architecture (default: mlp)")
+    p.add_argument("--model", default="mlp", choices=ARCHS, help="architecture (default: mlp); vgg11, vgg16, resnet19, "
+                   "sew-resnet18/34 and wrn16-4 are the seed papers' CIFAR networks (snnkit.models.paper)")
     p.add_argument("--hidden", type=int, nargs="+", help="MLP hidden widths (default: 512)")
     p.add_argument("--channels", type=int, nargs="+", help="ConvNet conv widths, one pool each (default: 32 64)")
     p.add_argument("--fc", type=int, nargs="*", help="ConvNet/VGG hidden linear widths (default convnet: 256)")
     p.add_argument("--vgg-depth", type=int, help="VGG: number of conv layers (default 5)")
     p.add_argument("--vgg-width", type=int, help="VGG: width of the first stage, doubled per stage (default 32)")
+    p.add_argument("--pool", choices=["avg", "max"], help="VGG pooling (default avg; max pooling of spikes exports "
+                   "to NIR as its exact equivalent, window sum -> IF neuron of threshold 0.5)")
+    p.add_argument("--sew", choices=["add", "iand"], help="SEW-ResNet connect function (default add; iand trains "
+                   "but does not export to NIR/Loihi)")
+    p.add_argument("--width", type=float, help="paper models (vgg11...wrn16-4): multiplier of every channel and "
+                   "hidden width (default 1: the paper's widths)")
     p.add_argument("--timesteps", type=int, default=8, help="time steps T (default 8)")
     p.add_argument("--encoder", help="direct | poisson[:seed=S] | latency[:x_min=X] | frames (default: frames for the "
                    "event sets nmnist, dvs-gesture, cifar10-dvs, binned into --timesteps frames; direct otherwise)")
@@ -106,7 +114,8 @@ def model_config(args: argparse.Namespace) -> dict:
     cfg = {"arch": args.model, "timesteps": args.timesteps, "encoder": encoder, "neuron": args.neuron,
            "beta": args.beta, "threshold": args.threshold, "reset": args.reset, "surrogate": args.surrogate,
            "learn_beta": args.learn_beta, "learn_threshold": args.learn_threshold, "dt": args.dt}
-    optional = {"hidden": args.hidden, "channels": args.channels, "fc": args.fc, "batchnorm": args.batchnorm}
+    optional = {"hidden": args.hidden, "channels": args.channels, "fc": args.fc, "batchnorm": args.batchnorm,
+                "pool": args.pool, "sew": args.sew, "width": args.width}
     cfg.update({k: v for k, v in optional.items() if v is not None})
     if args.vgg_depth or args.vgg_width:
         cfg["vgg"] = vgg_config(args.vgg_depth or 5, args.vgg_width or 32)

@@ -14,6 +14,7 @@ Norse 1.1.0's importer has known gaps (docs/reference/nir-conventions.md); the g
 | CubaLIF's synapse also leaks towards ``v_leak`` | the synapse's ``v_leak`` set to 0 after import |
 | state starts at ``v_leak`` | every cell starts from a zero state passed in at ``t = 0`` |
 | nested subgraphs | flattened before import (``snnkit.graph.flatten_graph``) |
+| nodes run in depth-first order (a join of branches of unequal length reads one a step late) | the executor's order set to the graph's topological order (acyclic graphs) |
 
 Norse integrates a LIF as ``v + dt/tau ((v_leak - v) + I)`` rather than ``beta v + (1-beta)(v_leak + r I)``:
 the same equation with another rounding, so spikes agree except where a membrane lands within float32
@@ -60,6 +61,22 @@ def norse_graph(graph: nir.NIRGraph) -> tuple[nir.NIRGraph, list[str]]:
 
 def _sanitize(name: str) -> str:
     return name.replace(".", "_")
+
+
+def _topological_order(module, graph: nir.NIRGraph, names: dict[str, str]) -> None:
+    """nirtorch's executor runs the nodes in depth-first preorder from the input, which is not an order where
+    every node follows its sources once branches of different lengths join (a residual block's projection
+    shortcut): the joining node then reads the shorter branch's output of the previous step. For graphs without
+    cycles the order is set to the graph's topological order (``snnkit.graph.plan``); recurrent graphs keep
+    nirtorch's, whose one-step-old reads are their recurrent edges."""
+    from snnkit.graph import plan
+
+    p = plan(graph)
+    order = getattr(module, "execution_order", None)
+    if p.has_cycles or order is None:
+        return
+    rank = {name: i for i, name in enumerate(p.order)}
+    module.execution_order = sorted(order, key=lambda node: rank.get(names.get(node.name, node.name), len(rank)))
 
 
 def _zero_state(cell: torch.nn.Module):
@@ -138,6 +155,7 @@ class NorseTarget(FrameworkTarget):
         names = {_sanitize(n): n for n in rewritten.nodes}
         if len(names) != len(rewritten.nodes):
             raise DeployError("norse target: two node names differ only in '.' vs '_' (Norse cannot tell them apart)")
+        _topological_order(module, rewritten, names)
         initial = {}
         for path, node_name in names.items():
             cell = getattr(module, path, None)

@@ -3,9 +3,16 @@
 Layers map one to one (``nn.Linear`` -> Affine or Linear, ``Conv2d`` -> Conv2d, ``AvgPool2d`` -> AvgPool2d,
 ``SumPool2d`` -> SumPool2d, ``Flatten`` -> Flatten, ``LIF``/``IF``/``CubaLIF``/``LI``/``CubaLI`` -> their NIR
 nodes) and keep their names; ``BatchNormTT`` is folded into the preceding Linear/Conv2d with its running (eval)
-statistics. Weights are copied unchanged (pruned weights stay exact zeros). Neuron parameters are written per
-neuron with the neuron's shape, time constants and gains in float64 so that reading them back gives the same
-float32 layer parameters:
+statistics. Residual blocks (``snnkit.nn.residual``) keep their layers' names (``"<block>.<layer>"``) and become
+edges: a layer fed by a sum gets an edge from each term (NIR sums a node's inputs), so a tdBN shortcut is an
+edge into the block's last neuron and a SEW ADD output an edge from both spike sources into every consumer.
+``MaxPool2d`` over the spikes of one spiking layer becomes SumPool2d -> IF (threshold 0.5), exact on 0/1 inputs;
+a max pool over anything else, and SEW's IAND, have no exact NIR form and are refused in one line naming the
+layer (the report's warnings say so too).
+
+Weights are copied unchanged (pruned weights stay exact zeros). Neuron parameters are written per neuron with
+the neuron's shape, time constants and gains in float64 so that reading them back gives the same float32 layer
+parameters:
 
 - LIF: ``tau = dt/(1-beta)``, ``r = g/(1-beta)``; IF: ``r = g``; CubaLIF: ``tau_syn = dt/(1-alpha)``,
   ``w_in = g_syn/(1-alpha)`` and ``tau_mem``, ``r`` as LIF. A LIF whose ``beta`` is 1 for every neuron is an IF.
@@ -24,10 +31,12 @@ import torch
 from torch import nn
 
 from snnkit.export.report import ExportReport, NodeRecord
-from snnkit.graph.kinds import WEIGHTED
+from snnkit.graph.kinds import SPIKING, WEIGHTED
 from snnkit.models.spiking import SpikingModel
+from snnkit.graph.errors import first_line
 from snnkit.nn.layers import BatchNormTT, Flatten, SumPool2d
 from snnkit.nn.neurons import IF, LI, LIF, CubaLI, CubaLIF
+from snnkit.nn.residual import BLOCK_INPUT, Block, IAnd
 
 
 def _np(t: torch.Tensor, dtype=np.float32) -> np.ndarray:
@@ -39,11 +48,20 @@ def _full(value: torch.Tensor, shape: tuple[int, ...], dtype=np.float64) -> np.n
     return np.broadcast_to(_np(value, np.float64), shape).astype(dtype).copy()
 
 
+def _exported_layers(layers: nn.Module, prefix: str = ""):
+    """``(name, module)`` of every layer the export maps: the chain's layers and, inside residual blocks,
+    theirs (``"<block>.<layer>"``)."""
+    for name, m in layers.named_children():
+        yield prefix + name, m
+        if isinstance(m, Block):
+            yield from _exported_layers(m, f"{prefix}{name}.")
+
+
 def _layer_shapes(model: SpikingModel, input_shape: tuple[int, ...]) -> dict[str, tuple[tuple, tuple]]:
     """(input shape, output shape) of every layer for one sample and one step."""
     shapes: dict[str, tuple[tuple, tuple]] = {}
     hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: shapes.__setitem__(
-        n, (tuple(inp[0].shape[2:]), tuple(out.shape[2:])))) for n, m in model.layers.named_children()]
+        n, (tuple(inp[0].shape[2:]), tuple(out.shape[2:])))) for n, m in _exported_layers(model.layers)]
     was_training = model.training
     model.eval()
     try:
@@ -113,7 +131,7 @@ def _cuba_node(m: CubaLIF, shape, dt: float, name: str) -> nir.NIRNode:
                        w_in=_full(m.syn_scale, shape) / (1.0 - alpha))
 
 
-def _pool_args(m: nn.AvgPool2d) -> dict:
+def _pool_args(m: "nn.AvgPool2d | nn.MaxPool2d") -> dict:
     def pair(v):
         return np.array(v if isinstance(v, (tuple, list)) else (v, v), dtype=np.int64)
     return {"kernel_size": pair(m.kernel_size), "stride": pair(m.stride if m.stride is not None else m.kernel_size),
@@ -167,7 +185,90 @@ def _layer_node(name: str, m: nn.Module, in_shape: tuple, out_shape: tuple, dt: 
     if isinstance(m, (nn.Identity, nn.Dropout)):
         report.note(f"{name}: {kind} is the identity at inference and is not exported")
         return None
+    if isinstance(m, IAnd):
+        raise ValueError(f"layer {name!r}: SEW IAND ((1 - A) x S of two spike trains) has no exact NIR form "
+                         "(NIR only sums a node's inputs); train with the ADD connection (--sew add) to export")
     raise ValueError(f"layer {name!r}: {kind} has no NIR mapping")
+
+
+class _Walk:
+    """The NIR nodes and edges of a layer chain, residual blocks included.
+
+    What a layer's output is, is a list of NIR node names whose sum it equals (NIR sums a node's inputs): one
+    node for a mapped layer; the same list for BatchNormTT (folded into its Linear/Conv2d) and for layers that
+    are the identity; for a residual block, the sum of its output sources' lists, so a SEW ADD is the edges of
+    both spike sources into every consumer, and a tdBN shortcut an edge into the block's last neuron.
+    """
+
+    def __init__(self, nodes: dict, sources: dict, shapes: dict, dt: float, report: ExportReport):
+        self.nodes, self.sources, self.shapes, self.dt, self.report = nodes, sources, shapes, dt, report
+        self.edges: list[tuple[str, str]] = []
+        self.resets: dict[str, str] = {}
+
+    def chain(self, layers, inputs: list[str]) -> list[str]:
+        """Map ``[(name, module), ...]`` applied in turn to the sum of ``inputs``; returns the output's list."""
+        for name, m in layers:
+            inputs = self.layer(name, m, inputs, consumers=1)
+        return inputs
+
+    def block(self, name: str, block: Block, inputs: list[str]) -> list[str]:
+        refs = [s for srcs in block.sources.values() for s in srcs] + list(block.output)
+        value = {BLOCK_INPUT: inputs}
+        for sub, m in block.named_children():
+            srcs = [s for ref in block.sources[sub] for s in value[ref]]
+            value[sub] = self.layer(f"{name}.{sub}", m, srcs, consumers=max(1, refs.count(block.sources[sub][0])))
+        return [s for ref in block.output for s in value[ref]]
+
+    def layer(self, name: str, m: nn.Module, inputs: list[str], consumers: int) -> list[str]:
+        """Map one layer fed by the sum of ``inputs`` (``consumers``: how many layers read its one input)."""
+        if isinstance(m, Block):
+            return self.block(name, m, inputs)
+        kind = type(m).__name__
+        if isinstance(m, nn.MaxPool2d):
+            return self.max_pool(name, m, inputs)
+        if isinstance(m, BatchNormTT):
+            src = inputs[0] if len(inputs) == 1 else None
+            if src is None or not isinstance(self.nodes.get(src), WEIGHTED) or consumers > 1 or \
+                    any(s == src for s, _ in self.edges):
+                raise ValueError(f"layer {name!r}: BatchNormTT must directly follow a Linear or Conv2d to be folded")
+            self.nodes[src] = _fold_bn(self.nodes[src], m)
+            self.sources[src] += f" + {kind} {name}"
+            self.report.note(f"{name}: BatchNormTT folded into {src} (running statistics)")
+            return inputs
+        in_shape, out_shape = self.shapes[name]
+        node = _layer_node(name, m, in_shape, out_shape, self.dt, self.report)
+        if node is None:
+            return inputs
+        if isinstance(m, (LIF, CubaLIF)) and not isinstance(m, (LI, CubaLI)):
+            self.resets[name] = m.reset
+        self.nodes[name] = node
+        self.sources[name] = f"{kind} {name}"
+        self.edges += [(s, name) for s in inputs]
+        return [name]
+
+    def max_pool(self, name: str, m: nn.MaxPool2d, inputs: list[str]) -> list[str]:
+        """MaxPool2d over the spikes (0/1) of one spiking layer: the window's maximum is 1 exactly when its sum is
+        at least 1, so SumPool2d -> IF (``r = 1``, threshold 0.5, reset to 0) gives it step by step (the IF's
+        potential is 0 after every step: reset after a spike, else the sum was 0)."""
+        src = self.nodes.get(inputs[0]) if len(inputs) == 1 else None
+        plain = m.dilation in (1, (1, 1)) and not m.ceil_mode and not m.return_indices
+        if not isinstance(src, SPIKING) or not plain:
+            why = "its input is not the spikes of one spiking layer" if plain else \
+                "dilation, ceil_mode or return_indices"
+            raise ValueError(f"layer {name!r}: MaxPool2d has no exact NIR form here ({why}; NIR pools only sum or "
+                             "average, and a maximum is exact only over spikes); train with --pool avg to export")
+        _, out_shape = self.shapes[name]
+        gate = f"{name}_or"
+        self.nodes[name] = nir.SumPool2d(**_pool_args(m))
+        self.nodes[gate] = nir.IF(r=np.ones(out_shape), v_threshold=np.full(out_shape, 0.5, np.float32),
+                                  v_reset=np.zeros(out_shape, np.float32))
+        self.sources[name] = f"MaxPool2d {name} (window sums)"
+        self.sources[gate] = f"MaxPool2d {name} (1 where a window sum is >= 1)"
+        self.resets[gate] = "zero"
+        self.edges += [(s, name) for s in inputs] + [(name, gate)]
+        self.report.note(f"{name}: MaxPool2d over spikes written as SumPool2d {name} -> IF {gate} (threshold 0.5): "
+                         "exact, the maximum of 0/1 values is 1 where their sum is at least 1")
+        return [gate]
 
 
 def _finish(nodes: dict, edges: list, metadata: dict, sources: dict, report: ExportReport) -> nir.NIRGraph:
@@ -202,34 +303,19 @@ def to_nir(model: "SpikingModel | nn.Module", *, dt: float | None = None,
     input_shape = tuple(int(s) for s in cfg["input_shape"])
     shapes = _layer_shapes(model, input_shape)
     nodes: "OrderedDict[str, nir.NIRNode]" = OrderedDict(input=nir.Input(input_type=np.array(input_shape)))
-    sources: dict[str, str] = {"input": "input"}
-    resets: dict[str, str] = {}
-    last_weighted: str | None = None
-    for name, m in model.layers.named_children():
-        in_shape, out_shape = shapes[name]
-        kind = type(m).__name__
-        if isinstance(m, BatchNormTT):
-            if last_weighted is None or list(nodes)[-1] != last_weighted:
-                raise ValueError(f"layer {name!r}: BatchNormTT must directly follow a Linear or Conv2d to be folded")
-            nodes[last_weighted] = _fold_bn(nodes[last_weighted], m)
-            sources[last_weighted] += f" + {kind} {name}"
-            report.note(f"{name}: BatchNormTT folded into {last_weighted} (running statistics)")
-            continue
-        node = _layer_node(name, m, in_shape, out_shape, dt, report)
-        if node is None:
-            continue
-        if isinstance(m, (LIF, CubaLIF)) and not isinstance(m, (LI, CubaLI)):
-            resets[name] = m.reset
-        nodes[name] = node
-        sources[name] = f"{kind} {name}"
-        last_weighted = name if isinstance(node, WEIGHTED) else None
-    last = list(nodes)[-1]
+    walk = _Walk(nodes, {"input": "input"}, shapes, dt, report)
+    try:
+        out = walk.chain(model.layers.named_children(), ["input"])
+    except ValueError as exc:  # a layer NIR cannot express: the report says which and why
+        report.warn(f"export refused: {first_line(exc)}")
+        raise
+    last = out[0]
     nodes["output"] = nir.Output(output_type=np.array(shapes[last][1] if last in shapes else input_shape))
-    names = list(nodes)
+    walk.edges += [(s, "output") for s in out]
     encoder = model.encoder.spec() if hasattr(model.encoder, "spec") else {"name": "direct"}
     metadata = {
         "dt": dt,
-        "reset": resets,
+        "reset": walk.resets,
         "encoder": encoder,
         "timesteps": int(model.timesteps),
         "input_shape": np.array(input_shape, dtype=np.int64),
@@ -237,7 +323,7 @@ def to_nir(model: "SpikingModel | nn.Module", *, dt: float | None = None,
         "logit_scale": float(model.logit_scale),
         "snnkit_version": __version__,
     }
-    return _finish(dict(nodes), list(zip(names[:-1], names[1:])), metadata, sources, report)
+    return _finish(dict(nodes), walk.edges, metadata, walk.sources, report)
 
 
 def _network_to_nir(net, dt: float | None, report: ExportReport) -> nir.NIRGraph:

@@ -28,6 +28,7 @@ from torch import nn
 from snnkit.nn.encoders import Encoder
 from snnkit.nn.layers import AvgPool2d, BatchNormTT, Conv2d, Flatten, time_invariant
 from snnkit.nn.neurons import LIF, SpikingLayer
+from snnkit.nn.residual import Block
 
 PER_STEP = (nn.Linear, Conv2d, AvgPool2d, Flatten)  # maps of one step alone: computed once on a constant input
 
@@ -74,10 +75,35 @@ class RateTwin(nn.Module):
         return self.layers(x.unsqueeze(1)).squeeze(1) * self.logit_scale
 
 
+def neurons_replaced(name: str, m: nn.Module, fn) -> nn.Module:
+    """``m`` with every spiking layer (``m`` itself, or one inside a residual :class:`Block`) replaced by
+    ``fn(qualified name, layer)``; other modules are returned as they are (shared, not copied)."""
+    if isinstance(m, SpikingLayer):
+        return fn(name, m)
+    if isinstance(m, Block):
+        return m.map_layers(lambda n, sub: neurons_replaced(f"{name}.{n}", sub, fn))
+    return m
+
+
 def rate_twin(layers: Iterable[tuple[str, nn.Module]], logit_scale: float) -> RateTwin:
     """The twin of a layer chain ``[(name, module), ...]``: spiking layers become their :class:`Rate`."""
-    chain = [(name.replace(".", "_"), rate_of(name, m) if isinstance(m, SpikingLayer) else m) for name, m in layers]
+    chain = [(name.replace(".", "_"), neurons_replaced(name, m, rate_of)) for name, m in layers]
     return RateTwin(nn.Sequential(OrderedDict(chain)), logit_scale)
+
+
+class ThroughRate(nn.Module):
+    """A spiking layer's spikes forward, the derivative of its :class:`Rate` at the time-averaged input backward
+    (one BPTR layer, see the module docstring); ``forward(h [B, T, ...]) -> [B, T, ...]`` spikes."""
+
+    def __init__(self, layer: SpikingLayer):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        r = Rate(self.layer)(h.mean(1, keepdim=True))
+        with torch.no_grad():
+            s = self.layer(h)
+        return s + (r - r.detach())
 
 
 def check_twin_encoder(spec: "dict | str | None") -> None:
@@ -103,14 +129,8 @@ class RateBackprop(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.model.encoder(x)
-        for m in self.model.layers:
-            if isinstance(m, SpikingLayer):
-                r = Rate(m)(h.mean(1, keepdim=True))
-                with torch.no_grad():
-                    s = m(h)
-                h = s + (r - r.detach())
-            else:
-                h = m(h)
+        for name, m in self.model.layers.named_children():
+            h = neurons_replaced(name, m, lambda _, layer: ThroughRate(layer))(h)
         return h.mean(1) * self.model.logit_scale
 
 
@@ -134,7 +154,8 @@ class RunResult:
 
 
 class SpikingModel(nn.Module):
-    """An encoder followed by a sequence of multi-step layers; ``config`` rebuilds it (see ``models.build``)."""
+    """An encoder followed by a sequence of multi-step layers (residual blocks among them, ``snnkit.nn.residual``);
+    ``config`` rebuilds it (see ``models.build``)."""
 
     def __init__(self, encoder: Encoder, layers: nn.Sequential, config: dict):
         super().__init__()
@@ -147,7 +168,8 @@ class SpikingModel(nn.Module):
         return self.encoder.timesteps
 
     def spiking_layers(self) -> dict[str, SpikingLayer]:
-        return {name: m for name, m in self.layers.named_children() if isinstance(m, SpikingLayer)}
+        """Every spiking layer in order, by name (``"<block>.<layer>"`` inside residual blocks)."""
+        return {name: m for name, m in self.layers.named_modules() if isinstance(m, SpikingLayer)}
 
     @property
     def logit_scale(self) -> float:

@@ -112,6 +112,14 @@ class SumPool2d(AvgPool2d):
         return nn.AvgPool2d.forward(self, x) * (k[0] * k[1])
 
 
+class MaxPool2d(nn.MaxPool2d):
+    """``torch.nn.MaxPool2d`` on ``[B, T, C, H, W]``, each step on its own. NIR has no max pool: over spikes the
+    export writes its exact equivalent, elsewhere it refuses (``snnkit.export.exporter``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _over_time(super().forward, x)
+
+
 class Flatten(nn.Module):
     """Flatten everything after ``[B, T]``."""
 

@@ -39,6 +39,7 @@ from snnkit import data as datasets
 from snnkit.models import SpikingModel, build, save
 from snnkit.atomic import atomic_write
 from snnkit.nn.neurons import SpikingLayer
+from snnkit.nn.residual import Block
 from snnkit.outdir import writing
 from snnkit.train import sparsity as sp
 from snnkit.train.objectives import build_method
@@ -77,6 +78,14 @@ class ConversionConfig:
             raise ValueError(f"conversion: unknown pruning method {self.prune!r}; available: {', '.join(sp.PRUNERS)}")
 
 
+def check_chain(snn: SpikingModel, what: str) -> None:
+    """ValueError naming the first residual block: ``what`` handles layer chains only."""
+    blocks = [name for name, m in snn.layers.named_children() if isinstance(m, Block)]
+    if blocks:
+        raise ValueError(f"{what} handles layer chains (mlp, convnet, vgg, vgg11, vgg16); layer {blocks[0]!r} is a "
+                         "residual block")
+
+
 class ANNTwin(nn.Module):
     """The non-spiking twin of a :class:`SpikingModel`: its connection modules (deep copies, same names, so the
     state-dict keys of weights match) with ReLU for every hidden spiking layer and the identity for the output
@@ -87,6 +96,7 @@ class ANNTwin(nn.Module):
         spiking = list(snn.spiking_layers())
         if not spiking:
             raise ValueError("ANNTwin: the model has no spiking layer")
+        check_chain(snn, "conversion")
         modules = []
         for name, m in snn.layers.named_children():
             if isinstance(m, SpikingLayer):
@@ -113,6 +123,7 @@ class RateTwin(nn.Module):
 
     def __init__(self, snn: SpikingModel):
         super().__init__()
+        check_chain(snn, "the conversion's rate twin")
         self.snn = snn
         self.output_name = list(snn.spiking_layers())[-1]
 

@@ -33,6 +33,7 @@ from snnkit.deploy.loihi.graph import ACT_SHIFT, LoihiGraph, NeuronLayer, Projec
 from snnkit.export import to_nir
 from snnkit.models.spiking import SpikingModel
 from snnkit.nn.neurons import LIF, SpikingLayer
+from snnkit.nn.residual import Block
 
 TARGETS = ("loihi",)
 """What ``--qat`` accepts: the fixed-point targets QAT can train for."""
@@ -49,6 +50,12 @@ def _chains(model: SpikingModel, input_name: str) -> dict[str, tuple[str, list[n
     chains: dict[str, tuple[str, list[nn.Module]]] = {}
     src, mods = input_name, []
     for name, m in model.layers.named_children():
+        if isinstance(m, Block):
+            raise QATError(f"--qat: layer {name!r} is a residual block; quantisation-aware training handles layer "
+                           "chains (mlp, convnet, vgg, vgg11, vgg16)")
+        if isinstance(m, nn.MaxPool2d):
+            raise QATError(f"--qat: layer {name!r} is a max pool; quantisation-aware training handles average and "
+                           "sum pooling")
         if isinstance(m, SpikingLayer):
             if not isinstance(m, LIF):
                 raise QATError(f"--qat: layer {name!r} is a {type(m).__name__}; quantisation-aware training "
@@ -129,6 +136,7 @@ class LoihiQAT(nn.Module):
 
     def __init__(self, model: SpikingModel, probe: torch.Tensor, device: str = "cpu"):
         super().__init__()
+        _chains(model, "input")  # a layer QAT cannot handle is refused before any quantisation
         self.model = model
         self.device = device
         with torch.no_grad():
