@@ -470,8 +470,9 @@ def summarise(configs: list[Config], n_samples: int, flops: dict, peak: float, t
 
 
 def targets(rows: list[dict], key: str = "samples_per_s") -> dict:
-    """The issue's targets per model: snnkit eager >= 2x snnTorch and >= 2x SpikingJelly eager; snnkit at its
-    best setting ahead of SpikingJelly with torch.compile. ``key`` picks the throughput (wall or CPU time)."""
+    """The goals per model: snnkit eager >= 2x snnTorch and >= 2x SpikingJelly eager; snnkit at its best setting
+    >= 1.3x SpikingJelly's best torch.compile setting; snnkit's compile setting at least as fast as its eager one
+    (same thread count). ``key`` picks the throughput (wall or CPU time)."""
     out = {}
     for arch in MODELS:
         def rate(fw, setting):
@@ -489,10 +490,11 @@ def targets(rows: list[dict], key: str = "samples_per_s") -> dict:
         checks = {}
         for name, other, factor, mine in (("eager_ge_2x_snntorch", rate("snntorch", "eager"), 2.0, ours),
                                           ("eager_ge_2x_spikingjelly_eager", rate("spikingjelly", "eager"), 2.0, ours),
-                                          ("best_gt_spikingjelly_compile", best_of("spikingjelly", "compile"), 1.0, best)):
+                                          ("best_ge_1.3x_spikingjelly_compile", best_of("spikingjelly", "compile"),
+                                           1.3, best),
+                                          ("compile_ge_eager", ours, 1.0, rate("snnkit", "compile"))):
             if other is not None and mine is not None:
-                checks[name] = {"met": mine >= factor * other if factor > 1 else mine > other,
-                                "ratio": mine / other}
+                checks[name] = {"met": mine >= factor * other, "ratio": mine / other}
         if checks:
             out[arch] = checks
     return out
