@@ -61,11 +61,13 @@ def _backend(device: str) -> str:
 
 
 @contextmanager
-def session(enabled: bool, device: str = "cpu", command: str = "snn-train") -> Iterator[None]:
+def session(enabled: bool, device: str = "cpu", command: str = "snn-train", *,
+            objects_only: bool = False) -> Iterator[None]:
     """Join the ``torchrun`` process group for the duration (``enabled``; otherwise nothing happens).
 
     device: ``cpu`` (gloo) or ``cuda`` (NCCL; this process then uses ``cuda:LOCAL_RANK`` as its current
-    device, so ``"cuda"`` means its own GPU). Outside ``torchrun``, a one-line ValueError naming ``command``.
+    device, so ``"cuda"`` means its own GPU). objects_only: the group only gathers Python objects (gloo on
+    any device). Outside ``torchrun``, a one-line ValueError naming ``command``.
     """
     if not enabled:
         yield
@@ -76,10 +78,9 @@ def session(enabled: bool, device: str = "cpu", command: str = "snn-train") -> I
                          "are not set")
     if not torch.distributed.is_available():
         raise ValueError("--distributed: this torch has no torch.distributed")
-    backend = _backend(device)
-    if backend == "nccl":
+    if torch.device(device).type == "cuda":
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-    torch.distributed.init_process_group(backend)
+    torch.distributed.init_process_group("gloo" if objects_only else _backend(device))
     try:
         yield
     finally:
