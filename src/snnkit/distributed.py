@@ -69,8 +69,8 @@ def session(enabled: bool, device: str = "cpu", command: str = "snn-train", *,
     device, so ``"cuda"`` means its own GPU). objects_only: the group only gathers Python objects (gloo on
     any device). Outside ``torchrun``, a one-line ValueError naming ``command``.
     """
-    if not enabled:
-        yield
+    if not enabled or (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        yield  # off, or a group this process joined before (a script running several commands) stays as it is
         return
     if not launched():
         raise ValueError(f"--distributed needs torchrun (torchrun --nproc-per-node N -m snnkit.cli."

@@ -174,18 +174,25 @@ def _device(args: argparse.Namespace) -> str:
     return str(resolve_device(args.device))
 
 
-def _train(args: argparse.Namespace) -> dict:
-    from snnkit.train import TrainConfig, train
+def train_config(args: argparse.Namespace):
+    """The :class:`~snnkit.train.TrainConfig` of the command line."""
+    from snnkit.train import TrainConfig
 
-    device = _device(args)
+    sparse = {} if args.pipeline == "convert" else dict(
+        sparsity=args.sparsity, prune=prune_method(args), prune_epochs=prune_epochs(args), init=args.init,
+        **given(args, ["prune_lr"]))
+    return TrainConfig(dataset=args.dataset, model=model_config(args), epochs=args.epochs,
+                       batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+                       weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed, method=args.method,
+                       regs=args.reg, data_dir=args.data_dir, limit=args.limit, device=_device(args), qat=args.qat,
+                       amp=args.amp, **sparse)
+
+
+def _train(args: argparse.Namespace) -> dict:
+    from snnkit.train import train
+
     convert = args.pipeline == "convert"
-    sparse = {} if convert else dict(sparsity=args.sparsity, prune=prune_method(args),
-                                     prune_epochs=prune_epochs(args), init=args.init, **given(args, ["prune_lr"]))
-    cfg = TrainConfig(dataset=args.dataset, model=model_config(args), epochs=args.epochs,
-                      batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-                      weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed, method=args.method,
-                      regs=args.reg, data_dir=args.data_dir, limit=args.limit, device=device, qat=args.qat,
-                      amp=args.amp, **sparse)
+    cfg = train_config(args)
     if cfg.qat:
         from snnkit.train.qat import check
 
