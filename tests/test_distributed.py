@@ -120,6 +120,8 @@ CONVNET = ["--model", "convnet", "--channels", "4", "--fc", "16", "--timesteps",
 """ConvNet with BatchNorm (statistics of the global batch) and PGD-AT (random starts of the global batch). SGD:
 the Linear bias before a BatchNorm has a zero gradient up to rounding, which Adam would scale up to steps of
 the learning rate in either direction."""
+EMPTY_SHARES = ["--epochs", "2", "--batch-size", "1436", "--limit", "1", *TINY_MLP]
+"""Batches of 1436 and 1 sample, 1 test sample: rank 1's share of the last batch and of the test set is empty."""
 RESUME = ["--epochs", "2", "--batch-size", "100", *TINY_MLP]
 ATTACK = ["--target", "loihi-emu", "--attack", "adaptive,square,transfer", "--eps", "0.1", "--limit", "30",
           "--batch-size", "8", "--steps", "3", "--queries", "20", "--quiet", "--json"]
@@ -151,6 +153,7 @@ def two_ranks(tmp_path_factory, model_file) -> tuple[Path, dict[str, str]]:
     d = tmp_path_factory.mktemp("two-ranks")
     jobs = {"mlp": ("train", [*MLP, "--out", str(d / "mlp"), "--distributed"]),
             "convnet": ("train", [*CONVNET, "--out", str(d / "convnet"), "--distributed"]),
+            "empty": ("train", [*EMPTY_SHARES, "--out", str(d / "empty"), "--distributed"]),
             "resume": ("resume", [*RESUME, "--out", str(d / "resume"), "--distributed"]),
             "attack": ("attack", [str(model_file), *ATTACK, "--save-adv", str(d / "attack.npz"), "--distributed"]),
             "deploy": ("deploy", [str(model_file), "--target", "loihi-emu", *DEPLOY, "--save-output",
@@ -170,6 +173,11 @@ def test_train_two_ranks_batchnorm_and_adversarial(tmp_path, two_ranks):
     gradient is at rounding level the two runs can step a pixel differently."""
     assert run_cli("snn-train", *CONVNET, "--out", str(tmp_path)).returncode == 0
     assert_same_training(tmp_path, two_ranks[0] / "convnet", atol=5e-4)
+
+
+def test_train_two_ranks_with_empty_shares(tmp_path, two_ranks):
+    assert run_cli("snn-train", *EMPTY_SHARES, "--out", str(tmp_path)).returncode == 0
+    assert_same_training(tmp_path, two_ranks[0] / "empty", atol=1e-5)
 
 
 def test_resume_under_two_ranks(tmp_path, two_ranks):

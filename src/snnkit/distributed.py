@@ -78,6 +78,9 @@ def session(enabled: bool, device: str = "cpu", command: str = "snn-train", *,
                          "are not set")
     if not torch.distributed.is_available():
         raise ValueError("--distributed: this torch has no torch.distributed")
+    if torch.device(device).type == "cuda" and torch.device(device).index is not None:
+        raise ValueError(f"--distributed takes --device cuda (each process uses the GPU of its LOCAL_RANK), not "
+                         f"{device}")
     if torch.device(device).type == "cuda":
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     torch.distributed.init_process_group("gloo" if objects_only else _backend(device))

@@ -117,7 +117,7 @@ class Flatten(nn.Module):
     """Flatten everything after ``[B, T]``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(*x.shape[:2], -1)
+        return x.flatten(2)  # also for an empty batch (a rank's share of a small last batch)
 
 
 class BatchNormTT(nn.Module):

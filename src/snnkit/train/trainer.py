@@ -13,6 +13,7 @@ model, and ``metrics.json`` adds the accuracies of the starting and the final mo
 """
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -261,7 +262,9 @@ def _parallel(model: torch.nn.Module) -> torch.nn.Module:
     from snnkit.nn.layers import sync_batchnorm
 
     sync_batchnorm(model)
-    return DistributedDataParallel(model, forward_sync_buffers=False)
+    known = inspect.signature(DistributedDataParallel).parameters  # newer torch renames the option
+    return DistributedDataParallel(model, **{"forward_sync_buffers" if "forward_sync_buffers" in known
+                                             else "broadcast_buffers": False})
 
 
 def _weighted(loss: torch.Tensor, local: int, total: int) -> torch.Tensor:
