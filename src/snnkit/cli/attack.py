@@ -62,9 +62,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="FILE.json", help="also write the JSON result to this file")
     p.add_argument("--quiet", action="store_true", help="no progress bars or phase messages on stderr")
     p.add_argument("--distributed", action="store_true", help="one of several processes started by torchrun "
-                   "(torchrun --nproc-per-node N -m snnkit.cli.attack ... --distributed): each attacks a range of whole "
-                   "batches (one Lava worker per process), rank 0 gathers them and writes one result, equal to one "
-                   "process's (times excepted)")
+                   "(torchrun --nproc-per-node N -m snnkit.cli.attack ... --distributed): each attacks a range of "
+                   "whole batches (one Lava worker per process), rank 0 gathers them and writes one result, equal "
+                   "to one process's (times excepted)")
     add_json_flag(p)
     return p
 
