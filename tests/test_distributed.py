@@ -92,6 +92,7 @@ def assert_same_training(one: Path, two: Path, atol: float) -> None:
         assert h2["loss"] == pytest.approx(h1["loss"], rel=1e-5)
         assert h2["train_accuracy"] == pytest.approx(h1["train_accuracy"], abs=1e-6)
         assert h2["test_accuracy"] == h1["test_accuracy"]  # a count of correct samples over the same samples
+        assert h2.get("loss_parts", {}) == pytest.approx(h1.get("loss_parts", {}), rel=1e-5)
     s1, s2 = (snnkit.load(d / "model.pt").state_dict() for d in (one, two))
     assert s1.keys() == s2.keys()
     for k in s1:
@@ -112,8 +113,9 @@ def test_shard_and_batch_wide_draws():
     assert torch.equal(part, whole[6:10])
 
 
-MLP = ["--epochs", "2", "--encoder", "poisson:seed=3", *TINY_MLP]
-"""MLP on digits, Poisson input: 1437 samples in global batches of 64 (the last, of 29, split 15 + 14)."""
+MLP = ["--epochs", "2", "--encoder", "poisson:seed=3", "--reg", "mpd-sgr", *TINY_MLP]
+"""MLP on digits, Poisson input, MPD-SGR (membrane statistics of the global batch): 1437 samples in global
+batches of 64 (the last, of 29, split 15 + 14)."""
 CONVNET = ["--model", "convnet", "--channels", "4", "--fc", "16", "--timesteps", "4", "--epochs", "1",
            "--batch-size", "50", "--optimizer", "sgd", "--lr", "0.05", "--method", "pgd-at:eps=0.1,steps=2",
            "--threads", "1", "--no-progress"]

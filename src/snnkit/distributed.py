@@ -16,6 +16,7 @@ numbers, so generators stay in step across ranks and each sample gets the noise 
 """
 from __future__ import annotations
 
+import inspect
 import os
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -131,6 +132,50 @@ def all_sum_autograd(values: torch.Tensor) -> torch.Tensor:
     from torch.distributed.nn.functional import all_reduce
 
     return all_reduce(values)
+
+
+def global_mean(values: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """``values.mean(dims)`` over the global batch: the sums over ``dims`` (axis 0 the batch) and the counts of
+    every rank, gradients flowing through (:func:`all_sum_autograd`); ``values.mean(dims)`` for one process."""
+    if not active():
+        return values.mean(dim=dims)
+    count = 1
+    for d in dims:
+        count *= values.shape[d]
+    total = all_sum(torch.tensor([float(count)], device=values.device))
+    return all_sum_autograd(values.sum(dim=dims)) / float(total)
+
+
+def replicate(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` in DistributedDataParallel, with ``run(x)`` (the recording forward the regularisers use) going
+    through DDP's forward too (DDP prepares its gradient reduction there) and the model's other attributes
+    (``spiking_layers``, ...) reachable. Buffers are not broadcast: BatchNorm statistics of the global batch
+    keep them equal on every rank."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    class Entry(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor, recording: bool = False):
+            return self.inner.run(x) if recording else self.inner(x)
+
+    class Replicated(DistributedDataParallel):
+        def run(self, x: torch.Tensor):
+            return self(x, recording=True)
+
+        def __getattr__(self, name: str):
+            try:
+                return super().__getattr__(name)
+            except AttributeError:
+                if name == "module":
+                    raise
+                return getattr(self.module.inner, name)
+
+    known = inspect.signature(DistributedDataParallel).parameters  # newer torch renames the option
+    return Replicated(Entry(model), **{"forward_sync_buffers" if "forward_sync_buffers" in known
+                                       else "broadcast_buffers": False})
 
 
 def gather(obj: Any) -> list[Any] | None:

@@ -184,15 +184,14 @@ class BatchNormTT(nn.Module):
         two passes: the mean, then the mean squared deviation); ``copies`` as in :meth:`forward_frame`."""
         bn = self.bn
         flat = y.flatten(2) if y.dim() > 2 else y.unsqueeze(2)  # [N, C, L]
-        count = distributed.all_sum(torch.tensor([float(flat.shape[0] * flat.shape[2])], device=y.device))
-        n = float(count)
-        mean = distributed.all_sum_autograd(flat.sum((0, 2))) / n
+        mean = distributed.global_mean(flat, (0, 2))
         centred = flat - mean[None, :, None]
-        var = distributed.all_sum_autograd(centred.square().sum((0, 2))) / n
+        var = distributed.global_mean(centred.square(), (0, 2))
         out = centred * torch.rsqrt(var + bn.eps)[None, :, None]
         if bn.affine:
             out = out * bn.weight[None, :, None] + bn.bias[None, :, None]
-        self._track(mean.detach(), var.detach(), int(n) * copies)
+        n = int(distributed.all_sum(torch.tensor([flat.shape[0] * flat.shape[2]], device=y.device)).item())
+        self._track(mean.detach(), var.detach(), n * copies)
         return out.reshape(y.shape)
 
 

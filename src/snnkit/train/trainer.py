@@ -13,7 +13,6 @@ model, and ``metrics.json`` adds the accuracies of the starting and the final mo
 """
 from __future__ import annotations
 
-import inspect
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -255,16 +254,11 @@ def _train(cfg: TrainConfig, out: Path, *, resume: bool, progress: bool, stop_af
 
 
 def _parallel(model: torch.nn.Module) -> torch.nn.Module:
-    """``model`` in DistributedDataParallel, BatchNorm on the global batch's statistics (buffers then agree on
-    every rank without broadcasting them)."""
-    from torch.nn.parallel import DistributedDataParallel
-
+    """``model`` replicated over the ranks (:func:`snnkit.distributed.replicate`), its BatchNorm on the global
+    batch's statistics."""
     from snnkit.nn.layers import sync_batchnorm
 
-    sync_batchnorm(model)
-    known = inspect.signature(DistributedDataParallel).parameters  # newer torch renames the option
-    return DistributedDataParallel(model, **{"forward_sync_buffers" if "forward_sync_buffers" in known
-                                             else "broadcast_buffers": False})
+    return distributed.replicate(sync_batchnorm(model))
 
 
 def _weighted(loss: torch.Tensor, local: int, total: int) -> torch.Tensor:
