@@ -181,9 +181,10 @@ class BatchNormTT(nn.Module):
 
     def _synced(self, y: torch.Tensor, copies: int) -> torch.Tensor:
         """Training-mode normalisation of ``y [N, C, ...]`` with the statistics of the global batch (all ranks;
-        two passes: the mean, then the mean squared deviation); ``copies`` as in :meth:`forward_frame`."""
+        two passes: the mean, then the mean squared deviation); ``copies`` as in :meth:`forward_frame`. Computed in
+        float32 and returned in ``y``'s dtype, as torch's batch norm does under autocast."""
         bn = self.bn
-        flat = y.flatten(2) if y.dim() > 2 else y.unsqueeze(2)  # [N, C, L]
+        flat = (y.flatten(2) if y.dim() > 2 else y.unsqueeze(2)).float()  # [N, C, L]
         mean = distributed.global_mean(flat, (0, 2))
         centred = flat - mean[None, :, None]
         var = distributed.global_mean(centred.square(), (0, 2))
@@ -192,7 +193,7 @@ class BatchNormTT(nn.Module):
             out = out * bn.weight[None, :, None] + bn.bias[None, :, None]
         n = int(distributed.all_sum(torch.tensor([flat.shape[0] * flat.shape[2]], device=y.device)).item())
         self._track(mean.detach(), var.detach(), n * copies)
-        return out.reshape(y.shape)
+        return out.reshape(y.shape).to(y.dtype)
 
 
 def sync_batchnorm(model: nn.Module) -> nn.Module:
