@@ -92,7 +92,8 @@ def _main(args: argparse.Namespace) -> int:
     from snnkit import distributed
     from snnkit.deploy.torch_target import resolve_device
 
-    with distributed.session(args.distributed, str(resolve_device(args.device)), "snn-deploy", objects_only=True):
+    device = str(resolve_device(args.device)) if args.distributed else "cpu"  # else the command checks it later
+    with distributed.session(args.distributed, device, "snn-deploy", objects_only=True):
         return _deploy(args)
 
 
