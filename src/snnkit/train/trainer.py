@@ -5,7 +5,12 @@ Determinism: the same config and seed give the same weights and metrics on the s
 ``seed``, and the checkpoint stores their states, so an interrupted run resumed with ``resume=True`` ends with
 the same final weights as an uninterrupted one.
 
-Outputs in ``out_dir``: ``model.pt`` (see ``snnkit.models.io``), ``metrics.json``, ``checkpoint.pt``.
+Outputs in ``out_dir``: ``model.pt`` (see ``snnkit.models.io``), ``metrics.json`` (with ``amp`` and
+``world_size``, the number of processes), ``checkpoint.pt``.
+
+On several processes (``snn-train --distributed`` under torchrun, :mod:`snnkit.distributed`) the run is the
+single-process run's up to rounding (see :func:`train`). ``amp="bf16"`` runs the objective under bfloat16
+autocast (the LIF recurrences stay float32, ``snnkit.nn.functional.lif_scan``).
 
 With ``qat="loihi"`` (and ``init``) the objective sees the model as it runs on Loihi 2
 (:class:`snnkit.train.qat.LoihiQAT`, re-quantised after every optimiser step); ``model.pt`` is still the float
