@@ -244,6 +244,7 @@ def test_distributed_outside_torchrun_is_one_line(tmp_path, monkeypatch, model_f
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.nonnumeric
 def test_distributed_refuses_conversion_and_qat(tmp_path):
     proc = run_cli("snn-train", "--pipeline", "convert", "--out", str(tmp_path / "o"), "--distributed")
     assert proc.returncode == 2 and "--distributed trains with --pipeline direct" in proc.stderr
