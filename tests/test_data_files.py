@@ -433,7 +433,7 @@ def test_crop_flip_moves_pixels_as_drawn():
     gen = torch.Generator().manual_seed(5)
     out = crop_flip(x, 2, True, gen)
     gen.manual_seed(5)
-    offsets = torch.randint(0, 5, (2, 2), generator=gen)
+    offsets = torch.randint(0, 5, (2, 2), generator=gen).T  # drawn [B, 2]: (row, column) offsets per sample
     flips = torch.rand(2, generator=gen) < 0.5
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
     for b in range(2):
@@ -441,6 +441,23 @@ def test_crop_flip_moves_pixels_as_drawn():
         want = padded[b, :, oy:oy + 6, ox:ox + 6]
         assert torch.equal(out[b], want.flip(-1) if flips[b] else want)
     assert out.shape == x.shape and out.dtype == x.dtype
+
+
+def test_crop_flip_of_a_share_is_that_share_of_the_whole_batch():
+    """Under --distributed each rank augments its share of a global batch: its rows must be the rows the whole
+    batch would get, and every rank's generator must stay in step (snnkit.distributed.draw)."""
+    from snnkit import distributed
+
+    x = torch.rand(5, 3, 6, 6)
+    whole = crop_flip(x, 2, True, torch.Generator().manual_seed(3))
+    for shares in ([(0, 3), (3, 5)], [(0, 5), (5, 5)]):  # two ranks; one with an empty share
+        gens = [torch.Generator().manual_seed(3) for _ in shares]
+        parts = []
+        for (lo, hi), gen in zip(shares, gens):
+            with distributed.batch_slice(5, lo, hi):
+                parts.append(crop_flip(x[lo:hi], 2, True, gen))
+        assert torch.equal(torch.cat(parts), whole)
+        assert torch.equal(gens[0].get_state(), gens[1].get_state())
 
 
 def test_augmentation_is_seeded_resumable_and_off_where_it_should_be():

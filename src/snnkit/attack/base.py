@@ -21,6 +21,8 @@ from typing import Callable, ClassVar, Iterator, Union
 import torch
 from torch import nn
 
+from snnkit.distributed import draw
+
 ScoreFn = Callable[[torch.Tensor], "torch.Tensor"]
 Seed = Union[int, torch.Generator, None]
 
@@ -58,12 +60,12 @@ def make_generator(seed: Seed) -> torch.Generator:
 
 def rand_like(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Uniform [0, 1) noise shaped like ``x``, drawn on the CPU (reproducible across devices), on x's device."""
-    return torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+    return draw(torch.rand, x.shape, generator=generator, dtype=x.dtype).to(x.device)
 
 
 def randn_like(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Standard normal noise shaped like ``x``, drawn on the CPU, on x's device."""
-    return torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+    return draw(torch.randn, x.shape, generator=generator, dtype=x.dtype).to(x.device)
 
 
 def check_inputs(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

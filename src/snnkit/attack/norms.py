@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from snnkit.attack.base import rand_like, randn_like
+from snnkit.distributed import draw
 
 NORMS = ("Linf", "L2")
 
@@ -53,7 +54,7 @@ def random_point(x: torch.Tensor, eps: float, norm: str, generator: torch.Genera
         direction = randn_like(x, generator)
         direction = direction / _per_sample(l2(direction) + 1e-12, x)
         d = x[0].numel()
-        radius = eps * torch.rand(x.shape[0], generator=generator, dtype=x.dtype).pow(1.0 / d).to(x.device)
+        radius = eps * draw(torch.rand, x.shape[:1], generator=generator, dtype=x.dtype).pow(1.0 / d).to(x.device)
         delta = direction * _per_sample(radius, x)
     return (x + delta).clamp(0.0, 1.0)
 

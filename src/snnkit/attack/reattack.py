@@ -20,9 +20,10 @@ import torch
 from torch import nn
 
 from snnkit.attack.base import Attack
-from snnkit.attack.recheck import recheck
+from snnkit import distributed
+from snnkit.attack.recheck import merge_rechecks, recheck
 from snnkit.attack.registry import DEFAULT_STEPS, Settings, build_attacks, fit_attacks
-from snnkit.attack.results import EvaluationReport
+from snnkit.attack.results import EvaluationReport, concat_reports
 from snnkit.attack.runner import evaluate
 from snnkit.attack.sides import Side, reference_side, reference_sources, target_side
 from snnkit.attack.summary import adversarial_arrays, evaluation_summary, queries_summary
@@ -111,13 +112,58 @@ def attack_reference(model: nn.Module, graph: nir.NIRGraph, attacks: list[str], 
     return out
 
 
+def shard_batches(n: int, batch_size: int) -> tuple[int, int]:
+    """The samples ``(lo, hi)`` this rank attacks: a contiguous range of whole batches of ``batch_size`` (the
+    batches one process would form), split over the ranks by :func:`snnkit.distributed.shard`."""
+    first, last = distributed.shard(-(-n // max(batch_size, 1)))
+    return min(first * batch_size, n), min(last * batch_size, n)
+
+
+@dataclass
+class _Answered:
+    """What a target answered over all ranks (the fields of :class:`~snnkit.attack.target.TargetScores` that
+    :func:`~snnkit.attack.summary.queries_summary` reads)."""
+
+    name: str
+    queries: int
+    calls: int
+    seconds: float
+
+    @property
+    def queries_per_second(self) -> float:
+        return self.queries / self.seconds if self.seconds > 0 else float("nan")
+
+
+def _merged(parts: list[tuple], counter, x: torch.Tensor) -> tuple:
+    """The ranks' ``(ref, tgt, judged, checked, answered)`` in rank order as one run's (one part: itself)."""
+    if len(parts) == 1:
+        ref, tgt, judged, checked, _ = parts[0]
+        return ref, tgt, judged, checked, counter
+    refs, tgts, judgeds, checks, answers = zip(*parts)
+    features = int(x[0].numel())
+    ref = None if refs[0] is None else _concat_sides(refs, features)
+    tgt = _concat_sides(tgts, features)
+    same = all(j is t.report for j, t in zip(judgeds, tgts))
+    judged = tgt.report if same else concat_reports(judgeds, features)
+    checked = None if checks[0] is None else merge_rechecks(checks)
+    if counter is not None:
+        counter = _Answered(counter.name, *(sum(a[k] for a in answers) for k in range(3)))  # seconds: all ranks'
+    return ref, tgt, judged, checked, counter
+
+
+def _concat_sides(sides, features: int) -> SideResult:
+    return SideResult(sides[0].label, concat_reports([s.report for s in sides], features),
+                      {name: torch.cat([s.adversarial[name] for s in sides]) for name in sides[0].adversarial},
+                      max(s.seconds for s in sides))
+
+
 def _num_classes(graph: nir.NIRGraph, y: torch.Tensor) -> int:
     return int(dict(graph.metadata or {}).get("num_classes") or 0) or int(y.max()) + 1
 
 
 def reattack(model: nn.Module, graph: nir.NIRGraph, target: Target, attacks: list[str], x: torch.Tensor,
              y: torch.Tensor, settings: Settings, *, log: Callable[[str], None] | None = None,
-             reference: bool = True, fit: bool = False) -> ReattackResult:
+             reference: bool = True, fit: bool = False) -> ReattackResult | None:
     """Attack the reference ``model`` and ``target`` running ``graph`` (exported from ``model``) on ``x``, ``y``.
 
     log: receives one line per phase.
@@ -125,6 +171,13 @@ def reattack(model: nn.Module, graph: nir.NIRGraph, target: Target, attacks: lis
         target's; see :func:`attack_reference`).
     fit: on the target side, replace the attacks it cannot take by the nearest it can
         (:func:`~snnkit.attack.registry.fit_attacks`; listed in ``summary["substituted"]``) instead of refusing.
+
+    On several processes (:mod:`snnkit.distributed`, ``snn-attack --distributed``) each rank attacks and
+    re-checks its own range of whole batches (:func:`shard_batches`), rank 0 gathers them and returns the
+    outcome; the other ranks return None. Each batch is attacked as one process attacks it (every attack
+    starts a generator from the seed per batch), so the verdicts, adversarial examples and numbers equal the
+    single-process run's; only the times differ (each the slowest rank's). Models whose own encoder draws
+    (Poisson) advance a generator from batch to batch are equal only in distribution.
     """
     say = log or (lambda message: None)
     num_classes = _num_classes(graph, y)
@@ -139,23 +192,33 @@ def reattack(model: nn.Module, graph: nir.NIRGraph, target: Target, attacks: lis
     ref_attacks = build_attacks(attacks, ref_side.context(sources, members, settings, num_classes)) if reference else {}
     tgt_attacks = build_attacks(tgt_names, tgt_context)
     n = int(x.shape[0])
-    ref = None
-    if reference:
-        say(f"reference: {n} samples, {', '.join(ref_attacks)}")
-        ref = run_side(ref_side, ref_attacks, x, y, settings)
-    proxy_note = f" (queries answered by {tgt_side.counter.name})" if tgt_side.recheck else ""
-    say(f"{target.name}{proxy_note}: {n} samples, {', '.join(tgt_attacks)}")
-    tgt = run_side(tgt_side, tgt_attacks, x, y, settings)
+    lo, hi = shard_batches(n, settings.batch_size)
+    xs, ys = x[lo:hi], y[lo:hi]
+    ref = tgt = judged = checked = None
+    if hi > lo:
+        if reference:
+            say(f"reference: {hi - lo} samples, {', '.join(ref_attacks)}")
+            ref = run_side(ref_side, ref_attacks, xs, ys, settings)
+        proxy_note = f" (queries answered by {tgt_side.counter.name})" if tgt_side.recheck else ""
+        say(f"{target.name}{proxy_note}: {hi - lo} samples, {', '.join(tgt_attacks)}")
+        tgt = run_side(tgt_side, tgt_attacks, xs, ys, settings)
+        judged = tgt.report
+        if tgt_side.recheck is not None:
+            on, proxy = tgt_side.recheck
+            say(f"re-checking the clean inputs and {len(tgt.adversarial)} x {hi - lo} adversarial examples on "
+                f"{on.name}")
+            judged, checked = recheck(graph, xs, ys, tgt, on, proxy)
+    counter = tgt_side.counter
+    answered = (counter.queries, counter.calls, counter.seconds) if counter is not None else None
+    parts = distributed.gather((ref, tgt, judged, checked, answered) if hi > lo else None)
+    if parts is None:
+        return None  # not rank 0 of several processes: rank 0 reports
+    ref, tgt, judged, checked, counter = _merged([p for p in parts if p is not None], counter, x)
 
     ref_eval = None
     if ref is not None:
         ref_eval = evaluation_summary("reference", ref.report)
         ref_eval.update(seconds=ref.seconds, queries=queries_summary(ref.report, None))
-    judged, checked = tgt.report, None
-    if tgt_side.recheck is not None:
-        on, proxy = tgt_side.recheck
-        say(f"re-checking the clean inputs and {len(tgt.adversarial)} x {n} adversarial examples on {on.name}")
-        judged, checked = recheck(graph, x, y, tgt, on, proxy)
     target_eval = evaluation_summary(target.name, judged)
     target_eval["seconds"] = tgt.seconds
     if checked is not None:
@@ -164,7 +227,7 @@ def reattack(model: nn.Module, graph: nir.NIRGraph, target: Target, attacks: lis
             entry["proxy_robust_accuracy"] = e["robust_accuracy"]
         target_eval["proxy"] = {k: answered[k] for k in ("target", "clean_accuracy", "worst_case_accuracy",
                                                          "warnings")}
-    target_eval["queries"] = queries_summary(tgt.report, tgt_side.counter)
+    target_eval["queries"] = queries_summary(tgt.report, counter)
     if substituted:
         target_eval["substituted"] = dict(substituted)
     summary = {"target": target.name, "attack": ",".join(attacks), "eps": settings.eps, "norm": settings.norm,

@@ -62,3 +62,17 @@ def recheck(graph: nir.NIRGraph, x: torch.Tensor, y: torch.Tensor, answered: "Si
              "verdicts_agree": differing_verdicts == 0, "differing_verdicts": differing_verdicts,
              "target_wall_s": target_s, "target_run_s": on_target.wall_s}
     return report, check
+
+
+def merge_rechecks(checks: "list[dict]") -> dict:
+    """The re-checks of consecutive ranges of samples (each :func:`recheck`'s dict) as one: counts summed, the
+    agreements all true, the target's times the longest (the ranges ran side by side)."""
+    first = checks[0]
+    values = [c["differing_output_values"] for c in checks]
+    differing = sum(c["differing_verdicts"] for c in checks)
+    return {"on": first["on"], "answered_by": first["answered_by"], "samples": sum(c["samples"] for c in checks),
+            "outputs_bit_exact": all(c["outputs_bit_exact"] for c in checks),
+            "differing_output_values": None if None in values else sum(values),
+            "verdicts_agree": differing == 0, "differing_verdicts": differing,
+            "target_wall_s": max(c["target_wall_s"] for c in checks),
+            "target_run_s": max(c["target_run_s"] for c in checks)}

@@ -78,3 +78,31 @@ class EvaluationReport:
                 "gradient_sparsity": self.gradient_sparsity,
                 "attacks": [r.summary() for r in self.results.values()],
                 "warnings": list(self.warnings)}
+
+
+def concat_reports(reports: "list[EvaluationReport]", features: int) -> EvaluationReport:
+    """The reports of consecutive ranges of samples (in order) as one report over all of them: per-sample
+    records concatenated, each attack's time the longest (the ranges ran side by side), its largest distance
+    the largest, the gradient sparsity over all clean-correct samples (each report's counts its
+    ``features`` inputs per clean-correct sample) and the masking warnings drawn again from the whole."""
+    from snnkit.attack.masking import masking_warnings
+
+    first = reports[0]
+    results = {}
+    for name, r in first.results.items():
+        parts = [rep.results[name] for rep in reports]
+        queries = None if r.queries is None else torch.cat([p.queries for p in parts])
+        results[name] = AttackResult(name=name, kind=r.kind, family=r.family, norm=r.norm, eps=r.eps,
+                                     correct=torch.cat([p.correct for p in parts]),
+                                     seconds=max(p.seconds for p in parts),
+                                     max_distance=max(p.max_distance for p in parts), queries=queries, loss=r.loss)
+    sparsity = None
+    measured = [(rep.gradient_sparsity, int(rep.clean_correct.sum()) * features) for rep in reports]
+    if any(s is not None for s, _ in measured):
+        total = sum(n for s, n in measured if s is not None)
+        zeros = sum(round(s * n) for s, n in measured if s is not None)
+        sparsity = zeros / total if total else None
+    report = EvaluationReport(clean_correct=torch.cat([rep.clean_correct for rep in reports]), results=results,
+                              gradient_sparsity=sparsity)
+    report.warnings = masking_warnings(report)
+    return report

@@ -61,6 +61,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--save-adv", metavar="OUT.npz", help="write adversarial examples and per-sample correctness")
     p.add_argument("-o", "--output", metavar="FILE.json", help="also write the JSON result to this file")
     p.add_argument("--quiet", action="store_true", help="no progress bars or phase messages on stderr")
+    p.add_argument("--distributed", action="store_true", help="one of several processes started by torchrun "
+                   "(torchrun --nproc-per-node N -m snnkit.cli.attack ... --distributed): each attacks a range of "
+                   "whole batches (one Lava worker per process), rank 0 gathers them and writes one result, equal "
+                   "to one process's (times excepted)")
     add_json_flag(p)
     return p
 
@@ -85,7 +89,17 @@ def check_settings(args: argparse.Namespace, attacks: list[str]) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
+    from snnkit import distributed
+    from snnkit.deploy.torch_target import resolve_device
+
+    device = str(resolve_device(args.device)) if args.distributed else "cpu"  # else the command checks it later
+    with distributed.session(args.distributed, device, "snn-attack", objects_only=True):
+        return _attack(args)
+
+
+def _attack(args: argparse.Namespace) -> int:
     import snnkit
+    from snnkit import distributed
     from snnkit import data
     from snnkit.attack.ensemble import DEFAULT_SURROGATES
     from snnkit.atomic import atomic_write, save_npz
@@ -105,7 +119,7 @@ def _main(args: argparse.Namespace) -> int:
                         queries=Settings.queries if args.queries is None else args.queries,
                         eot=Settings.eot if args.eot is None else args.eot,
                         surrogates=tuple(args.surrogate) if args.surrogate else DEFAULT_SURROGATES,
-                        device=str(resolve_device(args.device)), progress=not args.quiet)
+                        device=str(resolve_device(args.device)), progress=not args.quiet and distributed.is_main())
     for spec in settings.surrogates:
         parse_surrogate(spec)  # a bad spec fails before any work
     meta = read(args.model).get("meta") or {}
@@ -123,11 +137,13 @@ def _main(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.model}: {exc}") from None
 
     def log(message: str) -> None:
-        if not args.quiet:
+        if not args.quiet and distributed.is_main():
             print(f"snn-attack: {message}", file=sys.stderr, flush=True)
 
     target = make_target(args.target, device=settings.device, batch_size=settings.batch_size)
     outcome = reattack(model, graph, target, attacks, x, y, settings, log=log)
+    if outcome is None:  # another rank than 0: rank 0 writes the result
+        return 0
     result = {"model": str(args.model), "dataset": dataset, "split": "test", "limit": args.limit,
               **outcome.summary}
     if args.save_adv:

@@ -49,6 +49,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, metavar="N", help="lava: run a worker that failed (crashed, timed out, lost "
                    "a runtime process) again, up to N times (default 0)")
     p.add_argument("--save-output", metavar="OUT.npz", help="write the output spikes [B, T, C] here")
+    p.add_argument("--distributed", action="store_true", help="one of several processes started by torchrun "
+                   "(torchrun --nproc-per-node N -m snnkit.cli.deploy ... --distributed): each runs its share of the "
+                   "samples on the target (lava: one worker per process), rank 0 gathers them and writes one "
+                   "result, equal to one process's (times excepted: the slowest process's)")
     add_json_flag(p)
     return p
 
@@ -85,8 +89,18 @@ def check_target_flags(target: str, **given) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
+    from snnkit import distributed
+    from snnkit.deploy.torch_target import resolve_device
+
+    device = str(resolve_device(args.device)) if args.distributed else "cpu"  # else the command checks it later
+    with distributed.session(args.distributed, device, "snn-deploy", objects_only=True):
+        return _deploy(args)
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    from snnkit import distributed
     from snnkit.atomic import save_npz
-    from snnkit.deploy.base import make_target
+    from snnkit.deploy.base import TargetResult, make_target
     from snnkit.deploy.inputs import dataset_input, load_array
     from snnkit.graph import DeployError, flatten_graph, graph_metadata, input_shape, output_size
     from snnkit.graph.errors import first_line
@@ -119,10 +133,17 @@ def _main(args: argparse.Namespace) -> int:
             raise located(exc) from None
     else:
         inp = load_array(args.input, shape, args.timesteps)
+    lo, hi = distributed.shard(len(inp.x))
+    if hi == lo:
+        raise ValueError(f"--distributed: {len(inp.x)} samples for {distributed.world()} processes (at least one each)")
     try:
-        result = target.run(graph, inp.x)
+        result = target.run(graph, inp.x[lo:hi])
     except (DeployError, ValueError) as exc:
         raise located(exc) from None
+    results = distributed.gather(result)
+    if results is None:  # another rank than 0: rank 0 writes the result
+        return 0
+    result = TargetResult.concat(results)
     T = inp.timesteps
     summary = result.summary()
     summary.update(source=source, input=inp.source, timesteps=T)

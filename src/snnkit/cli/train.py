@@ -97,6 +97,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="evaluate on the first N test samples only")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
     add_threads_flag(p)
+    p.add_argument("--amp", choices=["bf16"], help="mixed precision: the forward and backward passes under bfloat16 "
+                   "autocast (weights, optimiser and the LIF recurrences stay float32); CUDA, or CPU where torch "
+                   "supports it")
+    p.add_argument("--distributed", action="store_true", help="one of several processes started by torchrun "
+                   "(torchrun --nproc-per-node N -m snnkit.cli.train ... --distributed): DistributedDataParallel, gloo "
+                   "on CPU, NCCL on CUDA (one GPU per process); --batch-size stays the global batch, rank 0 writes "
+                   "the files; the result equals the single-process run's (same seed) up to rounding")
     p.add_argument("--out", required=True, help="output folder for model.pt, metrics.json, checkpoint.pt")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -149,6 +156,9 @@ def check_options(args: argparse.Namespace) -> None:
     for dest in given(args, CONVERT_OPTIONS):
         if args.pipeline != "convert":
             raise ValueError(f"{_flag(dest)} needs --pipeline convert")
+    if args.distributed and (args.qat or args.pipeline == "convert"):
+        raise ValueError(f"--distributed trains with --pipeline direct and without --qat (not "
+                         f"{'--qat' if args.qat else '--pipeline convert'})")
     if args.qat and args.pipeline == "convert":
         raise ValueError("--qat fine-tunes a trained model, not --pipeline convert (fine-tune its model.pt with "
                          "--init MODEL.pt --qat loihi)")
@@ -178,20 +188,42 @@ def prune_epochs(args: argparse.Namespace) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from snnkit.deploy.torch_target import resolve_device
-    from snnkit.train import TrainConfig, train
+    from snnkit import distributed
 
     check_options(args)
     apply_threads(args.threads)
-    device = str(resolve_device(args.device))
+    with distributed.session(args.distributed, _device(args), "snn-train"):
+        metrics, main = _train(args), distributed.is_main()
+    if main:
+        _print(args, metrics)
+    return 0
+
+
+def _device(args: argparse.Namespace) -> str:
+    from snnkit.deploy.torch_target import resolve_device
+
+    return str(resolve_device(args.device))
+
+
+def train_config(args: argparse.Namespace):
+    """The :class:`~snnkit.train.TrainConfig` of the command line."""
+    from snnkit.train import TrainConfig
+
+    sparse = {} if args.pipeline == "convert" else dict(
+        sparsity=args.sparsity, prune=prune_method(args), prune_epochs=prune_epochs(args), init=args.init,
+        **given(args, ["prune_lr"]))
+    return TrainConfig(dataset=args.dataset, model=model_config(args), epochs=args.epochs,
+                       batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+                       weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed, method=args.method,
+                       regs=args.reg, data_dir=args.data_dir, limit=args.limit, device=_device(args), qat=args.qat,
+                       augment=args.augment, amp=args.amp, **sparse)
+
+
+def _train(args: argparse.Namespace) -> dict:
+    from snnkit.train import train
+
     convert = args.pipeline == "convert"
-    sparse = {} if convert else dict(sparsity=args.sparsity, prune=prune_method(args),
-                                     prune_epochs=prune_epochs(args), init=args.init, **given(args, ["prune_lr"]))
-    cfg = TrainConfig(dataset=args.dataset, model=model_config(args), epochs=args.epochs,
-                      batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-                      weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed, method=args.method,
-                      regs=args.reg, data_dir=args.data_dir, limit=args.limit, device=device, qat=args.qat,
-                      augment=args.augment, **sparse)
+    cfg = train_config(args)
     if cfg.qat:
         from snnkit.train.qat import check
 
@@ -203,14 +235,15 @@ def _main(args: argparse.Namespace) -> int:
             raise ValueError("--pipeline convert starts from scratch; --init and --resume do not apply")
         conv = ConversionConfig(prune=prune_method(args), sparsity=args.sparsity, prune_epochs=prune_epochs(args),
                                 **given(args, ["prune_lr", *CONVERT_OPTIONS]))
-        metrics = convert_pipeline(cfg, conv, args.out, progress=not args.no_progress)
-    else:
-        metrics = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+        return convert_pipeline(cfg, conv, args.out, progress=not args.no_progress)
+    return train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+
+
+def _print(args: argparse.Namespace, metrics: dict) -> None:
     summary = {k: metrics[k] for k in ("dataset", "test_accuracy", "train_accuracy", "train_time_s")}
     summary.update(model=metrics.get("model", {}).get("arch", args.model), out=str(args.out), epochs=args.epochs,
                    **{k: v for k, v in metrics.items() if k not in summary and k not in ("history", "model", "train_config")})
     emit(summary, args.json, _summary_line)
-    return 0
 
 
 def _summary_line(s: dict) -> str:

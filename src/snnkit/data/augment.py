@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from snnkit import distributed
 from snnkit.data.errors import DataError
 from snnkit.data.registry import info
 
@@ -44,8 +45,11 @@ def crop_flip(x: torch.Tensor, padding: int, flip: bool, generator: torch.Genera
     (on the CPU), so the result depends only on its state.
     """
     b, _, h, w = x.shape
-    offsets = torch.randint(0, 2 * padding + 1, (2, b), generator=generator)
-    flips = torch.rand(b, generator=generator) < 0.5 if flip else torch.zeros(b, dtype=torch.bool)
+    # drawn for the whole global batch and sliced when x is one rank's share of it (snnkit.distributed.draw)
+    offsets = distributed.draw(lambda shape, **kw: torch.randint(0, 2 * padding + 1, shape, **kw), (b, 2),
+                               generator=generator).T
+    flips = (distributed.draw(torch.rand, (b,), generator=generator) < 0.5 if flip
+             else torch.zeros(b, dtype=torch.bool))
     device = x.device
     padded = torch.nn.functional.pad(x, (padding, padding, padding, padding))
     rows = offsets[0, :, None] + torch.arange(h)  # [B, H]

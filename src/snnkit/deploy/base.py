@@ -104,6 +104,23 @@ class TargetResult:
     def to_json(self) -> str:
         return json.dumps(self.summary(), indent=2)
 
+    @classmethod
+    def concat(cls, results: "list[TargetResult]") -> "TargetResult":
+        """Runs of consecutive ranges of samples (in order) as one run over all of them: outputs and records
+        concatenated, per-node counts summed, times the longest (the runs went side by side), the first run's
+        info. One result: itself."""
+        if len(results) == 1:
+            return results[0]
+        first = results[0]
+        layers = [LayerStats(name=layer.name, kind=layer.kind, neurons=layer.neurons,
+                             **{k: sum(getattr(r.layers[i], k) for r in results)
+                                for k in ("spikes", "synops", "macs", "neuron_updates")})
+                  for i, layer in enumerate(first.layers)]
+        return cls(target=first.target, outputs=np.concatenate([r.outputs for r in results]), layers=layers,
+                   wall_s=max(r.wall_s for r in results), build_s=max(r.build_s for r in results), delay=first.delay,
+                   records={k: np.concatenate([r.records[k] for r in results]) for k in first.records},
+                   info=first.info)
+
 
 @dataclass
 class Differentiable:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from snnkit.distributed import draw
 from snnkit.nn.surrogate import Rectangular
 
 
@@ -68,7 +69,7 @@ class PoissonEncoder(Encoder):
         if self._generator is None or self._generator.device != x.device:
             self._generator = torch.Generator(device=x.device).manual_seed(self.seed)
         shape = (x.shape[0], self.timesteps, *x.shape[1:])
-        u = torch.rand(shape, generator=self._generator, device=x.device, dtype=x.dtype)
+        u = draw(torch.rand, shape, generator=self._generator, device=x.device, dtype=x.dtype)
         p = x.clamp(0, 1).unsqueeze(1).expand(shape)
         return _BernoulliST.apply(p, u)
 

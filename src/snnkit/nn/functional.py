@@ -223,7 +223,13 @@ def lif_scan(x: torch.Tensor, beta, threshold, v_reset, surrogate: Surrogate, su
     C kernels; traced and unrolled over time it would be slower than them); where that operator does not apply
     (learnable beta/threshold, a float parameter, a surrogate not in the registry, an unusual layout) the
     scan runs eagerly outside the graph.
+
+    Under autocast (``snn-train --amp bf16``) a reduced-precision drive is cast to float32 first: the membrane
+    recurrence accumulates over T steps and runs in float32, like the optimiser; spikes come out in float32 and
+    the next layer's autocast casts them back down.
     """
+    if x.dtype in (torch.bfloat16, torch.float16) and torch.is_autocast_enabled(x.device.type):
+        x = x.float()
     if torch.compiler.is_compiling() and x.device.type == "cpu":
         code, p1, p2 = kernel_form(surrogate)
         if code >= 0 and _fits_scan_op(x, beta, threshold, v_reset):

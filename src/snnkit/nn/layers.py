@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from snnkit import distributed
 from snnkit.nn import native
 
 
@@ -124,14 +125,20 @@ class Flatten(nn.Module):
     """Flatten everything after ``[B, T]``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(*x.shape[:2], -1)
+        return x.flatten(2)  # also for an empty batch (a rank's share of a small last batch)
 
 
 class BatchNormTT(nn.Module):
     """BatchNorm with statistics shared over batch and time (tdBN-style), on ``[B, T, C, ...]``.
 
     Folded into the preceding Linear/Conv2d at export (eval statistics), so it never reaches a target.
+
+    ``synced`` (set by :func:`sync_batchnorm` for training on several processes): in training mode the batch
+    statistics are those of the global batch, summed over the ranks of the process group (gradients flow
+    through the sums), so every rank normalises as one process holding the whole batch would.
     """
+
+    synced = False
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1):
         super().__init__()
@@ -143,6 +150,8 @@ class BatchNormTT(nn.Module):
 
     def _normalise(self, y: torch.Tensor) -> torch.Tensor:
         """``self.bn`` on ``[N, C, ...]`` (``[N, C, H, W]`` through ``[N, C, H*W]``)."""
+        if self.synced and self.bn.training and distributed.active():
+            return self._synced(y, 1)
         return self.bn(y.flatten(2)).reshape(y.shape) if y.dim() > 2 else self.bn(y)
 
     def forward_frame(self, x: torch.Tensor, copies: int) -> torch.Tensor:
@@ -154,6 +163,8 @@ class BatchNormTT(nn.Module):
         """
         frame = x[:, 0]
         bn = self.bn
+        if self.synced and bn.training and distributed.active():
+            return self._synced(frame, copies).unsqueeze(1)
         if not (bn.training and bn.track_running_stats):
             y = self._normalise(frame)
         else:
@@ -162,9 +173,41 @@ class BatchNormTT(nn.Module):
             with torch.no_grad():
                 dims = [d for d in range(flat.dim()) if d != 1]
                 var, mean = torch.var_mean(flat, dim=dims, correction=0)
-                n = flat.numel() // flat.shape[1] * copies
-                bn.num_batches_tracked.add_(1)
-                m = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
-                bn.running_mean.lerp_(mean, m)
-                bn.running_var.lerp_(var * (n / max(n - 1, 1)), m)
+                self._track(mean, var, flat.numel() // flat.shape[1] * copies)
         return y.unsqueeze(1)
+
+    def _track(self, mean: torch.Tensor, var: torch.Tensor, n: int) -> None:
+        """Running statistics from a batch of ``n`` values per channel (mean, biased variance), as torch does."""
+        bn = self.bn
+        if not bn.track_running_stats:
+            return
+        with torch.no_grad():
+            bn.num_batches_tracked.add_(1)
+            m = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+            bn.running_mean.lerp_(mean.to(bn.running_mean.dtype), m)
+            bn.running_var.lerp_((var * (n / max(n - 1, 1))).to(bn.running_var.dtype), m)
+
+    def _synced(self, y: torch.Tensor, copies: int) -> torch.Tensor:
+        """Training-mode normalisation of ``y [N, C, ...]`` with the statistics of the global batch (all ranks;
+        two passes: the mean, then the mean squared deviation); ``copies`` as in :meth:`forward_frame`. Computed in
+        float32 and returned in ``y``'s dtype, as torch's batch norm does under autocast."""
+        bn = self.bn
+        flat = (y.flatten(2) if y.dim() > 2 else y.unsqueeze(2)).float()  # [N, C, L]
+        mean = distributed.global_mean(flat, (0, 2))
+        centred = flat - mean[None, :, None]
+        var = distributed.global_mean(centred.square(), (0, 2))
+        out = centred * torch.rsqrt(var + bn.eps)[None, :, None]
+        if bn.affine:
+            out = out * bn.weight[None, :, None] + bn.bias[None, :, None]
+        n = int(distributed.all_sum(torch.tensor([flat.shape[0] * flat.shape[2]], device=y.device)).item())
+        self._track(mean.detach(), var.detach(), n * copies)
+        return out.reshape(y.shape).to(y.dtype)
+
+
+def sync_batchnorm(model: nn.Module) -> nn.Module:
+    """Make every :class:`BatchNormTT` of ``model`` use the global batch's statistics in training mode when a
+    process group is running (:mod:`snnkit.distributed`); returns ``model``."""
+    for m in model.modules():
+        if isinstance(m, BatchNormTT):
+            m.synced = True
+    return model

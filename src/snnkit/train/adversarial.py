@@ -28,6 +28,7 @@ from torch import nn
 
 from snnkit.attack.base import eval_mode
 from snnkit.attack.norms import project, random_point
+from snnkit.distributed import draw
 from snnkit.train.objectives import Method, register_method
 
 LossOnLogits = Callable[[torch.Tensor], torch.Tensor]
@@ -147,7 +148,7 @@ class TRADES(_Adversarial):
     def adversarial(self, model, x) -> torch.Tensor:
         with torch.no_grad(), eval_mode(model):
             p_clean = F.softmax(model(x), dim=1)
-        start = x + 0.001 * torch.randn(x.shape, dtype=x.dtype).to(x.device)
+        start = x + 0.001 * draw(torch.randn, x.shape, dtype=x.dtype).to(x.device)
         return linf_ascent(model, x, lambda logits: kl_clean_adv(logits, p_clean), self.eps, self.alpha,
                            self.steps, start)
 

@@ -40,6 +40,7 @@ import math
 
 import torch
 
+from snnkit import distributed
 from snnkit.train.objectives import Regularizer, register_regularizer
 
 _LOG2_EPS = 1e-10  # inside log2 (as the reference code) and in the KDE normalisation
@@ -60,8 +61,12 @@ def mpd_overlap(u: torch.Tensor, gamma: float, eps: float = 1e-6) -> torch.Tenso
     if u.dim() < 3:
         raise ValueError(f"mpd-sgr: membrane potentials must be [B, T, C, ...], got shape {tuple(u.shape)}")
     dims = (0, *range(3, u.dim()))
-    mu = u.mean(dim=dims)
-    sigma = (u.var(dim=dims, unbiased=False) + eps).sqrt()
+    if distributed.active():  # the statistics of the global batch, over every rank (snn-train --distributed)
+        mu = distributed.global_mean(u, dims)
+        var = distributed.global_mean((u - mu.view(1, *mu.shape, *[1] * (u.dim() - 3))).square(), dims)
+    else:
+        mu, var = u.mean(dim=dims), u.var(dim=dims, unbiased=False)
+    sigma = (var + eps).sqrt()
     return _normal_cdf((gamma - mu) / sigma) - _normal_cdf((-gamma - mu) / sigma)
 
 

@@ -5,7 +5,12 @@ Determinism: the same config and seed give the same weights and metrics on the s
 ``seed``, and the checkpoint stores their states, so an interrupted run resumed with ``resume=True`` ends with
 the same final weights as an uninterrupted one.
 
-Outputs in ``out_dir``: ``model.pt`` (see ``snnkit.models.io``), ``metrics.json``, ``checkpoint.pt``.
+Outputs in ``out_dir``: ``model.pt`` (see ``snnkit.models.io``), ``metrics.json`` (with ``amp`` and
+``world_size``, the number of processes), ``checkpoint.pt``.
+
+On several processes (``snn-train --distributed`` under torchrun, :mod:`snnkit.distributed`) the run is the
+single-process run's up to rounding (see :func:`train`). ``amp="bf16"`` runs the objective under bfloat16
+autocast (the LIF recurrences stay float32, ``snnkit.nn.functional.lif_scan``).
 
 With ``qat="loihi"`` (and ``init``) the objective sees the model as it runs on Loihi 2
 (:class:`snnkit.train.qat.LoihiQAT`, re-quantised after every optimiser step); ``model.pt`` is still the float
@@ -22,12 +27,12 @@ import torch
 from tqdm.auto import tqdm
 
 from snnkit import data as datasets
+from snnkit import distributed
 from snnkit.data.augment import Augmentation
 from snnkit.attack.gradients import input_gradient_sparsity
 from snnkit.models import build, load, save
 from snnkit.atomic import atomic_write, save_torch
 from snnkit.graph.errors import first_line
-from snnkit.outdir import writing
 from snnkit.train import qat
 from snnkit.train import sparsity as masks
 from snnkit.train.objectives import accuracy, build_objective
@@ -59,6 +64,7 @@ class TrainConfig:
     prune_lr: float = 0.01
     qat: str | None = None  # "loihi": quantisation-aware fine-tuning of ``init`` (snnkit.train.qat)
     augment: bool | None = None  # crop + flip of training batches (snnkit.data.augment); None: the set's default
+    amp: str | None = None  # "bf16": the objective runs under bfloat16 autocast (weights and steps in float32)
 
 
 def _optimizer(cfg: TrainConfig, params):
@@ -77,17 +83,29 @@ def _schedule(cfg: TrainConfig, opt):
     raise ValueError(f"unknown schedule {cfg.schedule!r} (cosine, none)")
 
 
+def autocast(cfg: TrainConfig):
+    """The autocast context of ``cfg.amp`` (``bf16``: bfloat16 on cfg.device's type; None: off)."""
+    if cfg.amp not in (None, "bf16"):
+        raise ValueError(f"unknown amp {cfg.amp!r} (bf16)")
+    return torch.autocast(torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16")
+
+
 @torch.no_grad()
 def evaluate(model, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
-    """Clean accuracy of ``model`` on ``(x, y)`` in eval mode."""
+    """Clean accuracy of ``model`` on ``(x, y)`` in eval mode; on several processes each batch of ``batch_size``
+    is sharded over the ranks (:mod:`snnkit.distributed`) and the counts summed (every rank gets the total)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    correct = 0
+    correct = torch.zeros(1, dtype=torch.float64)
     for i in range(0, len(x), batch_size):
-        correct += int((model(x[i : i + batch_size].to(device)).argmax(1).cpu() == y[i : i + batch_size]).sum())
+        total = min(batch_size, len(x) - i)
+        lo, hi = distributed.shard(total)
+        with distributed.batch_slice(total, lo, hi):
+            pred = model(x[i + lo : i + hi].to(device)).argmax(1).cpu()
+        correct += int((pred == y[i + lo : i + hi]).sum())
     model.train(was_training)
-    return correct / max(len(x), 1)
+    return int(distributed.all_sum(correct.to(device)).item()) / max(len(x), 1)
 
 
 def train(cfg: TrainConfig, out_dir: "str | Path", *, resume: bool = False, progress: bool = True,
@@ -99,8 +117,14 @@ def train(cfg: TrainConfig, out_dir: "str | Path", *, resume: bool = False, prog
     callbacks: functions ``f(epoch, model, record)`` called after every epoch (may add keys to ``record``).
     Returns the metrics dict written to metrics.json. ``out_dir`` is held for writing meanwhile
     (:func:`snnkit.outdir.writing`: a second run on it refuses).
+
+    On several processes (a :func:`snnkit.distributed.session`): every rank runs this with the same config;
+    ``cfg.batch_size`` is the global batch, each rank takes its :func:`~snnkit.distributed.shard` of every
+    global batch of the same permutation, its loss is weighted by its share so that the averaged gradients are
+    those of the global batch's mean, BatchNorm uses the global batch's statistics and random draws are those
+    of the whole batch (:func:`~snnkit.distributed.draw`); rank 0 writes the files.
     """
-    with writing(out_dir) as out:
+    with distributed.main_writes(out_dir) as out:
         return _train(cfg, out, resume=resume, progress=progress, stop_after=stop_after, callbacks=callbacks)
 
 
@@ -153,30 +177,38 @@ def _train(cfg: TrainConfig, out: Path, *, resume: bool, progress: bool, stop_af
                              f"({first_line(exc)[:200]})") from None
 
     net = qat.wrap(model, cfg, x_train) if cfg.qat else model  # what the objective trains
+    net = _parallel(model) if distributed.active() else net
     train_time = sum(h["time_s"] for h in history)
     n = len(x_train)
     bar = tqdm(range(start_epoch, cfg.epochs), desc=f"train {model_cfg['arch']} on {cfg.dataset}",
-               disable=not progress, initial=start_epoch, total=cfg.epochs, unit="epoch")
+               disable=not (progress and distributed.is_main()), initial=start_epoch, total=cfg.epochs, unit="epoch")
     for epoch in bar:
         t0 = time.perf_counter()
         net.train()
         perm = torch.randperm(n, generator=shuffle)
         loss_sum, correct, parts_sum = 0.0, 0.0, {}
         for i in range(0, n, cfg.batch_size):
-            idx = perm[i : i + cfg.batch_size]
-            xb, yb = augment(x_train[idx].to(cfg.device)), y_train[idx].to(cfg.device)
-            loss, logits, parts = objective(net, xb, yb)
+            batch = perm[i : i + cfg.batch_size]
+            lo, hi = distributed.shard(len(batch))  # this rank's share of the global batch
+            idx = batch[lo:hi]
+            xb, yb = x_train[idx].to(cfg.device), y_train[idx].to(cfg.device)
+            with distributed.batch_slice(len(batch), lo, hi):
+                xb = augment(xb)  # a sample's crop and flip do not depend on the sharding
+                with autocast(cfg):
+                    loss, logits, parts = objective(net, xb, yb)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            _weighted(loss, len(idx), len(batch)).backward()
             opt.step()
             masks.after_step(model, objective)
-            if net is not model:
+            if cfg.qat:
                 net.requantise()
-            loss_sum += float(loss.detach()) * len(idx)
-            correct += accuracy(logits.detach(), yb) * len(idx)
+            if len(idx):  # a rank's share of a last, small batch can be empty
+                loss_sum += float(loss.detach()) * len(idx)
+                correct += accuracy(logits.detach().float(), yb) * len(idx)
             for k, v in parts.items():
-                parts_sum[k] = parts_sum.get(k, 0.0) + v * len(idx)
+                parts_sum[k] = parts_sum.get(k, 0.0) + (v * len(idx) if len(idx) else 0.0)
         sched.step()
+        loss_sum, correct, parts_sum = _summed(loss_sum, correct, parts_sum)
         epoch_time = time.perf_counter() - t0
         train_time += epoch_time
         record = {
@@ -184,7 +216,7 @@ def _train(cfg: TrainConfig, out: Path, *, resume: bool, progress: bool, stop_af
             "loss": loss_sum / n,
             "train_accuracy": correct / n,
             "test_accuracy": evaluate(model, x_test, y_test),
-            **({"loihi_test_accuracy": evaluate(net, x_test, y_test)} if net is not model else {}),
+            **({"loihi_test_accuracy": evaluate(net, x_test, y_test)} if cfg.qat else {}),
             "lr": opt.param_groups[0]["lr"],
             "time_s": epoch_time,
             **({"loss_parts": {k: v / n for k, v in parts_sum.items()}} if len(parts_sum) > 1 else {}),
@@ -204,7 +236,9 @@ def _train(cfg: TrainConfig, out: Path, *, resume: bool, progress: bool, stop_af
             "torch_rng": torch.get_rng_state(),
             "history": history,
         }
-        save_torch(ckpt_path, ckpt)
+        if distributed.is_main():
+            save_torch(ckpt_path, ckpt)
+        distributed.barrier()
         if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < cfg.epochs:
             return {"stopped_after_epoch": epoch + 1, "history": history}
 
@@ -223,8 +257,38 @@ def _train(cfg: TrainConfig, out: Path, *, resume: bool, progress: bool, stop_af
         "augmentation": asdict(augment.recipe) if augment.enabled else None,  # what ran (cfg.augment None: the default)
         **({"prune_history": prune_history} if prune_history else {}),
         **({"qat": qat.record(cfg, model, x_test, y_test)} if cfg.qat else {}),
+        "amp": cfg.amp,
+        "world_size": distributed.world(),
         "history": history,
     }
-    save(model.cpu(), out / "model.pt", meta={"dataset": cfg.dataset, "test_accuracy": final["test_accuracy"]})
-    atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=2)))
+    if distributed.is_main():
+        save(model.cpu(), out / "model.pt", meta={"dataset": cfg.dataset, "test_accuracy": final["test_accuracy"]})
+        atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=2)))
     return metrics
+
+
+def _parallel(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` replicated over the ranks (:func:`snnkit.distributed.replicate`), its BatchNorm on the global
+    batch's statistics."""
+    from snnkit.nn.layers import sync_batchnorm
+
+    return distributed.replicate(sync_batchnorm(model))
+
+
+def _weighted(loss: torch.Tensor, local: int, total: int) -> torch.Tensor:
+    """A rank's mean loss over its ``local`` samples of a global batch of ``total``, weighted by
+    ``local * world / total``: DDP averages the gradients over the ranks, and the average of the weighted local
+    means is the global batch's mean even when the shares differ in size (unchanged for one process)."""
+    world = distributed.world()
+    if world == 1:
+        return loss
+    return loss * (local * world / total)
+
+
+def _summed(loss_sum: float, correct: float, parts_sum: dict) -> tuple[float, float, dict]:
+    """The epoch's sums over all ranks (unchanged for one process)."""
+    if not distributed.active():
+        return loss_sum, correct, parts_sum
+    keys = sorted(parts_sum)
+    total = distributed.all_sum(torch.tensor([loss_sum, correct, *(parts_sum[k] for k in keys)], dtype=torch.float64))
+    return float(total[0]), float(total[1]), {k: float(v) for k, v in zip(keys, total[2:])}
