@@ -286,3 +286,24 @@ def test_snn_train_and_export_a_paper_model_on_digits(tmp_path):
     report = json.loads((tmp_path / "iand" / "export_report.json").read_text())
     (warning,) = report["warnings"]
     assert warning.startswith("export refused: layer '3_block.iand'") and line.endswith(warning[16:])
+
+
+@pytest.mark.slow  # the full-size VGG-11 (61M parameters, a 0.7 GB checkpoint): once per CI run is enough
+def test_snn_train_vgg11_on_cifar10_files(tmp_path):
+    """Issue 15's acceptance command, as written, on CIFAR-10 python batches in their released format: the
+    full-size VGG-11 (no --width) trains one epoch and evaluates on the test batch."""
+    from test_data import _cifar_dir
+
+    (tmp_path / "data").mkdir()
+    arrays = _cifar_dir(tmp_path / "data", nested=True)
+    out = tmp_path / "run"
+    res = run_cli("snn-train", "--model", "vgg11", "--dataset", "cifar10", "--data-dir", str(tmp_path / "data"),
+                  "--epochs", "1", "--limit", "256", "--no-progress", "--json", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model"]["arch"] == "vgg11" and metrics["model"]["input_shape"] == list(CIFAR)
+    assert metrics["n_train"] == len(arrays["train"][1]) and metrics["n_test"] == len(arrays["test"][1])
+    assert metrics["augmentation"] == {"padding": 4, "flip": True}
+    from snnkit.models import load
+
+    assert sum(p.numel() for p in load(out / "model.pt").parameters()) == EXPECTED["vgg11"]

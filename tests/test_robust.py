@@ -37,8 +37,11 @@ def test_methods_parse_and_restore_train_mode():
     assert isinstance(fgsm, FGSMAT) and fgsm.steps == 1 and fgsm.alpha == pytest.approx(0.125)
     trades = build_method("trades:beta=3")
     assert isinstance(trades, TRADES) and trades.beta == 3 and trades.eps == pytest.approx(0.031)
-    for bad in ("pgd-at:eps=2", "pgd-at:steps=0", "trades:beta=-1", "pgd-at:retraction=-1"):
-        with pytest.raises(ValueError):
+    paper = build_method("pgd-at:eps=8/255,steps=7")  # eps written as the papers write it
+    assert paper.eps == pytest.approx(8 / 255) and paper.steps == 7
+    for bad in ("pgd-at:eps=2", "pgd-at:steps=0", "trades:beta=-1", "pgd-at:retraction=-1", "pgd-at:eps=abc",
+                "pgd-at:eps=1/0", "pgd-at:epsilon=0.1"):
+        with pytest.raises(ValueError):  # one line for the CLI (exit 2), never a TypeError traceback
             build_method(bad)
     model = _snn(batchnorm=True).train()
     x, y = torch.rand(8, 1, 8, 8), torch.randint(0, 10, (8,))

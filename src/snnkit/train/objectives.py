@@ -34,19 +34,34 @@ def register_regularizer(name: str):
     return deco
 
 
+def _number(value: str) -> "float | str":
+    """``"0.1"`` -> 0.1, a fraction ``"8/255"`` -> 8 / 255 (the papers' way of writing eps); else the string."""
+    num, slash, den = value.partition("/")
+    try:
+        return float(num) / float(den) if slash else float(value)
+    except (ValueError, ZeroDivisionError):
+        return value.strip()
+
+
 def parse_spec(spec: str) -> tuple[str, dict[str, float | str]]:
-    """``"mpd-sgr:eta=0.1,gamma=1"`` -> ``("mpd-sgr", {"eta": 0.1, "gamma": 1.0})`` (non-numbers stay strings)."""
+    """``"pgd-at:eps=8/255,steps=7"`` -> ``("pgd-at", {"eps": 0.0314, "steps": 7.0})`` (numbers and fractions
+    become floats; anything else stays a string)."""
     name, _, args = spec.strip().partition(":")
     params: dict[str, float | str] = {}
     for item in filter(None, (a.strip() for a in args.split(","))):
         key, eq, value = item.partition("=")
         if not eq:
             raise ValueError(f"{spec!r}: parameter {item!r} is not key=value")
-        try:
-            params[key.strip()] = float(value)
-        except ValueError:
-            params[key.strip()] = value.strip()
+        params[key.strip()] = _number(value)
     return name.strip(), params
+
+
+def _construct(kind: str, spec: str, cls, params: dict):
+    """``cls(**params)``, with a parameter it does not take or a value of the wrong type said in one line."""
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        raise ValueError(f"{kind} {spec!r}: {exc}") from None
 
 
 class Regularizer:
@@ -74,7 +89,7 @@ def build_method(spec: str) -> Method:
     name, params = parse_spec(spec)
     if name not in METHODS:
         raise ValueError(f"unknown training method {name!r}; available: {', '.join(sorted(METHODS))}")
-    return METHODS[name](**params)
+    return _construct("training method", spec, METHODS[name], params)
 
 
 def build_regularizer(spec: str) -> Regularizer:
@@ -82,7 +97,7 @@ def build_regularizer(spec: str) -> Regularizer:
     name, params = parse_spec(spec)
     if name not in REGULARIZERS:
         raise ValueError(f"unknown regulariser {name!r}; available: {', '.join(sorted(REGULARIZERS)) or 'none'}")
-    return REGULARIZERS[name](**params)
+    return _construct("regulariser", spec, REGULARIZERS[name], params)
 
 
 def _ensure_registered() -> None:
