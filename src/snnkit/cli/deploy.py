@@ -143,7 +143,7 @@ def _deploy(args: argparse.Namespace) -> int:
     results = distributed.gather(result)
     if results is None:  # another rank than 0: rank 0 writes the result
         return 0
-    result = TargetResult.concat(results)
+    result = TargetResult.concat(results, summed=target.summed_info)
     T = inp.timesteps
     summary = result.summary()
     summary.update(source=source, input=inp.source, timesteps=T)

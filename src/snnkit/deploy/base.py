@@ -105,10 +105,11 @@ class TargetResult:
         return json.dumps(self.summary(), indent=2)
 
     @classmethod
-    def concat(cls, results: "list[TargetResult]") -> "TargetResult":
+    def concat(cls, results: "list[TargetResult]", summed: "tuple[str, ...]" = ()) -> "TargetResult":
         """Runs of consecutive ranges of samples (in order) as one run over all of them: outputs and records
         concatenated, per-node counts summed, times the longest (the runs went side by side), the first run's
-        info. One result: itself."""
+        info with its ``summed`` keys (the target's :attr:`Target.summed_info`) added up over the runs. One
+        result: itself."""
         if len(results) == 1:
             return results[0]
         first = results[0]
@@ -119,7 +120,7 @@ class TargetResult:
         return cls(target=first.target, outputs=np.concatenate([r.outputs for r in results]), layers=layers,
                    wall_s=max(r.wall_s for r in results), build_s=max(r.build_s for r in results), delay=first.delay,
                    records={k: np.concatenate([r.records[k] for r in results]) for k in first.records},
-                   info=first.info)
+                   info={**first.info, **{k: sum(r.info[k] for r in results) for k in summed if k in first.info}})
 
 
 @dataclass
@@ -205,6 +206,9 @@ class Target(abc.ABC):
     """
 
     name: ClassVar[str] = ""
+    summed_info: ClassVar[tuple[str, ...]] = ()
+    """Keys of :attr:`TargetResult.info` that count work (steps, seconds) and add up when runs on parts of
+    the samples make one result (:meth:`TargetResult.concat`, ``--distributed``); the others are the first run's."""
 
     def check_available(self) -> None:
         """Raise a one-line :class:`DeployError` when this target cannot run here (a missing environment)."""

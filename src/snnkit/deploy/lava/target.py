@@ -211,6 +211,7 @@ class LavaTarget(QuantisedTarget):
     """
 
     name = "lava"
+    summed_info = ("lava_steps", "pauses", "worker_total_s")
 
     def __init__(self, tag: str = "fixed_pt", timeout_s: float | None = None, python: str | None = None,
                  retries: int = 0, **quantisation):
