@@ -83,16 +83,19 @@ def without_times(value):
     return value
 
 
-def assert_same_training(one: Path, two: Path, atol: float) -> None:
-    """The metrics and weights of the runs in folders ``one`` (1 process) and ``two`` (2 ranks) agree."""
+def assert_same_training(one: Path, two: Path, atol: float, flips: int = 0) -> None:
+    """The metrics and weights of the runs in folders ``one`` (1 process) and ``two`` (2 ranks) agree; ``flips``:
+    how many samples' predictions may differ (weights that differ by rounding can move a sample whose output
+    neuron sits at its threshold)."""
     m1, m2 = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
     assert (m1["world_size"], m2["world_size"]) == (1, 2)
     assert len(m1["history"]) == len(m2["history"])
     for h1, h2 in zip(m1["history"], m2["history"]):
-        assert h2["loss"] == pytest.approx(h1["loss"], rel=1e-5)
-        assert h2["train_accuracy"] == pytest.approx(h1["train_accuracy"], abs=1e-6)
-        assert h2["test_accuracy"] == h1["test_accuracy"]  # a count of correct samples over the same samples
-        assert h2.get("loss_parts", {}) == pytest.approx(h1.get("loss_parts", {}), rel=1e-5)
+        assert h2["loss"] == pytest.approx(h1["loss"], rel=1e-5 if not flips else 1e-3)
+        assert h2["train_accuracy"] == pytest.approx(h1["train_accuracy"], abs=1e-6 + flips / m1["n_train"])
+        # a count of correct samples over the same samples
+        assert h2["test_accuracy"] == pytest.approx(h1["test_accuracy"], abs=1e-9 + flips / m1["n_test"])
+        assert h2.get("loss_parts", {}) == pytest.approx(h1.get("loss_parts", {}), rel=1e-5 if not flips else 1e-3)
     s1, s2 = (snnkit.load(d / "model.pt").state_dict() for d in (one, two))
     assert s1.keys() == s2.keys()
     for k in s1:
@@ -172,9 +175,10 @@ def test_train_two_ranks_equals_one_process(tmp_path, two_ranks):
 
 def test_train_two_ranks_batchnorm_and_adversarial(tmp_path, two_ranks):
     """Weights agree to 5e-4 (of up to ~1): the attack steps along the sign of input gradients, and where a
-    gradient is at rounding level the two runs can step a pixel differently."""
+    gradient is at rounding level the two runs can step a pixel differently; so a few samples may be classified
+    differently (seen: 1 of 360 test samples on generic instruction sets, `make test-portable`)."""
     assert run_cli("snn-train", *CONVNET, "--out", str(tmp_path)).returncode == 0
-    assert_same_training(tmp_path, two_ranks[0] / "convnet", atol=5e-4)
+    assert_same_training(tmp_path, two_ranks[0] / "convnet", atol=5e-4, flips=3)
 
 
 def test_train_two_ranks_with_empty_shares(tmp_path, two_ranks):
