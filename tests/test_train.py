@@ -71,8 +71,23 @@ def test_resume_after_interruption_gives_same_final_weights(tmp_path):
 
 def test_resume_refuses_other_config(tmp_path):
     train(small_config(), tmp_path / "r", progress=False, stop_after=1)
-    with pytest.raises(ValueError, match="different training config"):
+    with pytest.raises(ValueError, match=r"different training config \(lr differ\)"):
         train(TrainConfig(**{**small_config().__dict__, "lr": 0.1}), tmp_path / "r", progress=False, resume=True)
+
+
+def test_resume_from_a_checkpoint_older_than_the_config_fields(tmp_path):
+    """A checkpoint written before TrainConfig gained ``augment`` and ``amp`` (and the augmentation's generator
+    state) resumes, and ends where an uninterrupted run ends."""
+    whole = train(small_config(), tmp_path / "whole", progress=False)
+    train(small_config(), tmp_path / "old", progress=False, stop_after=2)
+    ckpt_path = tmp_path / "old" / "checkpoint.pt"
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    for key in ("augment", "amp"):
+        del ckpt["train_config"][key]
+    del ckpt["augment_rng"]
+    torch.save(ckpt, ckpt_path)
+    resumed = train(small_config(), tmp_path / "old", progress=False, resume=True)
+    assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in whole["history"]]
 
 
 def snn_train(*args):

@@ -108,6 +108,19 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> 
     return int(distributed.all_sum(correct.to(device)).item()) / max(len(x), 1)
 
 
+def _check_same_config(path: Path, stored, current: dict) -> None:
+    """Refuse to resume from a checkpoint written by another training config, naming the fields that differ.
+    Fields the stored config lacks were added to :class:`TrainConfig` after it was written: they take the current
+    run's values."""
+    if not isinstance(stored, dict):
+        raise ValueError(f"{path}: not an snnkit checkpoint (no training config)")
+    stored = {**{k: v for k, v in current.items() if k not in stored}, **stored}
+    differ = sorted(k for k in stored.keys() | current.keys() if stored.get(k) != current.get(k))
+    if differ:
+        raise ValueError(f"{path}: checkpoint was written by a different training config ({', '.join(differ)} "
+                         "differ)")
+
+
 def train(cfg: TrainConfig, out_dir: "str | Path", *, resume: bool = False, progress: bool = True,
           stop_after: int | None = None, callbacks: list | None = None) -> dict:
     """Train a model as ``cfg`` says; write model.pt, metrics.json and checkpoint.pt into ``out_dir``.
@@ -159,14 +172,14 @@ def _train(cfg: TrainConfig, out: Path, *, resume: bool, progress: bool, stop_af
             raise ValueError(f"{ckpt_path}: not a readable checkpoint ({first_line(exc)[:200]})") from None
         if not isinstance(ckpt, dict):
             raise ValueError(f"{ckpt_path}: not an snnkit checkpoint (a {type(ckpt).__name__})")
-        if ckpt.get("train_config") != json.loads(json.dumps(config_dict)):
-            raise ValueError(f"{ckpt_path}: checkpoint was written by a different training config")
+        _check_same_config(ckpt_path, ckpt.get("train_config"), json.loads(json.dumps(config_dict)))
         try:
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
             sched.load_state_dict(ckpt["scheduler"])
             shuffle.set_state(ckpt["shuffle_rng"])
-            augment.set_state(ckpt["augment_rng"])
+            if "augment_rng" in ckpt:  # absent from checkpoints written before augmentation existed
+                augment.set_state(ckpt["augment_rng"])
             torch.set_rng_state(ckpt["torch_rng"])
             history = list(ckpt["history"])
             start_epoch = int(ckpt["epoch"])
