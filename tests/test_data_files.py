@@ -508,6 +508,24 @@ def test_snn_train_on_image_files(tmp_path, dataset, model):
     assert metrics["model"]["num_classes"] == info(dataset).num_classes
 
 
+PAPER_ON_FILES = [("vgg16", "cifar100", []), ("resnet19", "tiny-imagenet", []),
+                  pytest.param("sew-resnet18", "nmnist", [], marks=needs_tonic),
+                  pytest.param("sew-resnet34", "dvs-gesture", ["--sew", "add"], marks=needs_tonic),
+                  pytest.param("wrn16-4", "cifar10-dvs", [], marks=needs_aedat)]
+
+
+@pytest.mark.parametrize("arch, dataset, extra", PAPER_ON_FILES)
+def test_paper_models_train_on_the_files(tmp_path, arch, dataset, extra):
+    """Each seed network (at 1/16 of its width) trains on a data set read from its released file format."""
+    make = {"cifar100": _cifar100_dir, "tiny-imagenet": _tiny_imagenet_dir, "nmnist": _nmnist_dir,
+            "dvs-gesture": _gesture_dir, "cifar10-dvs": _cifar10dvs_dir}[dataset]
+    (tmp_path / "d").mkdir()
+    make(tmp_path / "d")
+    metrics = _train(tmp_path, dataset, tmp_path / "d", "--model", arch, "--width", "0.0625", *extra)
+    assert metrics["model"]["arch"] == arch and metrics["model"]["input_shape"] == list(info(dataset).input_shape)
+    assert metrics["model"]["num_classes"] == info(dataset).num_classes
+
+
 @needs_tonic
 @pytest.mark.parametrize("dataset", ["nmnist", "dvs-gesture", pytest.param("cifar10-dvs", marks=needs_aedat)])
 def test_snn_train_on_event_files(tmp_path, dataset):
