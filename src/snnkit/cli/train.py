@@ -6,9 +6,11 @@ import argparse
 from snnkit.cli.common import add_json_flag, add_threads_flag, apply_threads, check_data_dir, either, emit, run
 
 ARCH_OPTIONS = {"hidden": ["mlp"], "channels": ["convnet"], "fc": ["convnet", "vgg"], "vgg_depth": ["vgg"],
-                "vgg_width": ["vgg"], "pool": ["vgg", "vgg11", "vgg16"], "sew": ["sew-resnet18", "sew-resnet34"],
-                "width": ["vgg11", "vgg16", "resnet19", "sew-resnet18", "sew-resnet34", "wrn16-4"]}
-"""Model options (``argparse`` dests) and the architectures that read them."""
+                "vgg_width": ["vgg"]}
+"""Model options (``argparse`` dests) and the architectures that read them (see also :data:`CONFIG_OPTIONS`)."""
+CONFIG_OPTIONS = ("pool", "sew", "width")
+"""Model options that are config keys with a default per architecture: an architecture reads one when its
+defaults (``snnkit.models.build.ARCH_DEFAULTS``) set it."""
 PRUNE_OPTIONS = ("prune", "prune_epochs", "prune_lr")
 """Options that only matter with ``--sparsity S > 0``."""
 CONVERT_OPTIONS = ("ann_epochs", "ann_method", "ann_lr", "ann_finetune_epochs", "percentile", "threshold_scale")
@@ -147,7 +149,10 @@ def given(args: argparse.Namespace, dests) -> dict:
 
 def check_options(args: argparse.Namespace) -> None:
     """Refuse an option that the rest of the command line would leave unused, naming the option it needs."""
-    for dest, archs in ARCH_OPTIONS.items():
+    from snnkit.models.build import ARCH_DEFAULTS
+
+    readers = {key: [arch for arch, defaults in ARCH_DEFAULTS.items() if key in defaults] for key in CONFIG_OPTIONS}
+    for dest, archs in {**ARCH_OPTIONS, **readers}.items():
         if getattr(args, dest) is not None and args.model not in archs:
             raise ValueError(f"{_flag(dest)} needs --model {either(archs)}")
     for dest in given(args, PRUNE_OPTIONS):
