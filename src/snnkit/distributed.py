@@ -35,21 +35,24 @@ def launched() -> bool:
     return all(os.environ.get(k) for k in TORCHRUN_VARIABLES)
 
 
+def _joined() -> bool:
+    """Whether this process is in a process group."""
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
 def active() -> bool:
     """Whether a process group of more than one process is running."""
-    return torch.distributed.is_available() and torch.distributed.is_initialized() and world() > 1
+    return _joined() and world() > 1
 
 
 def rank() -> int:
     """This process's rank (0 outside a group)."""
-    initialized = torch.distributed.is_available() and torch.distributed.is_initialized()
-    return torch.distributed.get_rank() if initialized else 0
+    return torch.distributed.get_rank() if _joined() else 0
 
 
 def world() -> int:
     """The number of processes in the group (1 outside a group)."""
-    initialized = torch.distributed.is_available() and torch.distributed.is_initialized()
-    return torch.distributed.get_world_size() if initialized else 1
+    return torch.distributed.get_world_size() if _joined() else 1
 
 
 def is_main() -> bool:
@@ -70,7 +73,7 @@ def session(enabled: bool, device: str = "cpu", command: str = "snn-train", *,
     device, so ``"cuda"`` means its own GPU). objects_only: the group only gathers Python objects (gloo on
     any device). Outside ``torchrun``, a one-line ValueError naming ``command``.
     """
-    if not enabled or (torch.distributed.is_available() and torch.distributed.is_initialized()):
+    if not enabled or _joined():
         yield  # off, or a group this process joined before (a script running several commands) stays as it is
         return
     if not launched():

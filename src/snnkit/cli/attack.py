@@ -27,7 +27,7 @@ import json
 import sys
 from pathlib import Path
 
-from snnkit.cli.common import add_json_flag, check_data_dir, either, emit, run
+from snnkit.cli.common import add_json_flag, check_data_dir, either, emit, run, sample_session
 
 SETTING_FLAGS = {"--steps": "steps", "--queries": "queries", "--eot": "eot", "--surrogate": "surrogates"}
 """Attack settings by flag and the :class:`~snnkit.attack.registry.Settings` field they set; each is refused
@@ -89,11 +89,7 @@ def check_settings(args: argparse.Namespace, attacks: list[str]) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from snnkit import distributed
-    from snnkit.deploy.torch_target import resolve_device
-
-    device = str(resolve_device(args.device)) if args.distributed else "cpu"  # else the command checks it later
-    with distributed.session(args.distributed, device, "snn-attack", objects_only=True):
+    with sample_session(args, "snn-attack"):
         return _attack(args)
 
 

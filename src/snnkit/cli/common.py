@@ -82,3 +82,14 @@ def apply_threads(threads: int | None) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+def sample_session(args: argparse.Namespace, command: str):
+    """The ``torchrun`` session of a command that shares its samples out over processes (``snn-attack``,
+    ``snn-deploy``): joined with ``--distributed`` (``args.distributed``; gloo gathers the results whatever
+    ``args.device``), nothing otherwise (:func:`snnkit.distributed.session`)."""
+    from snnkit import distributed
+    from snnkit.deploy.torch_target import resolve_device
+
+    device = str(resolve_device(args.device)) if args.distributed else "cpu"  # else the command checks it later
+    return distributed.session(args.distributed, device, command, objects_only=True)

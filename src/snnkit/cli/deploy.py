@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from snnkit.cli.common import add_json_flag, check_data_dir, either, emit, run
+from snnkit.cli.common import add_json_flag, check_data_dir, either, emit, run, sample_session
 
 
 def parser() -> argparse.ArgumentParser:
@@ -89,11 +89,7 @@ def check_target_flags(target: str, **given) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from snnkit import distributed
-    from snnkit.deploy.torch_target import resolve_device
-
-    device = str(resolve_device(args.device)) if args.distributed else "cpu"  # else the command checks it later
-    with distributed.session(args.distributed, device, "snn-deploy", objects_only=True):
+    with sample_session(args, "snn-deploy"):
         return _deploy(args)
 
 

@@ -113,10 +113,7 @@ class TargetResult:
         if len(results) == 1:
             return results[0]
         first = results[0]
-        layers = [LayerStats(name=layer.name, kind=layer.kind, neurons=layer.neurons,
-                             **{k: sum(getattr(r.layers[i], k) for r in results)
-                                for k in ("spikes", "synops", "macs", "neuron_updates")})
-                  for i, layer in enumerate(first.layers)]
+        layers = [LayerStats.combined([r.layers[i] for r in results]) for i in range(len(first.layers))]
         return cls(target=first.target, outputs=np.concatenate([r.outputs for r in results]), layers=layers,
                    wall_s=max(r.wall_s for r in results), build_s=max(r.build_s for r in results), delay=first.delay,
                    records={k: np.concatenate([r.records[k] for r in results]) for k in first.records},

@@ -90,6 +90,16 @@ class LayerStats:
     macs: int = 0
     neuron_updates: int = 0
 
+    COUNTS = ("spikes", "synops", "macs", "neuron_updates")
+    """The fields that count events of a run (they add up over runs on parts of the samples)."""
+
+    @classmethod
+    def combined(cls, parts: "list[LayerStats]") -> "LayerStats":
+        """One node's stats of runs on parts of the samples as one run's: its counts summed."""
+        first = parts[0]
+        return cls(name=first.name, kind=first.kind, neurons=first.neurons,
+                   **{k: sum(getattr(p, k) for p in parts) for k in cls.COUNTS})
+
 
 def layer_stats(graph: nir.NIRGraph, activity: dict[str, Activity], batch: int, steps: int,
                 input_shapes: dict[str, tuple[int, ...]]) -> list[LayerStats]:
