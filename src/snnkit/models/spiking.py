@@ -153,6 +153,18 @@ class RunResult:
         return self.outputs.mean(1) * self.logit_scale
 
 
+def check_chain(model: "SpikingModel", what: str, error: type[ValueError] = ValueError) -> None:
+    """``error`` naming the model's first residual block: ``what`` handles layer chains only (the architectures
+    without residual blocks, named in the message)."""
+    blocks = [name for name, m in model.layers.named_children() if isinstance(m, Block)]
+    if blocks:
+        from snnkit.models.build import ARCHS
+        from snnkit.models.paper import RESNETS
+
+        chains = ", ".join(a for a in ARCHS if a not in RESNETS)
+        raise error(f"{what} handles layer chains ({chains}); layer {blocks[0]!r} is a residual block")
+
+
 class SpikingModel(nn.Module):
     """An encoder followed by a sequence of multi-step layers (residual blocks among them, ``snnkit.nn.residual``);
     ``config`` rebuilds it (see ``models.build``)."""

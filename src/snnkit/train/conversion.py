@@ -37,9 +37,9 @@ from torch import nn
 
 from snnkit import data as datasets
 from snnkit.models import SpikingModel, build, save
+from snnkit.models.spiking import check_chain
 from snnkit.atomic import atomic_write
 from snnkit.nn.neurons import SpikingLayer
-from snnkit.nn.residual import Block
 from snnkit.outdir import writing
 from snnkit.train import sparsity as sp
 from snnkit.train.objectives import build_method
@@ -76,14 +76,6 @@ class ConversionConfig:
             raise ValueError(f"conversion: sparsity must be in [0, 1), not {self.sparsity}")
         if self.prune not in sp.PRUNERS:
             raise ValueError(f"conversion: unknown pruning method {self.prune!r}; available: {', '.join(sp.PRUNERS)}")
-
-
-def check_chain(snn: SpikingModel, what: str) -> None:
-    """ValueError naming the first residual block: ``what`` handles layer chains only."""
-    blocks = [name for name, m in snn.layers.named_children() if isinstance(m, Block)]
-    if blocks:
-        raise ValueError(f"{what} handles layer chains (mlp, convnet, vgg, vgg11, vgg16); layer {blocks[0]!r} is a "
-                         "residual block")
 
 
 class ANNTwin(nn.Module):

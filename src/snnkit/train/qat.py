@@ -31,9 +31,8 @@ from snnkit.deploy.inputs import encode
 from snnkit.deploy.loihi.emulator import FloatPath, LoihiEmulator, LoihiEmulatorTarget
 from snnkit.deploy.loihi.graph import ACT_SHIFT, LoihiGraph, NeuronLayer, Projection
 from snnkit.export import to_nir
-from snnkit.models.spiking import SpikingModel
+from snnkit.models.spiking import SpikingModel, check_chain
 from snnkit.nn.neurons import LIF, SpikingLayer
-from snnkit.nn.residual import Block
 
 TARGETS = ("loihi",)
 """What ``--qat`` accepts: the fixed-point targets QAT can train for."""
@@ -47,12 +46,10 @@ class QATError(ValueError):
 
 def _chains(model: SpikingModel, input_name: str) -> dict[str, tuple[str, list[nn.Module]]]:
     """Per spiking layer: its source (``input_name`` or the previous spiking layer) and the modules between them."""
+    check_chain(model, "--qat: quantisation-aware training", QATError)
     chains: dict[str, tuple[str, list[nn.Module]]] = {}
     src, mods = input_name, []
     for name, m in model.layers.named_children():
-        if isinstance(m, Block):
-            raise QATError(f"--qat: layer {name!r} is a residual block; quantisation-aware training handles layer "
-                           "chains (mlp, convnet, vgg, vgg11, vgg16)")
         if isinstance(m, nn.MaxPool2d):
             raise QATError(f"--qat: layer {name!r} is a max pool; quantisation-aware training handles average and "
                            "sum pooling")
