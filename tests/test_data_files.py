@@ -252,16 +252,21 @@ def _nmnist_events(raw: bytes) -> list[tuple[int, int, int, int]]:
     return [(r[0], r[1], r[2] >> 7, ((r[2] & 0x7F) << 16) | (r[3] << 8) | r[4]) for r in b]
 
 
+def _assert_binned(name: str, root: Path, expected: dict, steps: int, frame: tuple[int, ...]) -> None:
+    """Each split of event set ``name`` in ``root`` loads as ``expected`` (split -> (events, labels)) says: one
+    float32 sample ``[steps, *frame]`` per recording, binned exactly as :func:`_binned` bins its events."""
+    for split, (events, labels) in expected.items():
+        x, y = load(name, split, data_dir=root, timesteps=steps)
+        assert tuple(x.shape) == (len(labels), steps, *frame) and x.dtype == torch.float32
+        assert y.tolist() == labels
+        for i, ev in enumerate(events):
+            assert np.array_equal(x[i].numpy(), _binned(ev, steps, frame)), (split, i)
+
+
 @needs_tonic
 @pytest.mark.parametrize("zipped", [False, True], ids=["folders", "tonic-zip"])
 def test_nmnist_bins_events_into_frames(tmp_path, zipped):
-    expected = _nmnist_dir(tmp_path, zipped)
-    for split, (events, labels) in expected.items():
-        x, y = load("nmnist", split, data_dir=tmp_path, timesteps=5)
-        assert tuple(x.shape) == (len(labels), 5, 2, 34, 34) and x.dtype == torch.float32
-        assert y.tolist() == labels
-        for i, ev in enumerate(events):
-            assert np.array_equal(x[i].numpy(), _binned(ev, 5, (2, 34, 34))), (split, i)
+    _assert_binned("nmnist", tmp_path, _nmnist_dir(tmp_path, zipped), 5, (2, 34, 34))
     x3, _ = load("nmnist", "train", limit=2, data_dir=tmp_path / "NMNIST", timesteps=3)
     assert tuple(x3.shape) == (2, 3, 2, 34, 34) and set(np.unique(x3.numpy())) <= {0.0, 1.0}
 
@@ -286,13 +291,7 @@ def _gesture_dir(root: Path) -> dict[str, tuple[list, list[int]]]:
 
 @needs_tonic
 def test_dvs_gesture_bins_events_into_frames(tmp_path):
-    expected = _gesture_dir(tmp_path)
-    for split, (events, labels) in expected.items():
-        x, y = load("dvs-gesture", split, data_dir=tmp_path, timesteps=4)
-        assert tuple(x.shape) == (len(labels), 4, 2, 128, 128)
-        assert y.tolist() == labels
-        for i, ev in enumerate(events):
-            assert np.array_equal(x[i].numpy(), _binned(ev, 4, (2, 128, 128)))
+    _assert_binned("dvs-gesture", tmp_path, _gesture_dir(tmp_path), 4, (2, 128, 128))
 
 
 def _flatbuffer_events(events) -> bytes:
@@ -344,11 +343,8 @@ def _cifar10dvs_dir(root: Path, per_class: int = 2) -> dict[str, tuple[list, lis
 @needs_aedat
 def test_cifar10_dvs_reads_aedat4_and_splits_per_class(tmp_path):
     expected = _cifar10dvs_dir(tmp_path)
-    for split, (events, labels) in expected.items():
-        x, y = load("cifar10-dvs", split, data_dir=tmp_path, timesteps=4)
-        assert tuple(x.shape) == (10, 4, 2, 128, 128) and y.tolist() == labels == list(range(10))
-        for i, ev in enumerate(events):
-            assert np.array_equal(x[i].numpy(), _binned(ev, 4, (2, 128, 128)))
+    assert all(labels == list(range(10)) for _, labels in expected.values())  # one file per class in each split
+    _assert_binned("cifar10-dvs", tmp_path, expected, 4, (2, 128, 128))
 
 
 @needs_tonic
