@@ -204,6 +204,7 @@ def main_writes(folder: "str | Path") -> Iterator[Path]:
     """Hold ``folder`` for writing (:func:`snnkit.outdir.writing`) on rank 0 only; the other ranks wait for its
     answer and fail with the same one-line message when it could not take the folder. Every rank waits for the
     others before rank 0 lets the folder go."""
+    from snnkit.graph.errors import first_line
     from snnkit.outdir import writing
 
     if not active():
@@ -221,7 +222,7 @@ def main_writes(folder: "str | Path") -> Iterator[Path]:
         try:
             path = stack.enter_context(writing(folder))
         except ValueError as exc:
-            broadcast(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            broadcast(first_line(exc))
             raise
         broadcast("")
         yield path

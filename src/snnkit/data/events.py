@@ -32,6 +32,7 @@ from typing import Callable
 import numpy as np
 
 from snnkit.data.errors import DataError
+from snnkit.graph.errors import first_line
 
 TRAIN_FRACTION = 0.9
 """CIFAR10-DVS: the share of each class's recordings (first in file-name order) in the train split."""
@@ -231,8 +232,7 @@ def load_split(name: str, directory: Path, split: str, timesteps: int, limit: in
             except DataError:
                 raise
             except Exception as exc:  # tonic's readers raise many types for a bad file; each means "bad file"
-                text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise DataError(f"data: {where}: not a readable {name} sample ({text})") from None
+                raise DataError(f"data: {where}: not a readable {name} sample ({first_line(exc)})") from None
     finally:
         for archive in archives.values():
             archive.close()

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from snnkit.data.errors import DataError
+from snnkit.graph.errors import first_line
 
 FOLDER = "tiny-imagenet-200"
 SIZE = 64
@@ -98,8 +99,7 @@ def decode(path: Path) -> np.ndarray:
     except FileNotFoundError:
         raise DataError(f"data: {path}: missing") from None
     except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise DataError(f"data: {path}: not a readable image ({str(exc).splitlines()[0] if str(exc) else exc!r})"
-                        ) from None
+        raise DataError(f"data: {path}: not a readable image ({first_line(exc)})") from None
     if rgb.size != (SIZE, SIZE):
         raise DataError(f"data: {path}: image is {rgb.size[0]}x{rgb.size[1]}, expected {SIZE}x{SIZE}")
     return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)

@@ -13,7 +13,7 @@ import nir
 import numpy as np
 
 from snnkit.atomic import write_bytes
-from snnkit.graph.errors import DeployError
+from snnkit.graph.errors import DeployError, first_line
 
 DEFAULT_DT = 1e-4
 """Step length (s) for graphs whose metadata has no ``dt`` (third-party files; docs/semantics.md)."""
@@ -29,7 +29,7 @@ def read_nir(path: "str | Path") -> nir.NIRGraph:
     try:
         graph = nir.read(path)
     except Exception as exc:  # nir and h5py raise many types
-        problem = _one_line(exc)
+        problem = first_line(exc)
         try:
             graph = nir.read(path, type_check=False)
         except Exception:
@@ -52,11 +52,6 @@ def write_nir(graph: nir.NIRGraph, path: "str | Path") -> Path:
     nir.write(buf, clean)
     write_bytes(path, buf.getvalue())
     return path
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def plain(value):

@@ -27,6 +27,7 @@ import numpy as np
 
 from snnkit.deploy.base import REFERENCE, Target, TargetResult, get_target
 from snnkit.graph import DeployError, output_size, topological_order
+from snnkit.graph.errors import first_line
 from snnkit.energy import EnergyModel, energy_of, resolve_models
 from snnkit.graph.kinds import NEURONS
 from snnkit.report.attacks import RobustnessResult, read_attack_files, robustness_curves
@@ -71,11 +72,6 @@ class Report:
 # ------------------------------------------------------------------------------------------------ inputs
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _input_shape(graph) -> tuple[int, ...]:
     return tuple(int(s) for s in np.asarray(graph.metadata["input_shape"]).tolist())
 
@@ -101,7 +97,7 @@ def _labels(path: str, n: int, classes: int) -> np.ndarray:
     try:
         y = np.load(p, allow_pickle=False)
     except Exception as exc:  # numpy raises several types for foreign files
-        raise ValueError(f"{p}: not a readable .npy labels file ({_one_line(exc)})") from None
+        raise ValueError(f"{p}: not a readable .npy labels file ({first_line(exc)})") from None
     if not isinstance(y, np.ndarray) or y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"{p}: labels must hold one integer per sample ({n} samples), got shape {list(getattr(y, 'shape', []))} "
                          f"dtype {getattr(y, 'dtype', type(y).__name__)}")
@@ -128,7 +124,7 @@ def inputs_from_file(graph, path: str, *, labels: str | None = None, raw: bool =
         try:
             x = np.load(p, allow_pickle=False)
         except Exception as exc:  # numpy raises several types for foreign files
-            raise ValueError(f"{p}: not a readable .npy input file ({_one_line(exc)})") from None
+            raise ValueError(f"{p}: not a readable .npy input file ({first_line(exc)})") from None
         want = ", ".join(map(str, shape))
         if not isinstance(x, np.ndarray) or tuple(x.shape[1:]) != shape or x.shape[0] == 0:
             raise ValueError(f"{p}: raw input has shape {list(getattr(x, 'shape', []))}; expected [N, {want}]")
@@ -155,9 +151,9 @@ def run_target(name: str, graph, x: np.ndarray, make_target: Callable | None = N
         target = (make_target or get_target)(name)
         result = target.run(graph, x)
     except (ImportError, DeployError) as exc:
-        return TargetRun(name, "unavailable", _one_line(exc), elapsed_s=time.perf_counter() - t0)
+        return TargetRun(name, "unavailable", first_line(exc), elapsed_s=time.perf_counter() - t0)
     except Exception as exc:  # a target bug must not take the whole report down; it is shown, not dropped
-        return TargetRun(name, "error", f"{type(exc).__name__}: {_one_line(exc)}", elapsed_s=time.perf_counter() - t0)
+        return TargetRun(name, "error", f"{type(exc).__name__}: {first_line(exc)}", elapsed_s=time.perf_counter() - t0)
     run = TargetRun(name, "ok", result=result, elapsed_s=time.perf_counter() - t0, target=target)
     if raster:
         try:
@@ -167,7 +163,7 @@ def run_target(name: str, graph, x: np.ndarray, make_target: Callable | None = N
             if not run.raster:
                 run.raster_note = "the target recorded no spiking layer"
         except Exception as exc:  # the raster is an illustration; its failure is reported beside it
-            run.raster_note = f"raster run failed: {_one_line(exc)}"
+            run.raster_note = f"raster run failed: {first_line(exc)}"
     return run
 
 
@@ -195,7 +191,7 @@ def _footprint(run: TargetRun, graph, inputs: Inputs) -> dict:
     try:
         return run.target.footprint(graph, inputs.x).summary()
     except Exception as exc:  # a footprint is one column; a target bug there must not take the report down
-        return {"bytes": None, "reason": _one_line(exc)}
+        return {"bytes": None, "reason": first_line(exc)}
 
 
 def _target_entry(run: TargetRun, ref: TargetRun | None, inputs: Inputs, graph, static,

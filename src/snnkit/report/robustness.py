@@ -23,6 +23,7 @@ import numpy as np
 from snnkit.attack.registry import Settings
 from snnkit.deploy.base import Target
 from snnkit.graph import DeployError
+from snnkit.graph.errors import first_line
 from snnkit.report.attacks import RobustnessResult, parse_evaluation
 
 REPORT_STEPS = 10
@@ -62,11 +63,6 @@ class AttackOutcome:
     evaluations: list[dict]
     notes: list[str]
     seconds: dict[str, float]
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def attack_twin(model, twin, attacks: list[str], x, y, settings: Settings, num_classes: int, label: str) -> dict:
@@ -123,7 +119,7 @@ def run_attacks(model, graph, targets: list[tuple[str, Target]], x: np.ndarray, 
                 res = timed(name, lambda: reattack(model, graph, target, plan.attacks, xt, yt, s, log=say,
                                                    reference=False, fit=True))
             except (DeployError, ImportError, ValueError) as exc:
-                notes.append(f"{name}: not attacked at eps {eps:g} ({_one_line(exc)})")
+                notes.append(f"{name}: not attacked at eps {eps:g} ({first_line(exc)})")
                 continue
             ev = dict(res.summary["evaluations"][-1], eps=float(eps))
             if "recheck" in res.summary:
@@ -136,7 +132,7 @@ def run_attacks(model, graph, targets: list[tuple[str, Target]], x: np.ndarray, 
                                                                              num_classes, twin_label)),
                                     "eps": float(eps)})
             except ValueError as exc:
-                notes.append(f"{twin_label}: not attacked at eps {eps:g} ({_one_line(exc)})")
+                notes.append(f"{twin_label}: not attacked at eps {eps:g} ({first_line(exc)})")
     substituted = {(e["target"], k, v) for e in evaluations for k, v in e.get("substituted", {}).items()}
     for target, k, v in sorted(substituted):
         notes.append(f"{target} offers no exact gradients: --attack {k} ran as {v} there "
