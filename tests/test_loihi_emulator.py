@@ -154,6 +154,30 @@ def test_differentiable_mode_has_identical_forward_and_useful_gradients():
     assert up.sum() > down.sum()
 
 
+def test_repeated_frame_is_projected_once_with_the_same_values_and_gradients():
+    """A time-invariant input (one frame as a stride-0 view, the direct encoder's output) is encoded and projected
+    once: every raster is identical to the same input written out step by step, and the gradient at the frame
+    agrees to rounding (summed over the steps before the product instead of after)."""
+    g, x = _analog_mlp(6)
+    lg = prepare_graph(g, x)
+    frame = torch.from_numpy(x[:, :1]).double()
+    runs = []
+    for make in (lambda f: f.expand(-1, x.shape[1], -1), lambda f: f.repeat(1, x.shape[1], 1)):
+        f = frame.clone().requires_grad_(True)
+        xin = make(f)
+        assert (xin.stride(1) == 0) == (len(runs) == 0)
+        emu = LoihiEmulator(lg, differentiable=True)
+        rows, project = [], emu._project
+        emu._project = lambda i, p, src: rows.append((p.src, src.shape[0])) or project(i, p, src)
+        out = emu.run(xin)
+        assert dict(rows)[lg.input.name] == x.shape[0] * (1 if xin.stride(1) == 0 else x.shape[1])
+        (grad,) = torch.autograd.grad((out[lg.output] * torch.linspace(-1, 1, 5, dtype=torch.float64)).sum(), f)
+        runs.append(({k: r.detach() for k, r in out.items()}, grad))
+    (a, ga), (b, gb) = runs
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    assert float(gb.abs().sum()) > 0
+    torch.testing.assert_close(ga, gb, rtol=1e-5, atol=1e-6 * float(gb.abs().max()))
+
 class _FormerSpikeFn(torch.autograd.Function):
     """The emulator's spike before it used snnkit.nn.surrogate.ATan: its own arctan formula, written out."""
 

@@ -43,7 +43,8 @@ from snnkit.graph import DeployError
 from snnkit.deploy.cache import BuildCache
 from snnkit.deploy.loihi.graph import ACT_SHIFT, DECAY_UNITY, STATE_MAX, LoihiGraph, NeuronLayer, Projection
 from snnkit.deploy.loihi.prepare import QuantisedTarget
-from snnkit.nn.native import loihi_backward as native_reverse, loihi_forward as native_scan
+from snnkit.nn.layers import time_invariant
+from snnkit.nn.native import POOL, loihi_backward as native_reverse, loihi_forward as native_scan, loihi_gradient
 from snnkit.nn.surrogate import ATan, Surrogate
 
 _TWO23 = float(STATE_MAX)
@@ -331,8 +332,12 @@ class LoihiEmulator:
     def _run(self, x: torch.Tensor, encoded: bool) -> dict[str, torch.Tensor]:
         """One chunk: layer name -> time-major raster ``[T + delay, B, n]``."""
         lg = self.lg
+        steps = x.shape[1]
+        if time_invariant(x):  # one frame repeated (the direct code): encode it once, keep it a stride-0 view
+            x = x[:, :1]
         xi = x.to(device=self.device, dtype=torch.float64) if encoded else self.encode(x)
-        t_out = lg.steps_out(xi.shape[1])
+        xi = xi.expand(xi.shape[0], steps, *xi.shape[2:])
+        t_out = lg.steps_out(steps)
         # time-major rasters [steps, B, ...], row = target step: the input's T steps, a layer's T + delay
         rasters: dict[str, torch.Tensor] = {lg.input.name: xi.transpose(0, 1)}
         for layer in sorted(lg.layers, key=lambda l: l.depth):
@@ -347,7 +352,8 @@ class LoihiEmulator:
 
         Step ``tau`` receives what the source sent on step ``tau - 1 - delay``. A source is zero by construction
         outside its rows (a layer before its depth, the input after its T steps), and zero sends nothing, so
-        only the source's own steps are projected.
+        only the source's own steps are projected; a source that repeats one frame (a stride-0 view over time,
+        the direct code's input) is projected once and its message repeated.
         """
         k, n = plan.layer.depth, plan.layer.size
         b = rasters[self.lg.input.name].shape[1]
@@ -359,8 +365,11 @@ class LoihiEmulator:
             lo, hi = max(k, first + lag), min(t_out, src.shape[0] + lag)
             if hi <= lo:
                 continue
-            x = src[lo - lag:hi - lag].reshape(-1, *self.lg.source_shape(p.src))
-            msg = self._project(i, p, x).reshape(hi - lo, b, n)
+            if src.shape[0] > 1 and src.stride(0) == 0:
+                msg = self._project(i, p, src[0].reshape(b, *self.lg.source_shape(p.src))).expand(hi - lo, b, n)
+            else:
+                x = src[lo - lag:hi - lag].reshape(-1, *self.lg.source_shape(p.src))
+                msg = self._project(i, p, x).reshape(hi - lo, b, n)
             if (lo, hi) != (k, t_out):
                 msg = F.pad(msg, (0, 0, 0, 0, lo - k, t_out - hi))
             total = msg if total is None else total + msg
@@ -490,9 +499,15 @@ class LoihiEmulator:
         the layer's depth k, then ``h > thr`` (a readout: ``h``)."""
         layer = plan.layer
         steps, b, n = hs.shape
-        raster = torch.zeros((layer.depth + steps, b, n), device=self.device,
-                             dtype=torch.float64 if layer.readout else self.spike_dtype)
-        raster[layer.depth:] = hs if layer.readout else hs > plan.thr
+        shape, dtype = (layer.depth + steps, b, n), torch.float64 if layer.readout else self.spike_dtype
+        # a reused buffer on the CPU (fresh ones fault their pages in, native.POOL)
+        raster = POOL.empty(shape, dtype) if self.device.type == "cpu" else torch.empty(shape, device=self.device,
+                                                                                       dtype=dtype)
+        raster[:layer.depth].zero_()
+        if layer.readout:
+            raster[layer.depth:] = hs
+        else:
+            torch.gt(hs, plan.thr, out=raster[layer.depth:])
         return raster
 
 
@@ -535,6 +550,12 @@ def _scan_backward(plan: _LayerPlan, surrogate: Surrogate, grad: torch.Tensor, o
     layer = plan.layer
     k = layer.depth
     g_out = grad[k:]
+    scale = float(1 << ACT_SHIFT)
+    if plan.empty_u:  # the compiled pass (CPU), the same products in the same order
+        mode = 2 if layer.readout else int(layer.reset == "subtract")
+        g_u = loihi_gradient(g_out, hs, plan.keep_v_n, plan.thr, mode, surrogate, scale)
+        if g_u is not None:
+            return g_u, g_u.sum(dim=(0, 1)) / scale if with_bias else None
     if layer.readout:
         g_fire, through = g_out, None
     else:
@@ -542,7 +563,7 @@ def _scan_backward(plan: _LayerPlan, surrogate: Surrogate, grad: torch.Tensor, o
         through = None if layer.reset == "subtract" else 1 - out[k:]
     g_h = _reverse(g_fire, through, plan.keep_v_n, None if plan.no_leak else plan.keep_v)
     g_u = g_h if plan.empty_u else _reverse(g_h, None, plan.keep_u_n, plan.keep_u)
-    return g_u * float(1 << ACT_SHIFT), g_h.sum(dim=(0, 1)) if with_bias else None
+    return g_u * scale, g_h.sum(dim=(0, 1)) if with_bias else None
 
 
 def _reverse(g_in: torch.Tensor, through: "torch.Tensor | None", keep_n: "torch.Tensor | None",

@@ -8,12 +8,14 @@ clean fallback: when they are off or cannot be built, callers use torch and get 
 - :mod:`.layout`: the :class:`~.layout.Plan` of strides and orders by which the kernels read a tensor;
 - :mod:`.buffers`: the :class:`BufferPool` the outputs come from;
 - :mod:`.kernels`: the calls themselves (:func:`forward`, :func:`backward`, :func:`pool2x2`, ...), and
-  loihi-emu's integer-exact scan (``loihi_scan.h``: :func:`loihi_forward`, :func:`loihi_backward`).
+  loihi-emu's integer-exact scan (``loihi_scan.h``: :func:`loihi_forward`, :func:`loihi_backward`,
+  :func:`loihi_gradient`).
 """
 from snnkit.nn.native.buffers import POOL, BufferPool
 from snnkit.nn.native.build import load, set_enabled
-from snnkit.nn.native.kernels import RAW_U, backward, forward, loihi_backward, loihi_forward, pool2x2, pool2x2_backward
+from snnkit.nn.native.kernels import (RAW_U, backward, forward, loihi_backward, loihi_forward, loihi_gradient,
+                                     pool2x2, pool2x2_backward)
 from snnkit.nn.native.layout import neuron_order, out_strides, supports
 
 __all__ = ["POOL", "RAW_U", "BufferPool", "backward", "forward", "load", "loihi_backward", "loihi_forward",
-           "neuron_order", "out_strides", "pool2x2", "pool2x2_backward", "set_enabled", "supports"]
+           "loihi_gradient", "neuron_order", "out_strides", "pool2x2", "pool2x2_backward", "set_enabled", "supports"]

@@ -103,6 +103,9 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.loihi_forward_f64.restype = i64
     lib.loihi_backward_f64.argtypes = [p, p, p, p, i64, i64, i64]
     lib.loihi_backward_f64.restype = None
+    lib.loihi_grad_f64.argtypes = [p, p, p, p, i64, i64, i64, ctypes.c_double, i32, i32, ctypes.c_double,
+                                   ctypes.c_double, ctypes.c_double]
+    lib.loihi_grad_f64.restype = None
 
 
 def _agrees_with_torch(lib: ctypes.CDLL) -> bool:

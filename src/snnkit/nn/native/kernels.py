@@ -121,7 +121,7 @@ def loihi_forward(inputs: torch.Tensor, keep: "torch.Tensor | None", thr: float,
     inputs = inputs.contiguous()
     keep = None if keep is None else keep.contiguous()
     steps, b, n = inputs.shape
-    hs = torch.empty_like(inputs)
+    hs = POOL.empty((steps, b, n), torch.float64)
     clipped = lib.loihi_forward_f64(inputs.data_ptr(), hs.data_ptr(), steps, b, n,
                                     None if keep is None else keep.data_ptr(), thr, reset, int(clip), vmax)
     if clipped < 0:
@@ -139,11 +139,34 @@ def loihi_backward(g_in: torch.Tensor, pass_: "torch.Tensor | None",
     g_in = g_in.contiguous()
     pass_ = None if pass_ is None else pass_.contiguous()
     keep = None if keep is None else keep.contiguous()
-    g = torch.empty_like(g_in)
     steps, b, n = g_in.shape
+    g = POOL.empty((steps, b, n), torch.float64)
     lib.loihi_backward_f64(g_in.data_ptr(), None if pass_ is None else pass_.data_ptr(),
                            None if keep is None else keep.data_ptr(), g.data_ptr(), steps, b, n)
     return g
+
+
+def loihi_gradient(g_out: torch.Tensor, hs: torch.Tensor, keep: "torch.Tensor | None", thr: float, mode: int,
+                   surrogate, scale: float) -> "torch.Tensor | None":
+    """A feed-forward LIF/IF layer's whole straight-through gradient in one reverse pass (``loihi_grad_f64``):
+    ``dL/du [T, B, n]`` times ``scale`` (a power of two) from ``g_out = dL/d raster`` on the layer's steps and
+    its potentials before the reset ``hs`` (both ``[T, B, n]`` float64).
+
+    mode: 0 reset to zero, 1 by subtraction, 2 a readout (no surrogate); keep: ``v``'s decay factor ``[n]``
+    (None: no leak); surrogate: evaluated on ``(h - thr) / thr``. None as for :func:`loihi_forward`, or when the
+    kernels do not know the surrogate (:func:`snnkit.nn.surrogate.kernel_form`).
+    """
+    lib = build.load()
+    code, p1, p2 = kernel_form(surrogate) if mode != 2 else (0, 0.0, 0.0)
+    if lib is None or code < 0 or not (_loihi_input(g_out) and _loihi_input(hs)):
+        return None
+    g_out, hs = g_out.contiguous(), hs.contiguous()
+    keep = None if keep is None else keep.contiguous()
+    steps, b, n = hs.shape
+    g_u = POOL.empty((steps, b, n), torch.float64)
+    lib.loihi_grad_f64(g_out.data_ptr(), hs.data_ptr(), None if keep is None else keep.data_ptr(), g_u.data_ptr(),
+                       steps, b, n, thr, mode, code, p1, p2, scale)
+    return g_u
 
 
 def _loihi_input(x: torch.Tensor) -> bool:

@@ -57,3 +57,50 @@ void loihi_backward_f64(const double *RESTRICT g_in, const double *RESTRICT pass
         }
     }
 }
+
+/* The whole straight-through gradient of a feed-forward layer whose current is emptied every step (LIF, IF), in
+   one reverse pass over steps x batch x n, from g_out (the loss gradient at the layer's output on its steps) and
+   hs (its potentials before the reset):
+     fire:  f[t] = g_out[t] * d((hs[t] - thr) / thr) / thr   (d: the surrogate's derivative, deriv_row's code,
+                                                                p1, p2; mode 2, a readout: f[t] = g_out[t])
+     h:     g[last] = f[last], g[t] = f[t] + (g[t + 1] * keep[i]) * (hs[t] <= thr)   (keep NULL: no factor; the
+            last factor only for mode 0, reset to zero; mode 1 subtracts a detached threshold)
+     out:   g_u[t] = g[t] * scale   (scale a power of two, so g[t + 1] = g_u[t + 1] / scale exactly)
+   Each product is taken in the order of the torch path it replaces (_scan_backward). g_u doubles as the row
+   buffer of the surrogate's argument. */
+void loihi_grad_f64(const double *RESTRICT g_out, const double *RESTRICT hs, const double *RESTRICT keep,
+                    double *RESTRICT g_u, long steps, long batch, long n, double thr, int mode, int code,
+                    double p1, double p2, double scale)
+{
+    long size = batch * n;
+    double unscale = 1.0 / scale;
+    for (long t = steps - 1; t >= 0; t--) {
+        const double *go = g_out + t * size, *h = hs + t * size;
+        double *row = g_u + t * size;
+        if (mode != 2) {
+            for (long j = 0; j < size; j++)
+                row[j] = (h[j] - thr) / thr;
+            deriv_row_f64(row, size, code, p1, p2);
+            for (long j = 0; j < size; j++)
+                row[j] = go[j] * row[j] / thr;
+        } else {
+            memcpy(row, go, (size_t)size * sizeof(double));
+        }
+        if (t < steps - 1) {
+            const double *next = g_u + (t + 1) * size;
+            for (long b = 0; b < batch; b++) {
+                for (long i = 0; i < n; i++) {
+                    long j = b * n + i;
+                    double gv = next[j] * unscale;
+                    if (keep)
+                        gv = gv * keep[i];
+                    if (mode == 0)
+                        gv = gv * (h[j] <= thr ? 1.0 : 0.0);
+                    row[j] = row[j] + gv;
+                }
+            }
+        }
+        for (long j = 0; j < size; j++)
+            row[j] = row[j] * scale;
+    }
+}
