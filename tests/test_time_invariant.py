@@ -65,6 +65,23 @@ def test_time_invariant_is_only_a_stride_zero_view():
     assert not time_invariant(x.unsqueeze(1))  # one step: nothing to save
 
 
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_drive_of_a_repeated_frame_is_computed_once_with_the_same_spikes(compiled):
+    """A LIF layer with a real drive (input gain, resting potential) on a time-invariant input scales the frame once
+    and scans a stride-0 view: spikes identical to the materialised input's, eagerly and under torch.compile
+    (where the drive's terms are always written: it used to write them for every step). Inputs and parameters
+    are dyadic, so every value is exact whichever kernels (fused or not) compute it."""
+    from snnkit.nn.neurons import LIF
+
+    lif = LIF(beta=0.5, input_scale=0.75, v_leak=0.25, threshold=0.5)
+    frame = torch.randint(-64, 64, (5, 1, 33), generator=torch.Generator().manual_seed(0)) / 64
+    x = frame.expand(5, 6, 33)
+    drive = lif.steady_drive(x)
+    assert time_invariant(drive) and torch.equal(drive, lif.drive(x.contiguous()))
+    run = torch.compile(lif, dynamic=False) if compiled else lif
+    assert torch.equal(run(x), lif(x.contiguous()))
+
 @pytest.mark.parametrize("cls,scale", [(AvgPool2d, 0.25), (SumPool2d, 1.0)])
 @pytest.mark.parametrize("shape", [(2, 3, 4, 8, 8), (2, 3, 2, 6, 4)])
 def test_pool_2x2_fast_path_matches_aten(cls, scale, shape):

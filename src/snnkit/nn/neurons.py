@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from snnkit.nn import functional as F
+from snnkit.nn.layers import time_invariant
 from snnkit.nn.surrogate import Surrogate, parse
 
 RESETS = ("zero", "subtract")
@@ -95,8 +96,17 @@ class LIF(SpikingLayer):
             x = x + (1 - self.decay()) * self.v_leak
         return x
 
+    def steady_drive(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`drive` over ``x [B, T, ...]``; for a time-invariant ``x`` (one frame as a stride-0 view,
+        ``snnkit.nn.layers.time_invariant``) computed on the frame and returned as a stride-0 view again: the
+        same values, and the scan reads one frame instead of T (under ``torch.compile`` too, where the drive's
+        terms are always written)."""
+        if time_invariant(x):
+            return self.drive(x[:, :1]).expand(x.shape)
+        return self.drive(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s, h = F.lif_scan(self.drive(x).transpose(0, 1), self.decay(), self.threshold, self.v_reset,
+        s, h = F.lif_scan(self.steady_drive(x).transpose(0, 1), self.decay(), self.threshold, self.v_reset,
                           self.surrogate, self.subtract, with_h=self.record)
         s = s.transpose(0, 1)
         if self.record:
@@ -177,7 +187,7 @@ class LI(LIF):
                          learn_beta=learn_beta)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _, h = F.lif_scan(self.drive(x).transpose(0, 1), self.decay(), self.threshold, self.v_reset,
+        _, h = F.lif_scan(self.steady_drive(x).transpose(0, 1), self.decay(), self.threshold, self.v_reset,
                           self.surrogate, False, with_h=True)
         h = h.transpose(0, 1)
         if self.record:
