@@ -310,6 +310,31 @@ def test_torch_compile_keeps_the_scan_in_one_graph_and_matches_eager(arch):
         torch.testing.assert_close(gc, ge, rtol=1e-4, atol=1e-5)
 
 
+_FIRST_COMPILE = """
+import torch
+from snnkit.models import build
+graphs = []
+def backend(gm, example_inputs):
+    graphs.append(gm)
+    return gm.forward
+model = build({"arch": "convnet", "input_shape": [1, 8, 8], "num_classes": 10, "timesteps": 4})
+torch.compile(model, backend=backend, dynamic=False)(torch.rand(4, 1, 8, 8)).sum().backward()
+print(len(graphs))
+"""
+
+
+def test_torch_compile_before_any_eager_call_is_one_graph():
+    """A fresh process whose first call is compiled (the kernels not loaded yet) still gets one graph: nothing
+    that loads or builds the kernels (a compiler lookup, files) runs while torch.compile traces; it used to
+    split the ConvNet into 14 graphs at every pooling layer."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _FIRST_COMPILE], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "1"
+
+
 def test_scan_operator_matches_the_function(path):
     """``snnkit::lif_scan`` (with its registered backward) against ``lif_scan``: exact forward, equal grads."""
     from torch.library import opcheck

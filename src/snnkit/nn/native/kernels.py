@@ -73,8 +73,8 @@ def backward(grad_s: "torch.Tensor | None", grad_h: "torch.Tensor | None", sg: t
 def pool2x2(x: torch.Tensor, scale: float) -> "torch.Tensor | None":
     """2 x 2 window sums times ``scale`` (stride 2) of a contiguous CPU float ``x [N, C, H, W]`` (even H, W),
     or None when the kernels are off or cannot read ``x`` (the caller then uses torch)."""
-    lib = build.load()
-    if lib is None or not _pool_input(x):
+    lib = build.load() if _pool_input(x) else None  # the input first: never load while torch.compile traces
+    if lib is None:
         return None
     n, c, h, w = x.shape
     y = POOL.empty((n, c, h // 2, w // 2), x.dtype)
@@ -84,8 +84,8 @@ def pool2x2(x: torch.Tensor, scale: float) -> "torch.Tensor | None":
 
 def pool2x2_backward(grad: torch.Tensor, scale: float) -> "torch.Tensor | None":
     """The gradient of :func:`pool2x2` at its input, from ``grad [N, C, H/2, W/2]``; None as for pool2x2."""
-    lib = build.load()
-    if lib is None or not _pool_input(grad):
+    lib = build.load() if _pool_input(grad) else None
+    if lib is None:
         return None
     n, c, h2, w2 = grad.shape
     dx = POOL.empty((n, c, 2 * h2, 2 * w2), grad.dtype)
@@ -115,8 +115,8 @@ def loihi_forward(inputs: torch.Tensor, keep: "torch.Tensor | None", thr: float,
     keep: per-neuron decay factor of ``v`` ``[n]`` (float64; None: no leak); reset: 0 to zero, 1 by subtraction,
     2 none (a readout). None when the kernels are off or ``inputs`` is not a CPU tensor (the caller uses torch).
     """
-    lib = build.load()
-    if lib is None or not _loihi_input(inputs):
+    lib = build.load() if _loihi_input(inputs) else None
+    if lib is None:
         return None
     inputs = inputs.contiguous()
     keep = None if keep is None else keep.contiguous()
@@ -133,8 +133,8 @@ def loihi_backward(g_in: torch.Tensor, pass_: "torch.Tensor | None",
                    keep: "torch.Tensor | None") -> "torch.Tensor | None":
     """The reverse recurrence ``g[t] = g_in[t] + (g[t + 1] * keep) * pass[t]`` over ``[T, B, n]`` float64
     (``keep [n]``, ``pass [T, B, n]``; None: factor 1); None as for :func:`loihi_forward`."""
-    lib = build.load()
-    if lib is None or not _loihi_input(g_in):
+    lib = build.load() if _loihi_input(g_in) else None
+    if lib is None:
         return None
     g_in = g_in.contiguous()
     pass_ = None if pass_ is None else pass_.contiguous()
@@ -156,9 +156,9 @@ def loihi_gradient(g_out: torch.Tensor, hs: torch.Tensor, keep: "torch.Tensor | 
     (None: no leak); surrogate: evaluated on ``(h - thr) / thr``. None as for :func:`loihi_forward`, or when the
     kernels do not know the surrogate (:func:`snnkit.nn.surrogate.kernel_form`).
     """
-    lib = build.load()
     code, p1, p2 = kernel_form(surrogate) if mode != 2 else (0, 0.0, 0.0)
-    if lib is None or code < 0 or not (_loihi_input(g_out) and _loihi_input(hs)):
+    lib = build.load() if code >= 0 and _loihi_input(g_out) and _loihi_input(hs) else None
+    if lib is None:
         return None
     g_out, hs = g_out.contiguous(), hs.contiguous()
     keep = None if keep is None else keep.contiguous()
