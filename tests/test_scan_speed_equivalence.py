@@ -444,3 +444,34 @@ def test_buffer_pool_cap_and_off_switch():
     off = native.BufferPool(max_bytes=0)
     t = off.empty((3,), torch.float32)
     assert t.shape == (3,) and off.nbytes == 0
+
+
+@pytest.mark.parametrize("subtract", [False, True])
+def test_batches_split_over_threads_give_the_one_thread_results(subtract):
+    """Above ``PARALLEL_MIN`` elements the compiled scan and pooling split the batch over torch's OpenMP threads
+    (where the library was built with OpenMP): every output equals the one-thread run and the step function's
+    forward, bit for bit; each sample's arithmetic is the same whichever thread runs it."""
+    native.set_enabled(True)
+    if native.load() is None:
+        pytest.skip("no C compiler (or the built kernels disagreed with torch): nothing to compare")
+    g = torch.Generator().manual_seed(5)
+    x = (torch.randn(37, 6, 3, 8, 40, generator=g) * 0.8).transpose(0, 1)  # [T, B, ...], 35520 elements
+    beta, th, vr = params_for("per_channel_all", (3, 8, 40), torch.float32)
+    surrogate = parse("atan:alpha=2")
+    grad = torch.randn(x.shape, generator=g)
+    maps = torch.randint(0, 2, (37 * 6, 3, 8, 40), generator=g).float()
+    threads = torch.get_num_threads()
+    runs = []
+    try:
+        for n in (1, max(threads, 2)):
+            torch.set_num_threads(n)
+            xg = x.detach().clone().requires_grad_(True)
+            s, h = F.lif_scan(xg, beta, th, vr, surrogate, subtract)
+            (gx,) = torch.autograd.grad((s * grad).sum() + h.sum(), xg)
+            pooled = native.pool2x2(maps, 0.25)
+            runs.append((s, h, gx, pooled, native.pool2x2_backward(pooled, 0.25)))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+    s_ref, h_ref = steps(x, beta, th, vr, surrogate, subtract)
+    assert torch.equal(runs[1][0], s_ref) and torch.equal(runs[1][1], h_ref) and 0 < float(s_ref.mean()) < 1

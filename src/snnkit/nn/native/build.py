@@ -7,6 +7,8 @@ AVX-512, NEON) fuse the multiply-add of the charge into one rounding, its generi
 library is built in both forms (``-DSNNKIT_FUSED=1`` or ``0``) and :func:`load` keeps the one that reproduces
 ``torch.addcmul`` bit for bit on a probe. ``SNNKIT_NATIVE=0`` turns the kernels off; if there is no
 compiler, the build fails or neither form agrees with torch, :func:`load` returns ``None`` (use torch).
+Where the compiler has OpenMP the library is built with ``-fopenmp`` and splits large batches over torch's
+threads (``torch.set_num_threads``); otherwise it runs single-threaded, with the same results.
 """
 from __future__ import annotations
 
@@ -66,9 +68,10 @@ def _compiler() -> "str | None":
     return None
 
 
-def _build(cc: str, fused: bool = True) -> Path:
-    """The library in one form (fused or two-rounding charge), compiled into the cache unless it is there."""
-    flags = [*_FLAGS, f"-DSNNKIT_FUSED={int(fused)}"]
+def _build(cc: str, fused: bool = True, openmp: bool = True) -> Path:
+    """The library in one form (fused or two-rounding charge; with OpenMP or single-threaded), compiled into the
+    cache unless it is there."""
+    flags = [*_FLAGS, f"-DSNNKIT_FUSED={int(fused)}", *(["-fopenmp"] if openmp else [])]
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     sources = [_SOURCE.read_text(), _INCLUDED.read_text(), _LOIHI.read_text()]
     key = hashlib.sha256("\0".join([*sources, " ".join(flags), version, _cpu_tag()]).encode()).hexdigest()[:20]
@@ -155,16 +158,21 @@ def set_enabled(flag: bool) -> None:
 
 
 def _try_load() -> "ctypes.CDLL | None":
-    """The form of the library that agrees with torch on this CPU (fused first), or None."""
+    """The form of the library that agrees with torch on this CPU (fused first), or None.
+
+    Built with OpenMP first: its libgomp is the one torch has already loaded (the same soname), so the loops
+    share torch's threads. A compiler without OpenMP, or a library that does not load against torch's runtime,
+    gets the single-threaded build."""
     cc = _compiler()
     if cc is None:
         return None
-    for fused in (True, False):
-        try:
-            lib = ctypes.CDLL(str(_build(cc, fused)))
-            _declare(lib)
-        except (OSError, subprocess.SubprocessError, AttributeError):
-            return None
-        if _agrees_with_torch(lib):
-            return lib
+    for openmp in (True, False):
+        for fused in (True, False):
+            try:
+                lib = ctypes.CDLL(str(_build(cc, fused, openmp)))
+                _declare(lib)
+            except (OSError, subprocess.SubprocessError, AttributeError):
+                break  # this build (OpenMP or not) is unavailable: try the next
+            if _agrees_with_torch(lib):
+                return lib
     return None

@@ -72,9 +72,14 @@ int TYPED(lif_forward)(const REAL *RESTRICT x, long xso, long xst, REAL *RESTRIC
                       REAL *RESTRICT sg, long O, long T, long N, long so, long st,
                       const REAL *RESTRICT beta, const REAL *RESTRICT th, const REAL *RESTRICT vr,
                       int per_neuron, int subtract, int code, REAL p1, REAL p2) {
+    int failed = 0;
+#pragma omp parallel if (O > 1 && O * T * N >= PARALLEL_MIN) reduction(| : failed)
+    {
     REAL *RESTRICT v = (REAL *)malloc((size_t)(N > 0 ? N : 1) * sizeof(REAL));
-    if (!v) return 1;
+    failed = !v;
+#pragma omp for schedule(static)
     for (long o = 0; o < O; ++o) {
+        if (!v) continue;
         memset(v, 0, (size_t)N * sizeof(REAL));
         for (long t = 0; t < T; ++t) {
             const long off = o * so + t * st;
@@ -93,7 +98,8 @@ int TYPED(lif_forward)(const REAL *RESTRICT x, long xso, long xst, REAL *RESTRIC
         }
     }
     free(v);
-    return 0;
+    }
+    return failed;
 }
 
 /* dh[t] = gs[t] sg[t] + gh[t] + beta dh[t+1] (1 - s[t]) (no (1 - s[t]) factor for subtract); gs, gh may be NULL.
@@ -101,9 +107,14 @@ int TYPED(lif_forward)(const REAL *RESTRICT x, long xso, long xst, REAL *RESTRIC
 int TYPED(lif_backward)(const REAL *RESTRICT gs, const REAL *RESTRICT gh, const REAL *RESTRICT sg,
                        const REAL *RESTRICT s, REAL *RESTRICT dh, long O, long T, long N,
                        long so, long st, const REAL *RESTRICT beta, int per_neuron, int subtract) {
+    int failed = 0;
+#pragma omp parallel if (O > 1 && O * T * N >= PARALLEL_MIN) reduction(| : failed)
+    {
     REAL *RESTRICT carry = (REAL *)malloc((size_t)(N > 0 ? N : 1) * sizeof(REAL));
-    if (!carry) return 1;
+    failed = !carry;
+#pragma omp for schedule(static)
     for (long o = 0; o < O; ++o) {
+        if (!carry) continue;
         memset(carry, 0, (size_t)N * sizeof(REAL));
         for (long t = T - 1; t >= 0; --t) {
             const long off = o * so + t * st;
@@ -120,13 +131,15 @@ int TYPED(lif_backward)(const REAL *RESTRICT gs, const REAL *RESTRICT gh, const 
         }
     }
     free(carry);
-    return 0;
+    }
+    return failed;
 }
 
 /* 2 x 2 windows, stride 2, over P contiguous H x W planes (H, W even): y = ((x00 + x10) + (x01 + x11)) * scale,
    the order of snnkit.nn.layers._Pool2x2's torch path. */
 void TYPED(pool2_forward)(const REAL *RESTRICT x, REAL *RESTRICT y, long P, long H, long W, REAL scale) {
     const long h2 = H / 2, w2 = W / 2;
+#pragma omp parallel for schedule(static) if (P > 1 && P * H * W >= PARALLEL_MIN)
     for (long p = 0; p < P; ++p)
         for (long i = 0; i < h2; ++i) {
             const REAL *RESTRICT r0 = x + (p * H + 2 * i) * W, *RESTRICT r1 = r0 + W;
@@ -139,6 +152,7 @@ void TYPED(pool2_forward)(const REAL *RESTRICT x, REAL *RESTRICT y, long P, long
 /* Its backward: every input of a window gets the window's gradient times scale. */
 void TYPED(pool2_backward)(const REAL *RESTRICT g, REAL *RESTRICT dx, long P, long H, long W, REAL scale) {
     const long h2 = H / 2, w2 = W / 2;
+#pragma omp parallel for schedule(static) if (P > 1 && P * H * W >= PARALLEL_MIN)
     for (long p = 0; p < P; ++p)
         for (long i = 0; i < h2; ++i) {
             const REAL *RESTRICT gp = g + (p * h2 + i) * w2;
