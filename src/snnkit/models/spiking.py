@@ -194,8 +194,9 @@ class SpikingModel(nn.Module):
         """The layers on an encoded input ``h [B, T, ...]``; returns the output spikes ``[B, T, C]``.
 
         While the input is time-invariant (the direct code: one frame repeated, :func:`time_invariant`), the
-        per-step layers and BatchNormTT run on that frame alone and the first spiking layer gets it expanded
-        over T: the same values as step by step, for 1/T of the work in the forward and the backward pass.
+        per-step layers and BatchNormTT run on that frame alone and the first spiking layer scans it repeated
+        over T (``LIF.forward_frame``): the same values as step by step, for 1/T of the work in the forward and
+        the backward pass.
         """
         steps = h.shape[1]
         frame = h[:, :1] if time_invariant(h) else None  # [B, 1, ...] while every step is this frame
@@ -204,6 +205,8 @@ class SpikingModel(nn.Module):
                 frame = m(frame)
             elif frame is not None and isinstance(m, BatchNormTT):
                 frame = m.forward_frame(frame, steps)
+            elif frame is not None and isinstance(m, LIF):
+                h, frame = m.forward_frame(frame, steps), None
             else:
                 if frame is not None:
                     h, frame = frame.expand(frame.shape[0], steps, *frame.shape[2:]), None

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from snnkit.nn import functional as F
-from snnkit.nn.layers import time_invariant
 from snnkit.nn.surrogate import Surrogate, parse
 
 RESETS = ("zero", "subtract")
@@ -96,18 +95,21 @@ class LIF(SpikingLayer):
             x = x + (1 - self.decay()) * self.v_leak
         return x
 
-    def steady_drive(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`drive` over ``x [B, T, ...]``; for a time-invariant ``x`` (one frame as a stride-0 view,
-        ``snnkit.nn.layers.time_invariant``) computed on the frame and returned as a stride-0 view again: the
-        same values, and the scan reads one frame instead of T (under ``torch.compile`` too, where the drive's
-        terms are always written)."""
-        if time_invariant(x):
-            return self.drive(x[:, :1]).expand(x.shape)
-        return self.drive(x)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s, h = F.lif_scan(self.steady_drive(x).transpose(0, 1), self.decay(), self.threshold, self.v_reset,
-                          self.surrogate, self.subtract, with_h=self.record)
+        return self._scan(self.drive(x))
+
+    def forward_frame(self, frame: torch.Tensor, steps: int) -> torch.Tensor:
+        """:meth:`forward` on ``frame [B, 1, ...]`` repeated over ``steps`` (a time-invariant input,
+        ``SpikingModel.propagate``): the drive is computed on the frame and scanned as a stride-0 view, the same
+        values, and the scan reads one frame instead of T (under ``torch.compile`` too, where the drive's terms
+        are always written). Returns ``[B, steps, ...]``."""
+        drive = self.drive(frame)
+        return self._scan(drive.expand(drive.shape[0], steps, *drive.shape[2:]))
+
+    def _scan(self, drive: torch.Tensor) -> torch.Tensor:
+        """The layer's output for its drive ``[B, T, ...]``: spikes (recorded when asked)."""
+        s, h = F.lif_scan(drive.transpose(0, 1), self.decay(), self.threshold, self.v_reset, self.surrogate,
+                          self.subtract, with_h=self.record)
         s = s.transpose(0, 1)
         if self.record:
             self._keep(s, h.transpose(0, 1))
@@ -186,8 +188,9 @@ class LI(LIF):
         super().__init__(beta=beta, threshold=math.inf, v_leak=v_leak, input_scale=input_scale,
                          learn_beta=learn_beta)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _, h = F.lif_scan(self.steady_drive(x).transpose(0, 1), self.decay(), self.threshold, self.v_reset,
+    def _scan(self, drive: torch.Tensor) -> torch.Tensor:
+        """The potential ``h [B, T, ...]`` for the drive (the readout's output)."""
+        _, h = F.lif_scan(drive.transpose(0, 1), self.decay(), self.threshold, self.v_reset,
                           self.surrogate, False, with_h=True)
         h = h.transpose(0, 1)
         if self.record:
