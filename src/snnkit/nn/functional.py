@@ -271,31 +271,42 @@ def _with_strides(t: "torch.Tensor | None", shape, strides, like: torch.Tensor) 
     return t if t.stride() == strides else torch.empty_strided(shape, strides, dtype=t.dtype).copy_(t)
 
 
-@torch.library.custom_op("snnkit::lif_scan", mutates_args=())
+# Defined with torch.library.Library and CPU kernels rather than @torch.library.custom_op: the same schema,
+# fake and autograd registrations, but less Python between a compiled graph and the kernels (a trivial
+# operator's call: ~5 us instead of ~40 us, measured), a visible share of a small network's compiled step.
+_OPS = torch.library.Library("snnkit", "DEF")
+_OPS.define("lif_scan(Tensor x, Tensor beta, Tensor threshold, Tensor v_reset, bool subtract, int code, float p1, "
+            "float p2, bool with_h, bool with_sg) -> (Tensor, Tensor, Tensor)")
+_OPS.define("lif_scan_backward(Tensor? grad_s, Tensor? grad_h, Tensor sg, Tensor s, Tensor beta, "
+            "Tensor threshold, Tensor v_reset, bool subtract) -> Tensor")
+
+
 def _lif_scan_op(x: torch.Tensor, beta: torch.Tensor, threshold: torch.Tensor, v_reset: torch.Tensor,
                  subtract: bool, code: int, p1: float, p2: float, with_h: bool, with_sg: bool
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(s, h, sg)`` of the scan (``h``/``sg`` empty unless asked for), stored with ``native.out_strides``.
-
-    The surrogate is given as ``snnkit.nn.surrogate.kernel_form``'s ``(code, p1, p2)``."""
+    """``snnkit::lif_scan``: ``(s, h, sg)`` of the scan (``h``/``sg`` empty unless asked for), stored with
+    ``native.out_strides``. The surrogate is given as ``snnkit.nn.surrogate.kernel_form``'s ``(code, p1, p2)``."""
     surrogate = from_kernel_form(code, p1, p2) if with_sg else None
     s, h, sg, _ = _scan_forward(x, beta, threshold, v_reset, subtract, surrogate, with_h)
     shape, strides = tuple(x.shape), native.out_strides(x)
     return tuple(_with_strides(t, shape, strides, x) for t in (s, h if with_h else None, sg))
 
 
-@_lif_scan_op.register_fake
+_OPS.impl("lif_scan", _lif_scan_op, "CPU")
+
+
+@torch.library.register_fake("snnkit::lif_scan")
 def _(x, beta, threshold, v_reset, subtract, code, p1, p2, with_h, with_sg):
     strides = native.out_strides(x)
     return tuple(x.new_empty_strided(x.shape, strides) if wanted else x.new_empty(0)
                  for wanted in (True, with_h, with_sg))
 
 
-@torch.library.custom_op("snnkit::lif_scan_backward", mutates_args=())
 def _lif_scan_backward_op(grad_s: Optional[torch.Tensor], grad_h: Optional[torch.Tensor], sg: torch.Tensor,
                           s: torch.Tensor, beta: torch.Tensor, threshold: torch.Tensor, v_reset: torch.Tensor,
                           subtract: bool) -> torch.Tensor:
-    """``dL/dh`` for ``snnkit::lif_scan`` (the recurrence of ``_LIFScan.backward``), stored like ``s``."""
+    """``snnkit::lif_scan_backward``: ``dL/dh`` for ``snnkit::lif_scan`` (the recurrence of
+    ``_LIFScan.backward``), stored like ``s``."""
     params = _native_params(s, beta, threshold, v_reset)
     if params is not None:
         dh = native.backward(grad_s, grad_h, sg, s, params[0], subtract)
@@ -304,7 +315,10 @@ def _lif_scan_backward_op(grad_s: Optional[torch.Tensor], grad_h: Optional[torch
     return _with_strides(dh, tuple(s.shape), s.stride(), s)
 
 
-@_lif_scan_backward_op.register_fake
+_OPS.impl("lif_scan_backward", _lif_scan_backward_op, "CPU")
+
+
+@torch.library.register_fake("snnkit::lif_scan_backward")
 def _(grad_s, grad_h, sg, s, beta, threshold, v_reset, subtract):
     return s.new_empty_strided(s.shape, s.stride())
 
@@ -326,4 +340,4 @@ def _scan_op_backward(ctx, grad_s, grad_h, grad_sg):
     return (dh,) + (None,) * 9
 
 
-_lif_scan_op.register_autograd(_scan_op_backward, setup_context=_scan_op_setup)
+torch.library.register_autograd("snnkit::lif_scan", _scan_op_backward, setup_context=_scan_op_setup)
