@@ -80,7 +80,9 @@ def test_drive_of_a_repeated_frame_is_computed_once_with_the_same_spikes(compile
     scanned = []
     scan = lif._scan
     lif._scan = lambda drive: scanned.append(drive.stride(1)) or scan(drive)
-    run = torch.compile(lif.forward_frame, dynamic=False) if compiled else lif.forward_frame
+    # aot_eager: the traced graph (the drive's terms written, the operator) without Inductor's C++ code generation,
+    # which fails under the portable run's ATEN_CPU_CAPABILITY=default
+    run = torch.compile(lif.forward_frame, backend="aot_eager", dynamic=False) if compiled else lif.forward_frame
     out = run(frame, 6)
     lif._scan = scan
     assert (scanned == [0]) or compiled  # eagerly: the scan read one frame (stride 0 over time)
