@@ -65,9 +65,48 @@ def test_time_invariant_is_only_a_stride_zero_view():
     assert not time_invariant(x.unsqueeze(1))  # one step: nothing to save
 
 
+@pytest.mark.parametrize("cls,scale", [(AvgPool2d, 0.25), (SumPool2d, 1.0)])
+@pytest.mark.parametrize("shape", [(2, 3, 4, 8, 8), (2, 3, 2, 6, 4)])
+def test_pool_2x2_fast_path_matches_aten(cls, scale, shape):
+    spikes = (torch.rand(shape) < 0.3).float().requires_grad_()
+    pool = cls(2)
+    y = pool(spikes)
+    flat = spikes.reshape(-1, *shape[2:])
+    ref = F.avg_pool2d(flat, 2).reshape(*shape[:2], *y.shape[2:]) * (4 * scale)
+    assert torch.equal(y, ref)  # spikes: the window sums are exact in any order
+    g = torch.randn_like(y)
+    (grad,) = torch.autograd.grad(y, spikes, g)
+    (grad_ref,) = torch.autograd.grad(ref, spikes, g)
+    torch.testing.assert_close(grad, grad_ref, rtol=0, atol=1e-7)
+
+
+def test_pool_other_windows_use_aten():
+    x = torch.rand(2, 3, 4, 9, 9)
+    pool = AvgPool2d(3, stride=2, padding=1)
+    ref = F.avg_pool2d(x.reshape(-1, 4, 9, 9), 3, stride=2, padding=1).reshape(2, 3, 4, 5, 5)
+    assert torch.equal(pool(x), ref)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_pool_kernels_equal_the_torch_form(dtype):
+    if native.load() is None:
+        pytest.skip("no compiled kernels on this machine (no C compiler, or SNNKIT_NATIVE=0)")
+    x = torch.randn(2, 3, 5, 6, 4, dtype=dtype, requires_grad=True)  # analog values: rounding order matters
+    g = torch.randn(2, 3, 5, 3, 2, dtype=dtype)
+    results = []
+    for enabled in (True, False):
+        native.set_enabled(enabled)
+        try:
+            y = AvgPool2d(2)(x)
+            (grad,) = torch.autograd.grad(y, x, g)
+        finally:
+            native.set_enabled(True)
+        results.append((y, grad))
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
 
 @pytest.mark.parametrize("compiled", [False, True])
-def test_drive_of_a_repeated_frame_is_computed_once_with_the_same_spikes(compiled):
+def test_drive_of_a_repeated_frame_is_computed_once_with_the_same_spikes(compiled, monkeypatch):
     """A LIF layer with a real drive (input gain, resting potential) given a frame to repeat (``forward_frame``,
     what ``SpikingModel.propagate`` calls) scales the frame once and scans a stride-0 view: spikes identical to
     those of the materialised input, eagerly and under torch.compile (where the drive's terms are always written:
@@ -77,13 +116,13 @@ def test_drive_of_a_repeated_frame_is_computed_once_with_the_same_spikes(compile
 
     lif = LIF(beta=0.5, input_scale=0.75, v_leak=0.25, threshold=0.5)
     frame = torch.randint(-64, 64, (5, 1, 33), generator=torch.Generator().manual_seed(0)) / 64
-    scanned = []
-    scan = lif._scan
-    lif._scan = lambda drive: scanned.append(drive.stride(1)) or scan(drive)
+    scanned, scan = [], lif._scan
+    monkeypatch.setattr(lif, "_scan", lambda drive: scanned.append(drive.stride(1)) or scan(drive))
     # aot_eager: the traced graph (the drive's terms written, the operator) without Inductor's C++ code generation,
     # which fails under the portable run's ATEN_CPU_CAPABILITY=default
     run = torch.compile(lif.forward_frame, backend="aot_eager", dynamic=False) if compiled else lif.forward_frame
     out = run(frame, 6)
-    lif._scan = scan
-    assert (scanned == [0]) or compiled  # eagerly: the scan read one frame (stride 0 over time)
+    monkeypatch.undo()
+    if not compiled:
+        assert scanned == [0]  # the scan read one frame (stride 0 over time)
     assert torch.equal(out, lif(frame.expand(5, 6, 33).contiguous())) and 0 < float(out.mean()) < 1
