@@ -178,6 +178,7 @@ def test_repeated_frame_is_projected_once_with_the_same_values_and_gradients():
     assert float(gb.abs().sum()) > 0
     torch.testing.assert_close(ga, gb, rtol=1e-5, atol=1e-6 * float(gb.abs().max()))
 
+
 class _FormerSpikeFn(torch.autograd.Function):
     """The emulator's spike before it used snnkit.nn.surrogate.ATan: its own arctan formula, written out."""
 

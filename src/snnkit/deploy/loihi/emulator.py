@@ -365,7 +365,7 @@ class LoihiEmulator:
             lo, hi = max(k, first + lag), min(t_out, src.shape[0] + lag)
             if hi <= lo:
                 continue
-            if src.shape[0] > 1 and src.stride(0) == 0:
+            if time_invariant(src.transpose(0, 1)):
                 msg = self._project(i, p, src[0].reshape(b, *self.lg.source_shape(p.src))).expand(hi - lo, b, n)
             else:
                 x = src[lo - lag:hi - lag].reshape(-1, *self.lg.source_shape(p.src))
