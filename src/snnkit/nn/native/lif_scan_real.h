@@ -42,9 +42,10 @@ static inline __attribute__((always_inline)) void TYPED(row)(
         const REAL *RESTRICT x, const REAL *RESTRICT beta, const REAL *RESTRICT th, const REAL *RESTRICT vr,
         REAL *RESTRICT v, REAL *RESTRICT s, REAL *RESTRICT h, REAL *RESTRICT u, long N,
         const int pn, const int sub, const int wh, const int wu) {
+    const REAL b0 = beta[0], t0 = th[0], r0 = vr[0];  /* the shared values, read before the loop (GCC 12 left
+                                                         one variant scalar when they were read inside it) */
     for (long n = 0; n < N; ++n) {
-        const long k = pn ? n : 0;
-        const REAL b = beta[k], t = th[k], r = vr[k];  /* loaded unconditionally: no branch left in the loop */
+        const REAL b = pn ? beta[n] : b0, t = pn ? th[n] : t0, r = pn ? vr[n] : r0;
         const REAL hv = CHARGE(b, v[n], x[n]);
         const REAL sv = hv > t ? (REAL)1 : (REAL)0;
         s[n] = sv;
