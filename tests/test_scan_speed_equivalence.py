@@ -344,14 +344,16 @@ def test_scan_operator_matches_the_function(path):
     for surrogate in (parse("atan:alpha=2"), parse("triangle:gamma=0.5")):
         code, p1, p2 = kernel_form(surrogate)
         for subtract in (False, True):
-            s, h, sg = torch.ops.snnkit.lif_scan(x, beta, th, vr, subtract, code, p1, p2, True, True)
-            s_ref, h_ref = F.lif_scan(x, beta, th, vr, surrogate, subtract)
-            assert torch.equal(s, s_ref) and torch.equal(h, h_ref)
-            w = torch.randn(s.shape)
-            torch.testing.assert_close(torch.autograd.grad((s * w).sum() + h.sum(), x)[0],
-                                       torch.autograd.grad((s_ref * w).sum() + h_ref.sum(), x)[0])
-    opcheck(torch.ops.snnkit.lif_scan.default, (x, beta, th, vr, False, 0, math.pi, 1.0, True, True),
-            test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+            for inp, steps in ((x, 0), (x[:1], len(x))):  # every step given; one step repeated
+                s, h, sg = torch.ops.snnkit.lif_scan(inp, beta, th, vr, subtract, code, p1, p2, True, True, steps)
+                s_ref, h_ref = F.lif_scan(inp, beta, th, vr, surrogate, subtract, steps=steps or None)
+                assert s.shape == x.shape and torch.equal(s, s_ref) and torch.equal(h, h_ref)
+                w = torch.randn(s.shape)
+                torch.testing.assert_close(torch.autograd.grad((s * w).sum() + h.sum(), inp)[0],
+                                           torch.autograd.grad((s_ref * w).sum() + h_ref.sum(), inp)[0])
+    for inp, steps in ((x, 0), (x[:1], len(x))):
+        opcheck(torch.ops.snnkit.lif_scan.default, (inp, beta, th, vr, False, 0, math.pi, 1.0, True, True, steps),
+                test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
 
 
 KERNEL_SURROGATES = sorted(name for name, cls in SURROGATES.items() if cls.kernel_code >= 0)

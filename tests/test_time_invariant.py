@@ -117,12 +117,48 @@ def test_drive_of_a_repeated_frame_is_computed_once_with_the_same_spikes(compile
     lif = LIF(beta=0.5, input_scale=0.75, v_leak=0.25, threshold=0.5)
     frame = torch.randint(-64, 64, (5, 1, 33), generator=torch.Generator().manual_seed(0)) / 64
     scanned, scan = [], lif._scan
-    monkeypatch.setattr(lif, "_scan", lambda drive: scanned.append(drive.stride(1)) or scan(drive))
+    monkeypatch.setattr(lif, "_scan", lambda drive, steps=None: scanned.append((drive.shape[1], steps))
+                        or scan(drive, steps))
     # aot_eager: the traced graph (the drive's terms written, the operator) without Inductor's C++ code generation,
     # which fails under the portable run's ATEN_CPU_CAPABILITY=default
     run = torch.compile(lif.forward_frame, backend="aot_eager", dynamic=False) if compiled else lif.forward_frame
     out = run(frame, 6)
     monkeypatch.undo()
     if not compiled:
-        assert scanned == [0]  # the scan read one frame (stride 0 over time)
+        assert scanned == [(1, 6)]  # the scan got one frame to repeat
     assert torch.equal(out, lif(frame.expand(5, 6, 33).contiguous())) and 0 < float(out.mean()) < 1
+
+
+@pytest.mark.parametrize("kernels", [True, False])
+@pytest.mark.parametrize("subtract", [False, True])
+def test_repeated_drive_gradient_is_the_sum_over_steps(kernels, subtract):
+    """``lif_scan(..., steps=T)`` on one frame: spikes and potentials identical to the scan of the frame copied T
+    times, and the frame's gradient (summed over the steps inside the backward) equal, to rounding, to the sum
+    over time of the copied input's gradient; time-first and batch-first alike."""
+    from snnkit.nn.functional import lif_scan
+    from snnkit.nn.surrogate import parse
+
+    gen = torch.Generator().manual_seed(1)
+    frame = torch.rand(4, 1, 3, 5, generator=gen, dtype=torch.float64) * 1.5
+    grad_s, grad_h = (torch.randn(4, 7, 3, 5, generator=gen, dtype=torch.float64) for _ in range(2))
+    beta, th, vr = (torch.tensor(v, dtype=torch.float64) for v in (0.8, 1.0, 0.0))
+    args = (beta, th, vr, parse("atan:alpha=2"), subtract)
+    native.set_enabled(kernels)
+    try:
+        for batch_first in (True, False):
+            swap = (lambda t: t) if batch_first else (lambda t: t.transpose(0, 1))
+            f = swap(frame).detach().requires_grad_()
+            s, h = lif_scan(f, *args, with_h=True, batch_first=batch_first, steps=7)
+            (g_frame,) = torch.autograd.grad((s * swap(grad_s)).sum() + (h * swap(grad_h)).sum(), f)
+            full = swap(frame.expand(4, 7, 3, 5).contiguous()).requires_grad_()
+            s_ref, h_ref = lif_scan(full, *args, with_h=True, batch_first=batch_first)
+            (g_full,) = torch.autograd.grad((s_ref * swap(grad_s)).sum() + (h_ref * swap(grad_h)).sum(), full)
+            assert s.shape == s_ref.shape and torch.equal(s, s_ref) and torch.equal(h, h_ref)
+            assert g_frame.shape == f.shape
+            torch.testing.assert_close(g_frame, g_full.sum(1 if batch_first else 0, keepdim=True), rtol=1e-12,
+                                       atol=1e-12)
+            assert 0 < float(s.detach().mean()) < 1
+        with pytest.raises(ValueError, match="steps=7 repeats one step"):
+            lif_scan(grad_s, *args, batch_first=True, steps=7)
+    finally:
+        native.set_enabled(True)

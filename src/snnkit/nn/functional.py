@@ -70,38 +70,58 @@ def cuba_step(x: torch.Tensor, state: CubaState, alpha, beta, gain, leak, thresh
 
 
 class _LIFScan(torch.autograd.Function):
-    """Whole-sequence LIF with its own backward. Inputs ``x [T, B, ...]``; outputs spikes (and ``h``).
+    """Whole-sequence LIF with its own backward. Input ``x [T, B, ...]`` (``[B, T, ...]`` with ``batch_first``; a
+    time size of 1 with ``steps``: one drive repeated over ``steps``); outputs spikes (and ``h``) over all steps,
+    in x's axis order.
 
     The forward also evaluates the surrogate derivative at every step and saves it with the spikes (not ``h``),
     so the backward is a single reverse recurrence
-    ``dh[t] = grad_s[t] sg[t] + grad_h[t] + beta dh[t+1] (1 - s[t])`` (no ``1 - s`` for subtract).
+    ``dh[t] = grad_s[t] sg[t] + grad_h[t] + beta dh[t+1] (1 - s[t])`` (no ``1 - s`` for subtract). For a repeated
+    drive the gradient to it is ``sum_t dh[t]``, accumulated inside the recurrence (no ``[T, B, ...]`` gradient).
+    The axis swap of ``batch_first`` happens inside the node (views), so it adds no autograd nodes.
     """
 
     @staticmethod
-    def forward(ctx, x, beta, threshold, v_reset, surrogate, subtract, with_h):
+    def forward(ctx, x, beta, threshold, v_reset, surrogate, subtract, with_h, batch_first, steps):
         ctx.set_materialize_grads(False)
         need_h = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]  # the beta / threshold gradients use h
-        s_all, h_all, sg, beta_k = _scan_forward(x, beta, threshold, v_reset, subtract, surrogate,
+        xt = _time_first(x, batch_first, steps)
+        s_all, h_all, sg, beta_k = _scan_forward(xt, beta, threshold, v_reset, subtract, surrogate,
                                                  with_h or need_h)
         ctx.save_for_backward(s_all, sg, beta_k, h_all if need_h else None)
         ctx.beta = beta
         ctx.threshold = threshold
         ctx.v_reset = v_reset
         ctx.subtract = subtract
-        return (s_all, h_all) if with_h else s_all
+        ctx.batch_first = batch_first
+        ctx.repeated = steps is not None
+        s_out = s_all.transpose(0, 1) if batch_first else s_all
+        if not with_h:
+            return s_out
+        return s_out, (h_all.transpose(0, 1) if batch_first else h_all)
 
     @staticmethod
     def backward(ctx, grad_s, grad_h=None):
         s_all, sg_all, beta_k, h_all = ctx.saved_tensors
         beta, threshold, v_reset = ctx.beta, ctx.threshold, ctx.v_reset
         need_x, need_beta, need_th = ctx.needs_input_grad[:3]
+        none = (None,) * 8
         if grad_s is None and grad_h is None:
-            return None, None, None, None, None, None, None
+            return (None,) + none
+        if ctx.batch_first:
+            grad_s = None if grad_s is None else grad_s.transpose(0, 1)
+            grad_h = None if grad_h is None else grad_h.transpose(0, 1)
+        summed = ctx.repeated and not (need_beta or need_th)  # only the drive's gradient, summed over time
         if beta_k is not None:
-            dh_all = native.backward(grad_s, grad_h, sg_all, s_all, beta_k, ctx.subtract)
+            dh_all = native.backward(grad_s, grad_h, sg_all, s_all, beta_k, ctx.subtract, summed=summed)
         else:
             dh_all = _scan_backward_torch(grad_s, grad_h, sg_all, s_all, beta, ctx.subtract)
-        gx = dh_all if need_x else None
+            if summed:
+                dh_all = dh_all.sum(0, keepdim=True)
+        gx = None
+        if need_x:
+            gx = dh_all if summed or not ctx.repeated else dh_all.sum(0, keepdim=True)
+            gx = gx.transpose(0, 1) if ctx.batch_first else gx
         g_beta = g_th = None
         if need_beta:
             # v[t-1] for every t: zero at t = 0, else the post-reset potential of step t-1.
@@ -119,7 +139,16 @@ class _LIFScan(torch.autograd.Function):
                 carried[:-1] = dh_all[1:] * beta
                 g = g - carried * s_all
             g_th = _reduce_to(g, threshold)
-        return gx, g_beta, g_th, None, None, None, None
+        return (gx, g_beta, g_th) + (None,) * 6
+
+
+def _time_first(x: torch.Tensor, batch_first: bool, steps: "int | None") -> torch.Tensor:
+    """``x`` as the scan reads it, ``[T, B, ...]`` (a view): axes swapped for ``batch_first``, and a one-step
+    ``x`` expanded over ``steps`` (stride 0: read once per step, never copied)."""
+    xt = x.transpose(0, 1) if batch_first else x
+    if steps is not None:
+        xt = xt.expand(steps, *xt.shape[1:])
+    return xt
 
 
 def _native_params(x: torch.Tensor, beta, threshold, v_reset) -> "list[torch.Tensor] | None":
@@ -134,6 +163,10 @@ def _native_params(x: torch.Tensor, beta, threshold, v_reset) -> "list[torch.Ten
         return None  # never reach ctypes while torch.compile traces (the traced torch loop is used)
     if not torch.is_tensor(beta) or not native.supports(x) or native.load() is None:
         return None
+    scalars = (beta, threshold, v_reset)
+    if all(torch.is_tensor(p) and p.dim() == 0 and p.dtype == x.dtype and p.device == x.device
+           and not p.requires_grad for p in scalars):
+        return list(scalars)  # the usual layer: three 0-dim buffers, taken as they are
     neuron_shape = x.shape[2:]
     params = []
     for p in (beta, threshold, v_reset):
@@ -212,12 +245,15 @@ def _reduce_to(grad: torch.Tensor, like) -> torch.Tensor:
 
 
 def lif_scan(x: torch.Tensor, beta, threshold, v_reset, surrogate: Surrogate, subtract: bool = False,
-             with_h: bool = True):
+             with_h: bool = True, batch_first: bool = False, steps: "int | None" = None):
     """LIF over a whole sequence: ``x [T, B, ...]`` is the scaled drive; returns ``(s, h)``, both ``[T, B, ...]``.
 
     ``beta``, ``threshold`` and ``v_reset`` are floats or tensors broadcastable to ``[B, ...]`` (per neuron or
     scalar); gradients flow to ``x`` and, when they require it, to ``beta`` and ``threshold``. With
     ``with_h=False`` the pre-reset potentials are not kept and ``h`` is None (saves memory and time).
+    ``batch_first``: ``x``, ``s`` and ``h`` are ``[B, T, ...]`` (the layers' order). ``steps``: ``x`` holds a
+    single step (time size 1), the drive of every one of ``steps`` steps (a time-invariant input); it is read
+    once per step without being copied and its gradient is the sum over the steps.
 
     Under ``torch.compile`` on the CPU the scan is one opaque operator of the graph (``snnkit::lif_scan``, the
     C kernels; traced and unrolled over time it would be slower than them); where that operator does not apply
@@ -230,24 +266,32 @@ def lif_scan(x: torch.Tensor, beta, threshold, v_reset, surrogate: Surrogate, su
     """
     if x.dtype in (torch.bfloat16, torch.float16) and torch.is_autocast_enabled(x.device.type):
         x = x.float()
+    if steps is not None and x.shape[1 if batch_first else 0] != 1:
+        raise ValueError(f"lif_scan: steps={steps} repeats one step, but x has {x.shape[1 if batch_first else 0]}")
     if torch.compiler.is_compiling() and x.device.type == "cpu":
         code, p1, p2 = kernel_form(surrogate)
-        if code >= 0 and _fits_scan_op(x, beta, threshold, v_reset):
+        xt = x.transpose(0, 1) if batch_first else x
+        if code >= 0 and _fits_scan_op(xt, beta, threshold, v_reset):
             wants_grad = torch.is_grad_enabled() and x.requires_grad
-            s, h, _ = torch.ops.snnkit.lif_scan(x, beta, threshold, v_reset, subtract, code, p1, p2, with_h,
-                                                wants_grad)
+            s, h, _ = torch.ops.snnkit.lif_scan(xt, beta, threshold, v_reset, subtract, code, p1, p2, with_h,
+                                                wants_grad, steps or 0)
+            if batch_first:
+                s, h = s.transpose(0, 1), (h.transpose(0, 1) if with_h else h)
             return s, (h if with_h else None)
-        return _lif_scan_eager(x, beta, threshold, v_reset, surrogate, subtract, with_h)
-    return _lif_scan(x, beta, threshold, v_reset, surrogate, subtract, with_h)
+        return _lif_scan_eager(x, beta, threshold, v_reset, surrogate, subtract, with_h, batch_first, steps)
+    return _lif_scan(x, beta, threshold, v_reset, surrogate, subtract, with_h, batch_first, steps)
 
 
-def _lif_scan(x, beta, threshold, v_reset, surrogate, subtract, with_h):
+def _lif_scan(x, beta, threshold, v_reset, surrogate, subtract, with_h, batch_first, steps):
     needs_grad = torch.is_grad_enabled() and any(
         torch.is_tensor(a) and a.requires_grad for a in (x, beta, threshold))
     if not needs_grad:  # inference: no surrogate derivative, no autograd node
-        s, h, _, _ = _scan_forward(x, beta, threshold, v_reset, subtract, None, with_h)
+        s, h, _, _ = _scan_forward(_time_first(x, batch_first, steps), beta, threshold, v_reset, subtract, None,
+                                   with_h)
+        if batch_first:
+            s, h = s.transpose(0, 1), (h.transpose(0, 1) if with_h else None)
         return s, (h if with_h else None)
-    out = _LIFScan.apply(x, beta, threshold, v_reset, surrogate, subtract, with_h)
+    out = _LIFScan.apply(x, beta, threshold, v_reset, surrogate, subtract, with_h, batch_first, steps)
     return out if with_h else (out, None)
 
 
@@ -276,19 +320,21 @@ def _with_strides(t: "torch.Tensor | None", shape, strides, like: torch.Tensor) 
 # operator's call: ~5 us instead of ~40 us, measured), a visible share of a small network's compiled step.
 _OPS = torch.library.Library("snnkit", "DEF")
 _OPS.define("lif_scan(Tensor x, Tensor beta, Tensor threshold, Tensor v_reset, bool subtract, int code, float p1, "
-            "float p2, bool with_h, bool with_sg) -> (Tensor, Tensor, Tensor)")
+            "float p2, bool with_h, bool with_sg, int steps) -> (Tensor, Tensor, Tensor)")
 _OPS.define("lif_scan_backward(Tensor? grad_s, Tensor? grad_h, Tensor sg, Tensor s, Tensor beta, "
-            "Tensor threshold, Tensor v_reset, bool subtract) -> Tensor")
+            "Tensor threshold, Tensor v_reset, bool subtract, bool summed) -> Tensor")
 
 
 def _lif_scan_op(x: torch.Tensor, beta: torch.Tensor, threshold: torch.Tensor, v_reset: torch.Tensor,
-                 subtract: bool, code: int, p1: float, p2: float, with_h: bool, with_sg: bool
+                 subtract: bool, code: int, p1: float, p2: float, with_h: bool, with_sg: bool, steps: int
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``snnkit::lif_scan``: ``(s, h, sg)`` of the scan (``h``/``sg`` empty unless asked for), stored with
-    ``native.out_strides``. The surrogate is given as ``snnkit.nn.surrogate.kernel_form``'s ``(code, p1, p2)``."""
+    ``native.out_strides``. The surrogate is given as ``snnkit.nn.surrogate.kernel_form``'s ``(code, p1, p2)``.
+    ``steps`` > 0: ``x [1, B, ...]`` is the drive of every one of ``steps`` steps (``lif_scan``'s ``steps``)."""
     surrogate = from_kernel_form(code, p1, p2) if with_sg else None
-    s, h, sg, _ = _scan_forward(x, beta, threshold, v_reset, subtract, surrogate, with_h)
-    shape, strides = tuple(x.shape), native.out_strides(x)
+    xt = _time_first(x, False, steps or None)
+    s, h, sg, _ = _scan_forward(xt, beta, threshold, v_reset, subtract, surrogate, with_h)
+    shape, strides = tuple(xt.shape), native.out_strides(xt)
     return tuple(_with_strides(t, shape, strides, x) for t in (s, h if with_h else None, sg))
 
 
@@ -296,48 +342,60 @@ _OPS.impl("lif_scan", _lif_scan_op, "CPU")
 
 
 @torch.library.register_fake("snnkit::lif_scan")
-def _(x, beta, threshold, v_reset, subtract, code, p1, p2, with_h, with_sg):
-    strides = native.out_strides(x)
-    return tuple(x.new_empty_strided(x.shape, strides) if wanted else x.new_empty(0)
+def _(x, beta, threshold, v_reset, subtract, code, p1, p2, with_h, with_sg, steps):
+    xt = _time_first(x, False, steps or None)
+    strides = native.out_strides(xt)
+    return tuple(x.new_empty_strided(xt.shape, strides) if wanted else x.new_empty(0)
                  for wanted in (True, with_h, with_sg))
 
 
 def _lif_scan_backward_op(grad_s: Optional[torch.Tensor], grad_h: Optional[torch.Tensor], sg: torch.Tensor,
                           s: torch.Tensor, beta: torch.Tensor, threshold: torch.Tensor, v_reset: torch.Tensor,
-                          subtract: bool) -> torch.Tensor:
+                          subtract: bool, summed: bool) -> torch.Tensor:
     """``snnkit::lif_scan_backward``: ``dL/dh`` for ``snnkit::lif_scan`` (the recurrence of
-    ``_LIFScan.backward``), stored like ``s``."""
+    ``_LIFScan.backward``), stored like ``s``; with ``summed`` its sum over time, ``[1, B, ...]`` (the gradient
+    of a repeated drive)."""
     params = _native_params(s, beta, threshold, v_reset)
     if params is not None:
-        dh = native.backward(grad_s, grad_h, sg, s, params[0], subtract)
+        dh = native.backward(grad_s, grad_h, sg, s, params[0], subtract, summed=summed)
     else:
         dh = _scan_backward_torch(grad_s, grad_h, sg, s, beta, subtract)
-    return _with_strides(dh, tuple(s.shape), s.stride(), s)
+        dh = dh.sum(0, keepdim=True) if summed else dh
+    shape, strides = _scan_backward_layout(s, summed)
+    return _with_strides(dh, shape, strides, s)
+
+
+def _scan_backward_layout(s: torch.Tensor, summed: bool) -> tuple[tuple, tuple]:
+    """Shape and strides of ``snnkit::lif_scan_backward``'s output for spikes ``s`` (fake tensors too)."""
+    if not summed:
+        return tuple(s.shape), s.stride()
+    return (1, *s.shape[1:]), native.summed_strides(s)
 
 
 _OPS.impl("lif_scan_backward", _lif_scan_backward_op, "CPU")
 
 
 @torch.library.register_fake("snnkit::lif_scan_backward")
-def _(grad_s, grad_h, sg, s, beta, threshold, v_reset, subtract):
-    return s.new_empty_strided(s.shape, s.stride())
+def _(grad_s, grad_h, sg, s, beta, threshold, v_reset, subtract, summed):
+    return s.new_empty_strided(*_scan_backward_layout(s, summed))
 
 
 def _scan_op_setup(ctx, inputs, output) -> None:
-    x, beta, threshold, v_reset, subtract, _, _, _, with_h, _ = inputs
+    x, beta, threshold, v_reset, subtract, _, _, _, with_h, _, steps = inputs
     s, _, sg = output
     ctx.save_for_backward(s, sg, beta, threshold, v_reset)
     ctx.subtract = subtract
     ctx.with_h = with_h
+    ctx.summed = steps > 0
 
 
 def _scan_op_backward(ctx, grad_s, grad_h, grad_sg):
     s, sg, beta, threshold, v_reset = ctx.saved_tensors
     if grad_s is None and (grad_h is None or not ctx.with_h):
-        return (None,) * 10
+        return (None,) * 11
     dh = torch.ops.snnkit.lif_scan_backward(grad_s, grad_h if ctx.with_h else None, sg, s, beta, threshold,
-                                            v_reset, ctx.subtract)
-    return (dh,) + (None,) * 9
+                                            v_reset, ctx.subtract, ctx.summed)
+    return (dh,) + (None,) * 10
 
 
 torch.library.register_autograd("snnkit::lif_scan", _scan_op_backward, setup_context=_scan_op_setup)

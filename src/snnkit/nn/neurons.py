@@ -102,17 +102,17 @@ class LIF(SpikingLayer):
         """:meth:`forward` on ``frame [B, 1, ...]`` repeated over ``steps`` (a time-invariant input,
         ``SpikingModel.propagate``): the drive is computed on the frame and scanned as a stride-0 view, the same
         values, and the scan reads one frame instead of T (under ``torch.compile`` too, where the drive's terms
-        are always written). Returns ``[B, steps, ...]``."""
-        drive = self.drive(frame)
-        return self._scan(drive.expand(drive.shape[0], steps, *drive.shape[2:]))
+        are always written); the frame's gradient is summed over the steps inside the scan's backward.
+        Returns ``[B, steps, ...]``."""
+        return self._scan(self.drive(frame), steps)
 
-    def _scan(self, drive: torch.Tensor) -> torch.Tensor:
-        """The layer's output for its drive ``[B, T, ...]``: spikes (recorded when asked)."""
-        s, h = F.lif_scan(drive.transpose(0, 1), self.decay(), self.threshold, self.v_reset, self.surrogate,
-                          self.subtract, with_h=self.record)
-        s = s.transpose(0, 1)
+    def _scan(self, drive: torch.Tensor, steps: "int | None" = None) -> torch.Tensor:
+        """The layer's output for its drive ``[B, T, ...]`` (``[B, 1, ...]`` repeated over ``steps``): spikes
+        (recorded when asked)."""
+        s, h = F.lif_scan(drive, self.decay(), self.threshold, self.v_reset, self.surrogate, self.subtract,
+                          with_h=self.record, batch_first=True, steps=steps)
         if self.record:
-            self._keep(s, h.transpose(0, 1))
+            self._keep(s, h)
         return s
 
     def init_state(self, like: torch.Tensor) -> F.LIFState:
@@ -188,11 +188,10 @@ class LI(LIF):
         super().__init__(beta=beta, threshold=math.inf, v_leak=v_leak, input_scale=input_scale,
                          learn_beta=learn_beta)
 
-    def _scan(self, drive: torch.Tensor) -> torch.Tensor:
+    def _scan(self, drive: torch.Tensor, steps: "int | None" = None) -> torch.Tensor:
         """The potential ``h [B, T, ...]`` for the drive (the readout's output)."""
-        _, h = F.lif_scan(drive.transpose(0, 1), self.decay(), self.threshold, self.v_reset,
-                          self.surrogate, False, with_h=True)
-        h = h.transpose(0, 1)
+        _, h = F.lif_scan(drive, self.decay(), self.threshold, self.v_reset, self.surrogate, False, with_h=True,
+                          batch_first=True, steps=steps)
         if self.record:
             self._keep(torch.zeros_like(h), h)
         return h

@@ -15,7 +15,8 @@ from snnkit.nn.native.buffers import POOL, BufferPool
 from snnkit.nn.native.build import load, set_enabled
 from snnkit.nn.native.kernels import (RAW_U, backward, forward, loihi_backward, loihi_forward, loihi_gradient,
                                      pool2x2, pool2x2_backward)
-from snnkit.nn.native.layout import neuron_order, out_strides, supports
+from snnkit.nn.native.layout import neuron_order, out_strides, summed_strides, supports
 
 __all__ = ["POOL", "RAW_U", "BufferPool", "backward", "forward", "load", "loihi_backward", "loihi_forward",
-           "loihi_gradient", "neuron_order", "out_strides", "pool2x2", "pool2x2_backward", "set_enabled", "supports"]
+           "loihi_gradient", "neuron_order", "out_strides", "pool2x2", "pool2x2_backward", "set_enabled",
+           "summed_strides", "supports"]

@@ -96,7 +96,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         fwd.argtypes = [p, i64, i64, p, p, p, i64, i64, i64, i64, i64, p, p, p, i32, i32, i32, real, real]
         fwd.restype = i32
         bwd = getattr(lib, f"lif_backward_{suf}")
-        bwd.argtypes = [p, p, p, p, p, i64, i64, i64, i64, i64, p, i32, i32]
+        bwd.argtypes = [p, p, p, p, p, p, i64, i64, i64, i64, i64, p, i32, i32]
         bwd.restype = i32
         for name in ("pool2_forward", "pool2_backward"):
             fn = getattr(lib, f"{name}_{suf}")

@@ -51,23 +51,30 @@ def forward(x: torch.Tensor, beta: torch.Tensor, th: torch.Tensor, vr: torch.Ten
 
 
 def backward(grad_s: "torch.Tensor | None", grad_h: "torch.Tensor | None", sg: torch.Tensor, s: torch.Tensor,
-             beta: torch.Tensor, subtract: bool) -> torch.Tensor:
+             beta: torch.Tensor, subtract: bool, summed: bool = False) -> torch.Tensor:
     """Gradient at the pre-reset potentials, ``dL/dh [T, B, ...]``, by the reverse recurrence.
 
     ``dh[t] = grad_s[t] sg[t] + grad_h[t] + beta dh[t+1] (1 - s[t])`` (no ``1 - s`` factor for subtract: the
     reset is detached). ``s`` is the forward's spike tensor (its layout is the one the kernels read; the other
     tensors are copied to it only if they differ); ``beta`` is 0-dim or contiguous ``[N]``.
+    ``summed``: return ``sum_t dh[t]`` instead, ``[1, B, ...]`` (the gradient of a drive repeated over the
+    steps), accumulated inside the recurrence.
     """
     p = plan(s)
-    dh = _empty(p, s.dtype)
     gs, gh, sg = (_like(g, s) for g in (grad_s, grad_h, sg))
+    if summed:  # [B, N] in x's neuron order, viewed as [1, B, ...]
+        out = POOL.empty(p.summed_buf_shape, s.dtype).permute(p.to_logical)
+        dh_ptr, acc_ptr = None, out.data_ptr()
+    else:
+        out = _empty(p, s.dtype)
+        dh_ptr, acc_ptr = out.data_ptr(), None
     failed = getattr(build.loaded(), "lif_backward_" + p.suffix)(
         None if gs is None else gs.data_ptr(), None if gh is None else gh.data_ptr(), sg.data_ptr(),
-        s.data_ptr(), dh.data_ptr(), p.O, p.T, p.N, p.so, p.st, beta.data_ptr(), int(beta.dim() > 0),
+        s.data_ptr(), dh_ptr, acc_ptr, p.O, p.T, p.N, p.so, p.st, beta.data_ptr(), int(beta.dim() > 0),
         int(subtract))
     if failed:
         raise MemoryError(f"LIF scan kernel: no memory for {p.N} neuron states")
-    return dh
+    return out
 
 
 def pool2x2(x: torch.Tensor, scale: float) -> "torch.Tensor | None":

@@ -39,6 +39,18 @@ class Plan(NamedTuple):
     def st(self) -> int:
         return self.strides[0]
 
+    @property
+    def summed_buf_shape(self) -> tuple:
+        """Storage shape of a sum over time of an output (its time axis of size 1), outer to inner."""
+        time_outer = self.to_logical[0] == 0
+        return (1, *self.buf_shape[1:]) if time_outer else (self.buf_shape[0], 1, *self.buf_shape[2:])
+
+    @property
+    def summed_strides(self) -> tuple:
+        """The strides, as ``[1, B, ...]``, of such a sum (a contiguous buffer of that shape, permuted)."""
+        contiguous = torch.empty(self.summed_buf_shape, device="meta").stride()
+        return tuple(contiguous[d] for d in self.to_logical)
+
 
 _PLANS: dict = {}
 
@@ -97,3 +109,9 @@ def out_strides(x: torch.Tensor) -> "tuple[int, ...]":
     """The strides (elements) of the kernels' outputs for an input ``x`` that :func:`supports` (also for fake
     tensors)."""
     return plan(x).strides
+
+
+def summed_strides(x: torch.Tensor) -> "tuple[int, ...]":
+    """The strides of the kernels' sum over time (``[1, B, ...]``, :func:`snnkit.nn.native.backward` with
+    ``summed``) for outputs laid out like ``x`` (also for fake tensors)."""
+    return plan(x).summed_strides

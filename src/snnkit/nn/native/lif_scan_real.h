@@ -104,9 +104,11 @@ int TYPED(lif_forward)(const REAL *RESTRICT x, long xso, long xst, REAL *RESTRIC
 }
 
 /* dh[t] = gs[t] sg[t] + gh[t] + beta dh[t+1] (1 - s[t]) (no (1 - s[t]) factor for subtract); gs, gh may be NULL.
+   dh: written at every step; or NULL, and then acc, O x N contiguous, gets each neuron's sum over the steps
+   (the gradient of a drive repeated over time), added from the last step to the first.
    Returns 0, or 1 if out of memory. */
 int TYPED(lif_backward)(const REAL *RESTRICT gs, const REAL *RESTRICT gh, const REAL *RESTRICT sg,
-                       const REAL *RESTRICT s, REAL *RESTRICT dh, long O, long T, long N,
+                       const REAL *RESTRICT s, REAL *RESTRICT dh, REAL *RESTRICT acc, long O, long T, long N,
                        long so, long st, const REAL *RESTRICT beta, int per_neuron, int subtract) {
     int failed = 0;
 #pragma omp parallel if (O > 1 && O * T * N >= PARALLEL_MIN) reduction(| : failed)
@@ -117,16 +119,19 @@ int TYPED(lif_backward)(const REAL *RESTRICT gs, const REAL *RESTRICT gh, const 
     for (long o = 0; o < O; ++o) {
         if (!carry) continue;
         memset(carry, 0, (size_t)N * sizeof(REAL));
+        REAL *RESTRICT ap = dh ? 0 : acc + o * N;
+        if (ap) memset(ap, 0, (size_t)N * sizeof(REAL));
         for (long t = T - 1; t >= 0; --t) {
             const long off = o * so + t * st;
             const REAL *RESTRICT sgp = sg + off, *RESTRICT sp = s + off;
             const REAL *RESTRICT gsp = gs ? gs + off : 0, *RESTRICT ghp = gh ? gh + off : 0;
-            REAL *RESTRICT dp = dh + off;
+            REAL *RESTRICT dp = dh ? dh + off : 0;
             for (long n = 0; n < N; ++n) {
                 REAL g = (subtract || sp[n] == (REAL)0) ? carry[n] : (REAL)0;
                 if (gsp) g += gsp[n] * sgp[n];
                 if (ghp) g += ghp[n];
-                dp[n] = g;
+                if (dp) dp[n] = g;
+                else ap[n] += g;
                 carry[n] = g * beta[per_neuron ? n : 0];
             }
         }
