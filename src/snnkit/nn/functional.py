@@ -105,9 +105,8 @@ class _LIFScan(torch.autograd.Function):
         s_all, sg_all, beta_k, h_all = ctx.saved_tensors
         beta, threshold, v_reset = ctx.beta, ctx.threshold, ctx.v_reset
         need_x, need_beta, need_th = ctx.needs_input_grad[:3]
-        none = (None,) * 8
         if grad_s is None and grad_h is None:
-            return (None,) + none
+            return (None,) * 9
         if ctx.batch_first:
             grad_s = None if grad_s is None else grad_s.transpose(0, 1)
             grad_h = None if grad_h is None else grad_h.transpose(0, 1)
@@ -267,7 +266,8 @@ def lif_scan(x: torch.Tensor, beta, threshold, v_reset, surrogate: Surrogate, su
     if x.dtype in (torch.bfloat16, torch.float16) and torch.is_autocast_enabled(x.device.type):
         x = x.float()
     if steps is not None and x.shape[1 if batch_first else 0] != 1:
-        raise ValueError(f"lif_scan: steps={steps} repeats one step, but x has {x.shape[1 if batch_first else 0]}")
+        raise ValueError(f"lif_scan: steps={steps} repeats one step, but x has {x.shape[1 if batch_first else 0]} "
+                         "steps")
     if torch.compiler.is_compiling() and x.device.type == "cpu":
         code, p1, p2 = kernel_form(surrogate)
         xt = x.transpose(0, 1) if batch_first else x
