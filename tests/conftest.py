@@ -116,6 +116,17 @@ def _one_torch_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture(autouse=True)
+def _native_kernels_as_the_environment_says():
+    """Tests switch the compiled kernels on and off (``snnkit.nn.native.set_enabled``); every test ends with them
+    as ``$SNNKIT_NATIVE`` says, so that the portable pass (``SNNKIT_NATIVE=0``) runs the torch path everywhere
+    else (some tests used to leave them on)."""
+    yield
+    from snnkit.nn.native import build
+
+    build.set_enabled(build._env_enabled())
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """A failed test of a module with a ``SEED`` (the fuzz tests) reports the seed that replays it."""
