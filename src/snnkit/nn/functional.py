@@ -95,10 +95,8 @@ class _LIFScan(torch.autograd.Function):
         ctx.subtract = subtract
         ctx.batch_first = batch_first
         ctx.repeated = steps is not None
-        s_out = s_all.transpose(0, 1) if batch_first else s_all
-        if not with_h:
-            return s_out
-        return s_out, (h_all.transpose(0, 1) if batch_first else h_all)
+        s_out = _swapped(s_all, batch_first)
+        return (s_out, _swapped(h_all, batch_first)) if with_h else s_out
 
     @staticmethod
     def backward(ctx, grad_s, grad_h=None):
@@ -107,20 +105,13 @@ class _LIFScan(torch.autograd.Function):
         need_x, need_beta, need_th = ctx.needs_input_grad[:3]
         if grad_s is None and grad_h is None:
             return (None,) * 9
-        if ctx.batch_first:
-            grad_s = None if grad_s is None else grad_s.transpose(0, 1)
-            grad_h = None if grad_h is None else grad_h.transpose(0, 1)
+        grad_s, grad_h = _swapped(grad_s, ctx.batch_first), _swapped(grad_h, ctx.batch_first)
         summed = ctx.repeated and not (need_beta or need_th)  # only the drive's gradient, summed over time
-        if beta_k is not None:
-            dh_all = native.backward(grad_s, grad_h, sg_all, s_all, beta_k, ctx.subtract, summed=summed)
-        else:
-            dh_all = _scan_backward_torch(grad_s, grad_h, sg_all, s_all, beta, ctx.subtract)
-            if summed:
-                dh_all = dh_all.sum(0, keepdim=True)
+        dh_all = _scan_backward(grad_s, grad_h, sg_all, s_all, beta, beta_k, ctx.subtract, summed)
         gx = None
         if need_x:
             gx = dh_all if summed or not ctx.repeated else dh_all.sum(0, keepdim=True)
-            gx = gx.transpose(0, 1) if ctx.batch_first else gx
+            gx = _swapped(gx, ctx.batch_first)
         g_beta = g_th = None
         if need_beta:
             # v[t-1] for every t: zero at t = 0, else the post-reset potential of step t-1.
@@ -141,10 +132,15 @@ class _LIFScan(torch.autograd.Function):
         return (gx, g_beta, g_th) + (None,) * 6
 
 
+def _swapped(t: "torch.Tensor | None", batch_first: bool) -> "torch.Tensor | None":
+    """``t`` with its first two axes swapped for ``batch_first`` (a view; the swap is its own inverse)."""
+    return t.transpose(0, 1) if batch_first and t is not None else t
+
+
 def _time_first(x: torch.Tensor, batch_first: bool, steps: "int | None") -> torch.Tensor:
     """``x`` as the scan reads it, ``[T, B, ...]`` (a view): axes swapped for ``batch_first``, and a one-step
     ``x`` expanded over ``steps`` (stride 0: read once per step, never copied)."""
-    xt = x.transpose(0, 1) if batch_first else x
+    xt = _swapped(x, batch_first)
     if steps is not None:
         xt = xt.expand(steps, *xt.shape[1:])
     return xt
@@ -162,10 +158,6 @@ def _native_params(x: torch.Tensor, beta, threshold, v_reset) -> "list[torch.Ten
         return None  # never reach ctypes while torch.compile traces (the traced torch loop is used)
     if not torch.is_tensor(beta) or not native.supports(x) or native.load() is None:
         return None
-    scalars = (beta, threshold, v_reset)
-    if all(torch.is_tensor(p) and p.dim() == 0 and p.dtype == x.dtype and p.device == x.device
-           and not p.requires_grad for p in scalars):
-        return list(scalars)  # the usual layer: three 0-dim buffers, taken as they are
     neuron_shape = x.shape[2:]
     params = []
     for p in (beta, threshold, v_reset):
@@ -231,6 +223,16 @@ def _scan_backward_torch(grad_s, grad_h, sg_all, s_all, beta, subtract: bool) ->
     return torch.stack(dh[::-1])
 
 
+def _scan_backward(grad_s, grad_h, sg_all, s_all, beta, beta_k, subtract: bool, summed: bool) -> torch.Tensor:
+    """``dL/dh [T, B, ...]`` by the compiled kernels (``beta_k``: the decay in their form, from
+    :func:`_native_params`) or, with ``beta_k`` None, by torch; with ``summed`` its sum over time, ``[1, B, ...]``
+    (accumulated inside the kernels' recurrence)."""
+    if beta_k is not None:
+        return native.backward(grad_s, grad_h, sg_all, s_all, beta_k, subtract, summed=summed)
+    dh = _scan_backward_torch(grad_s, grad_h, sg_all, s_all, beta, subtract)
+    return dh.sum(0, keepdim=True) if summed else dh
+
+
 def _reduce_to(grad: torch.Tensor, like) -> torch.Tensor:
     """Sum ``grad [T, B, ...]`` over the axes ``like`` was broadcast along."""
     like = torch.as_tensor(like)
@@ -270,14 +272,12 @@ def lif_scan(x: torch.Tensor, beta, threshold, v_reset, surrogate: Surrogate, su
                          "steps")
     if torch.compiler.is_compiling() and x.device.type == "cpu":
         code, p1, p2 = kernel_form(surrogate)
-        xt = x.transpose(0, 1) if batch_first else x
+        xt = _swapped(x, batch_first)
         if code >= 0 and _fits_scan_op(xt, beta, threshold, v_reset):
             wants_grad = torch.is_grad_enabled() and x.requires_grad
             s, h, _ = torch.ops.snnkit.lif_scan(xt, beta, threshold, v_reset, subtract, code, p1, p2, with_h,
                                                 wants_grad, steps or 0)
-            if batch_first:
-                s, h = s.transpose(0, 1), (h.transpose(0, 1) if with_h else h)
-            return s, (h if with_h else None)
+            return _swapped(s, batch_first), (_swapped(h, batch_first) if with_h else None)
         return _lif_scan_eager(x, beta, threshold, v_reset, surrogate, subtract, with_h, batch_first, steps)
     return _lif_scan(x, beta, threshold, v_reset, surrogate, subtract, with_h, batch_first, steps)
 
@@ -288,9 +288,7 @@ def _lif_scan(x, beta, threshold, v_reset, surrogate, subtract, with_h, batch_fi
     if not needs_grad:  # inference: no surrogate derivative, no autograd node
         s, h, _, _ = _scan_forward(_time_first(x, batch_first, steps), beta, threshold, v_reset, subtract, None,
                                    with_h)
-        if batch_first:
-            s, h = s.transpose(0, 1), (h.transpose(0, 1) if with_h else None)
-        return s, (h if with_h else None)
+        return _swapped(s, batch_first), (_swapped(h, batch_first) if with_h else None)
     out = _LIFScan.apply(x, beta, threshold, v_reset, surrogate, subtract, with_h, batch_first, steps)
     return out if with_h else (out, None)
 
@@ -356,11 +354,7 @@ def _lif_scan_backward_op(grad_s: Optional[torch.Tensor], grad_h: Optional[torch
     ``_LIFScan.backward``), stored like ``s``; with ``summed`` its sum over time, ``[1, B, ...]`` (the gradient
     of a repeated drive)."""
     params = _native_params(s, beta, threshold, v_reset)
-    if params is not None:
-        dh = native.backward(grad_s, grad_h, sg, s, params[0], subtract, summed=summed)
-    else:
-        dh = _scan_backward_torch(grad_s, grad_h, sg, s, beta, subtract)
-        dh = dh.sum(0, keepdim=True) if summed else dh
+    dh = _scan_backward(grad_s, grad_h, sg, s, beta, None if params is None else params[0], subtract, summed)
     shape, strides = _scan_backward_layout(s, summed)
     return _with_strides(dh, shape, strides, s)
 

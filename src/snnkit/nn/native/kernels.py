@@ -18,9 +18,10 @@ from snnkit.nn.surrogate import kernel_form
 RAW_U = object()  # pass as ``surrogate`` to :func:`forward` to get ``u = h - threshold`` instead of a derivative
 
 
-def _empty(p: Plan, dtype: torch.dtype) -> torch.Tensor:
-    """An uninitialised output laid out as the plan says (a view of a pooled buffer)."""
-    return POOL.empty(p.buf_shape, dtype).permute(p.to_logical)
+def _empty(p: Plan, dtype: torch.dtype, buf_shape: "tuple | None" = None) -> torch.Tensor:
+    """An uninitialised output laid out as the plan says (a view of a pooled buffer); ``buf_shape``: another
+    storage shape in the plan's order (:attr:`Plan.summed_buf_shape`)."""
+    return POOL.empty(buf_shape or p.buf_shape, dtype).permute(p.to_logical)
 
 
 def forward(x: torch.Tensor, beta: torch.Tensor, th: torch.Tensor, vr: torch.Tensor, subtract: bool,
@@ -63,7 +64,7 @@ def backward(grad_s: "torch.Tensor | None", grad_h: "torch.Tensor | None", sg: t
     p = plan(s)
     gs, gh, sg = (_like(g, s) for g in (grad_s, grad_h, sg))
     if summed:  # [B, N] in x's neuron order, viewed as [1, B, ...]
-        out = POOL.empty(p.summed_buf_shape, s.dtype).permute(p.to_logical)
+        out = _empty(p, s.dtype, p.summed_buf_shape)
         dh_ptr, acc_ptr = None, out.data_ptr()
     else:
         out = _empty(p, s.dtype)

@@ -48,8 +48,7 @@ class Plan(NamedTuple):
     @property
     def summed_strides(self) -> tuple:
         """The strides, as ``[1, B, ...]``, of such a sum (a contiguous buffer of that shape, permuted)."""
-        contiguous = torch.empty(self.summed_buf_shape, device="meta").stride()
-        return tuple(contiguous[d] for d in self.to_logical)
+        return _logical_strides(self.summed_buf_shape, self.to_logical)
 
 
 _PLANS: dict = {}
@@ -80,13 +79,20 @@ def _make_plan(x: torch.Tensor) -> "Plan | None":
             return None
         expected *= x.shape[2 + d]
     mem = ([0, 1] if x.stride(0) > x.stride(1) else [1, 0]) + [2 + d for d in order]
-    strides, acc = [0] * x.dim(), 1
-    for d in reversed(mem):
-        strides[d] = acc
-        acc *= x.shape[d]
+    buf_shape = tuple(x.shape[d] for d in mem)
+    to_logical = tuple(sorted(range(x.dim()), key=mem.__getitem__))
     return Plan(x.stride(1), x.stride(0), x.shape[1], x.shape[0], math.prod(x.shape[2:]), tuple(order),
-                tuple(x.shape[d] for d in mem), tuple(sorted(range(x.dim()), key=mem.__getitem__)),
-                tuple(strides), suffix(x.dtype))
+                buf_shape, to_logical, _logical_strides(buf_shape, to_logical), suffix(x.dtype))
+
+
+def _logical_strides(buf_shape: tuple, to_logical: tuple) -> tuple:
+    """The strides (elements), in ``[T, B, ...]`` order, of a contiguous buffer of ``buf_shape`` (outer to inner)
+    permuted by ``to_logical``."""
+    contiguous, acc = [0] * len(buf_shape), 1
+    for i in reversed(range(len(buf_shape))):
+        contiguous[i] = acc
+        acc *= buf_shape[i]
+    return tuple(contiguous[d] for d in to_logical)
 
 
 def suffix(dtype: torch.dtype) -> str:
