@@ -1,8 +1,10 @@
 """The fast LIF scan (compiled kernels or the torch fallback) against the step function it must reproduce.
 
 Forward values must be bit-identical to stepping ``lif_step``; gradients equal to autograd through the steps
-(float tolerance). Every case runs on both paths: ``native`` (the compiled C kernels of
-``snnkit.nn.native``) and ``torch`` (the pure-torch loop used when no compiler is available).
+(float tolerance). Every case runs on three paths: ``operator`` (the C kernels behind the dispatcher operator
+``snnkit::lif_scan`` of ``native/scan_op.cpp``, what an eager layer calls where it can be built), ``kernels``
+(the same kernels through ctypes and ``functional._LIFScan``, where only a C compiler is there) and ``torch``
+(the pure-torch loop used without any compiler).
 """
 import ctypes
 import dataclasses
@@ -17,17 +19,18 @@ from snnkit.nn.native import build as native_build
 from snnkit.nn.surrogate import SURROGATES, ATan, Surrogate, from_kernel_form, kernel_form, parse
 
 
-@pytest.fixture(params=["native", "torch"])
-def path(request):
-    """Select one implementation for the test; the native one skips only if it cannot be built here."""
-    if request.param == "native":
-        native.set_enabled(True)
-        if native.load() is None:
-            pytest.skip("no C compiler (or the built kernels disagreed with torch): only the torch path exists")
-    else:
-        native.set_enabled(False)
+@pytest.fixture(params=["operator", "kernels", "torch"])
+def path(request, monkeypatch):
+    """Select one implementation for the test; the compiled ones skip only if they cannot be built here."""
+    native.set_enabled(request.param != "torch")
+    if request.param != "torch" and native.load() is None:
+        pytest.skip("no C compiler (or the built kernels disagreed with torch): only the torch path exists")
+    if request.param == "operator" and not native_build.op_loaded():
+        pytest.skip("no C++ compiler or torch headers: the operator cannot be built here (the kernels run "
+                    "through ctypes)")
+    if request.param == "kernels":
+        monkeypatch.setattr(native_build, "op_loaded", lambda: False)
     yield request.param
-    native.set_enabled(True)
 
 
 def steps(x, beta, threshold, v_reset, surrogate, subtract):
@@ -178,7 +181,7 @@ def test_input_constant_over_time_is_read_without_copy(path, subtract):
     x0 = (torch.randn(5, 3, 4) * 1.5).requires_grad_(True)
     x = x0.unsqueeze(0).expand(7, 5, 3, 4)
     beta, th, vr = torch.tensor(0.9), torch.tensor(0.8), torch.tensor(0.0)
-    if path == "native":
+    if path != "torch":
         assert native.supports(x) and F._native_params(x, beta, th, vr) is not None
     s, h = F.lif_scan(x, beta, th, vr, parse("atan"), subtract)
     s_ref, h_ref = steps(x, beta, th, vr, parse("atan"), subtract)
@@ -195,12 +198,12 @@ def test_channels_last_input_is_read_as_it_is(path, kind):
     y = torch.randn(B * T, C, H, W).contiguous(memory_format=torch.channels_last) * 1.3
     x = y.reshape(B, T, C, H, W).transpose(0, 1).requires_grad_(True)  # [T, B, C, H, W] view
     beta, th, vr = params_for(kind, (C, H, W), torch.float32)
-    if path == "native":
+    if path != "torch":
         assert native.neuron_order(x) == [1, 2, 0] and F._native_params(x, beta, th, vr) is not None
     s, h = F.lif_scan(x, beta, th, vr, parse("atan"))
     s_ref, h_ref = steps(x, beta, th, vr, parse("atan"), False)
     assert torch.equal(s, s_ref) and torch.equal(h, h_ref) and s.sum() > 0
-    if path == "native":
+    if path != "torch":
         assert s.stride() == x.stride(), "the output keeps the input's layout"
     w = torch.randn(s.shape)
     torch.testing.assert_close(torch.autograd.grad((s * w).sum(), x)[0],
@@ -335,25 +338,111 @@ def test_torch_compile_before_any_eager_call_is_one_graph():
     assert out.stdout.strip().splitlines()[-1] == "1"
 
 
-def test_scan_operator_matches_the_function(path):
-    """``snnkit::lif_scan`` (with its registered backward) against ``lif_scan``: exact forward, equal grads."""
+def _operator_or_skip():
+    native.set_enabled(True)
+    if native.load() is None or not native_build.op_loaded():
+        pytest.skip("no C/C++ compiler or torch headers: the operator snnkit::lif_scan cannot be built here")
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("kind", ["scalar", "per_neuron_beta", "per_channel_all"])
+def test_scan_operator_is_the_function_on_the_kernels(batch_first, kind, monkeypatch):
+    """``snnkit::lif_scan`` (CPU, Meta and Autograd kernels in C++) against ``functional._LIFScan`` on the same C
+    kernels through ctypes: the same outputs, strides and gradients, bit for bit; every step given or one
+    repeated; both resets; two surrogates; with and without ``h``. ``opcheck`` checks the schema, the Meta kernel
+    (shapes and strides of the real outputs) and the autograd registration."""
     from torch.library import opcheck
 
-    x = (torch.randn(6, 4, 3, 5) * 1.2).transpose(0, 1).requires_grad_(True)  # [T, B, ...] batch-major
-    beta, th, vr = torch.rand(3, 1) * 0.5 + 0.45, torch.tensor(0.7), torch.tensor(0.0)
+    _operator_or_skip()
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(6, 4, 3, 5, generator=g) * 1.2).transpose(0, 1)  # [T, B, ...] stored batch-major
+    beta, th, vr = params_for(kind, (3, 5), torch.float32)
     for surrogate in (parse("atan:alpha=2"), parse("triangle:gamma=0.5")):
         code, p1, p2 = kernel_form(surrogate)
-        for subtract in (False, True):
-            for inp, steps in ((x, 0), (x[:1], len(x))):  # every step given; one step repeated
-                s, h, sg = torch.ops.snnkit.lif_scan(inp, beta, th, vr, subtract, code, p1, p2, True, True, steps)
-                s_ref, h_ref = F.lif_scan(inp, beta, th, vr, surrogate, subtract, steps=steps or None)
-                assert s.shape == x.shape and torch.equal(s, s_ref) and torch.equal(h, h_ref)
-                w = torch.randn(s.shape)
-                torch.testing.assert_close(torch.autograd.grad((s * w).sum() + h.sum(), inp)[0],
-                                           torch.autograd.grad((s_ref * w).sum() + h_ref.sum(), inp)[0])
+        for subtract, with_h in ((False, True), (True, True), (False, False)):
+            for inp, steps in ((x, 0), (x[:1], len(x))):
+                inp = (inp.transpose(0, 1) if batch_first else inp).detach().requires_grad_(True)
+                s, h, sg = torch.ops.snnkit.lif_scan(inp, beta, th, vr, subtract, code, p1, p2, with_h, True, steps,
+                                                     batch_first)
+                with monkeypatch.context() as m:
+                    m.setattr(native_build, "op_loaded", lambda: False)
+                    s_ref, h_ref = F.lif_scan(inp, beta, th, vr, surrogate, subtract, with_h=with_h,
+                                              batch_first=batch_first, steps=steps or None)
+                assert torch.equal(s, s_ref) and s.stride() == s_ref.stride() and s.sum() > 0
+                assert (torch.equal(h, h_ref) and h.stride() == h_ref.stride()) if with_h else h.numel() == 0
+                w = torch.randn(s.shape, generator=g)
+                loss, loss_ref = (s * w).sum(), (s_ref * w).sum()
+                if with_h:
+                    loss, loss_ref = loss + (h * w).sum(), loss_ref + (h_ref * w).sum()
+                assert torch.equal(torch.autograd.grad(loss, inp)[0], torch.autograd.grad(loss_ref, inp)[0])
     for inp, steps in ((x, 0), (x[:1], len(x))):
-        opcheck(torch.ops.snnkit.lif_scan.default, (inp, beta, th, vr, False, 0, math.pi, 1.0, True, True, steps),
-                test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+        inp = (inp.transpose(0, 1) if batch_first else inp).detach().requires_grad_(True)
+        opcheck(torch.ops.snnkit.lif_scan.default,
+                (inp, beta, th, vr, False, 0, math.pi, 1.0, True, True, steps, batch_first),
+                test_utils=("test_schema", "test_faketensor", "test_autograd_registration",
+                            "test_aot_dispatch_dynamic"))
+
+
+def test_scan_operator_outputs_follow_the_kernels_layout_rule():
+    """The operator's output strides are those of ``native.layout`` (the rule is written in Python for the ctypes
+    path and in C++ for the operator) on every layout the kernels read; one it cannot read is refused with a
+    clear error (callers check ``native.supports`` first)."""
+    _operator_or_skip()
+    atan = kernel_form(parse("atan"))
+    base = torch.randn(4, 3, 2, 5, 6)
+    layouts = {"time_major": base, "batch_major": base.transpose(0, 1).contiguous().transpose(0, 1),
+               "channels_last": base.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3),
+               "expanded_time": base[:1].expand(4, -1, -1, -1, -1),
+               "expanded_batch_major": base[:1].transpose(0, 1).contiguous().transpose(0, 1).expand(4, -1, -1, -1, -1),
+               "size_one_neurons": torch.randn(4, 3, 1, 5, 1)}
+    for name, x in layouts.items():
+        assert native.supports(x), name
+        beta, th, vr = torch.tensor(0.9), torch.tensor(0.5), torch.tensor(0.0)
+        s, h, sg = torch.ops.snnkit.lif_scan(x, beta, th, vr, False, *atan, True, True, 0, False)
+        assert s.stride() == h.stride() == sg.stride() == native.out_strides(x), name
+        dh = torch.ops.snnkit.lif_scan_backward(torch.ones_like(s), None, sg, s, beta, th, vr, False, True)
+        assert dh.shape == (1, *x.shape[1:]) and dh.stride() == native.summed_strides(s), name
+    with pytest.raises(RuntimeError, match="one contiguous block"):
+        torch.ops.snnkit.lif_scan(base[:, :, :, ::2], beta, th, vr, False, *atan, True, True, 0, False)
+
+
+def test_eager_layers_call_the_operator():
+    """Where the operator is built, an eager LIF layer's scan is one ``snnkit::lif_scan`` node (no Python autograd
+    function); learnable parameters take ``functional._LIFScan``."""
+    _operator_or_skip()
+    x = torch.randn(2, 5, 7, requires_grad=True)
+    assert "ScanFunction" in LIF(beta=0.9)(x).grad_fn.name()
+    assert "_LIFScan" in LIF(beta=0.9, learn_beta=True)(x).grad_fn.name()
+
+
+def test_operator_outputs_reuse_released_storage():
+    """The operator's outputs come from its own buffer pool (``BufferPool``'s rule, in C++): storage nobody holds
+    is handed out again, storage still held (by a tensor or an autograd graph) is not."""
+    _operator_or_skip()
+    beta, th, vr = torch.tensor(0.9), torch.tensor(0.5), torch.tensor(0.0)
+    x = torch.randn(6, 3, 257)
+    atan = kernel_form(parse("atan"))
+
+    def scan(inp):
+        return torch.ops.snnkit.lif_scan(inp, beta, th, vr, False, *atan, False, True, 0, False)
+
+    s, _, sg = scan(x)
+    ptrs = {s.data_ptr(), sg.data_ptr()}
+    s2, _, sg2 = scan(x)
+    assert not ptrs & {s2.data_ptr(), sg2.data_ptr()}, "held buffers are not handed out"
+    del s, sg
+    s3, _, sg3 = scan(x)
+    assert {s3.data_ptr(), sg3.data_ptr()} == ptrs, "released buffers are reused"
+    del s2, sg2, s3, sg3  # all four buffers free again
+    out = scan(x.clone().requires_grad_(True))
+    held = {out[0].data_ptr(), out[2].data_ptr()}
+    loss = out[0].sum()  # the graph now holds the scan's s and sg (saved for its backward)
+    del out
+    others = [scan(x) for _ in range(2)]
+    assert not held & {t.data_ptr() for o in others for t in (o[0], o[2])}, "held by the autograd graph"
+    del loss, others
+    again = [scan(x) for _ in range(2)]
+    assert held <= {t.data_ptr() for o in again for t in (o[0], o[2])}, "released by the graph: reused"
 
 
 KERNEL_SURROGATES = sorted(name for name, cls in SURROGATES.items() if cls.kernel_code >= 0)

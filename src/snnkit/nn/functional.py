@@ -7,20 +7,22 @@ Two forms of the same equations:
 - ``lif_scan`` runs a whole sequence in one autograd node with a hand-written backward (the fast path for
   feed-forward layers): the membrane update is the only sequential part, so a layer's synaptic input is
   computed for all steps at once before the scan. On the CPU its loops are compiled C kernels
-  (:mod:`snnkit.nn.native`, built with the system C compiler; a torch loop otherwise); under
-  ``torch.compile`` it is the operator ``snnkit::lif_scan``.
+  (:mod:`snnkit.nn.native`, built with the system C compiler; a torch loop otherwise), reached through the
+  dispatcher operator ``snnkit::lif_scan`` (C++ CPU and autograd kernels, ``native/scan_op.cpp``, where a C++
+  compiler and torch's headers are there: from eager layers and compiled graphs alike) or else through ctypes
+  (:class:`_LIFScan`, also the form for learnable parameters).
 
 Both give bit-identical forward values (tests/test_scan_speed_equivalence.py); gradients agree to rounding. The reset is detached from the graph in both (the gradient does not flow
 through the "did it spike" decision of the reset), as in snnTorch.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 
 from snnkit.nn import native
-from snnkit.nn.surrogate import Surrogate, from_kernel_form, kernel_form
+from snnkit.nn.surrogate import Surrogate, kernel_form
 
 
 class LIFState(NamedTuple):
@@ -256,10 +258,11 @@ def lif_scan(x: torch.Tensor, beta, threshold, v_reset, surrogate: Surrogate, su
     single step (time size 1), the drive of every one of ``steps`` steps (a time-invariant input); it is read
     once per step without being copied and its gradient is the sum over the steps.
 
-    Under ``torch.compile`` on the CPU the scan is one opaque operator of the graph (``snnkit::lif_scan``, the
-    C kernels; traced and unrolled over time it would be slower than them); where that operator does not apply
-    (learnable beta/threshold, a float parameter, a surrogate not in the registry, an unusual layout) the
-    scan runs eagerly outside the graph.
+    On the CPU the scan is the operator ``snnkit::lif_scan`` (the C kernels behind C++ CPU and autograd kernels),
+    eagerly and under ``torch.compile`` (one opaque node of the graph; traced and unrolled over time it would be
+    slower than the kernels). Where that operator does not apply (learnable beta/threshold, a float parameter,
+    a surrogate not in the registry, an unusual layout, no C++ compiler) the scan runs as :class:`_LIFScan`,
+    and under ``torch.compile`` eagerly outside the graph.
 
     Under autocast (``snn-train --amp bf16``) a reduced-precision drive is cast to float32 first: the membrane
     recurrence accumulates over T steps and runs in float32, like the optimiser; spikes come out in float32 and
@@ -270,19 +273,17 @@ def lif_scan(x: torch.Tensor, beta, threshold, v_reset, surrogate: Surrogate, su
     if steps is not None and x.shape[1 if batch_first else 0] != 1:
         raise ValueError(f"lif_scan: steps={steps} repeats one step, but x has {x.shape[1 if batch_first else 0]} "
                          "steps")
-    if torch.compiler.is_compiling() and x.device.type == "cpu":
-        code, p1, p2 = kernel_form(surrogate)
-        xt = _swapped(x, batch_first)
-        if code >= 0 and _fits_scan_op(xt, beta, threshold, v_reset):
-            wants_grad = torch.is_grad_enabled() and x.requires_grad
-            s, h, _ = torch.ops.snnkit.lif_scan(xt, beta, threshold, v_reset, subtract, code, p1, p2, with_h,
-                                                wants_grad, steps or 0)
-            return _swapped(s, batch_first), (_swapped(h, batch_first) if with_h else None)
-        return _lif_scan_eager(x, beta, threshold, v_reset, surrogate, subtract, with_h, batch_first, steps)
-    return _lif_scan(x, beta, threshold, v_reset, surrogate, subtract, with_h, batch_first, steps)
+    args = (x, beta, threshold, v_reset, surrogate, subtract, with_h, batch_first, steps)
+    if torch.compiler.is_compiling():
+        if native.build.is_enabled() and _op_applies(x, beta, threshold, v_reset, surrogate) and _op_ready():
+            return _op_scan(*args)
+        return _lif_scan_eager(*args)
+    return _lif_scan(*args)
 
 
 def _lif_scan(x, beta, threshold, v_reset, surrogate, subtract, with_h, batch_first, steps):
+    if _op_applies(x, beta, threshold, v_reset, surrogate) and native.build.op_loaded():
+        return _op_scan(x, beta, threshold, v_reset, surrogate, subtract, with_h, batch_first, steps)
     needs_grad = torch.is_grad_enabled() and any(
         torch.is_tensor(a) and a.requires_grad for a in (x, beta, threshold))
     if not needs_grad:  # inference: no surrogate derivative, no autograd node
@@ -296,100 +297,59 @@ def _lif_scan(x, beta, threshold, v_reset, surrogate, subtract, with_h, batch_fi
 _lif_scan_eager = torch.compiler.disable(_lif_scan, reason="the LIF scan runs eagerly (compiled C kernels)")
 
 
-# --- torch.compile: the scan as one opaque operator ----------------------------------------------------------
+# --- the scan as one operator: snnkit::lif_scan ---------------------------------------------------------------
+# Its schema and fake (shapes and strides while torch.compile traces) are here; its CPU and autograd kernels are
+# C++ (native/scan_op.cpp, registered by native.build.op_loaded() where a C++ compiler and torch's headers are):
+# a call from an eager layer or a compiled graph reaches the kernels without Python.
 
-
-def _fits_scan_op(x, beta, threshold, v_reset) -> bool:
-    """Whether ``snnkit::lif_scan`` computes exactly what :func:`lif_scan` would (checked while tracing; the
-    surrogate must also be a built-in one, ``snnkit.nn.surrogate.kernel_form``)."""
-    return native.supports(x) and all(torch.is_tensor(p) and not p.requires_grad and p.dtype == x.dtype
-                                      for p in (beta, threshold, v_reset))
-
-
-def _with_strides(t: "torch.Tensor | None", shape, strides, like: torch.Tensor) -> torch.Tensor:
-    """``t`` stored with exactly ``strides`` (what the operator's fake declared); an empty tensor for None."""
-    if t is None:
-        return like.new_empty(0)
-    return t if t.stride() == strides else torch.empty_strided(shape, strides, dtype=t.dtype).copy_(t)
-
-
-# Defined with torch.library.Library and CPU kernels rather than @torch.library.custom_op: the same schema,
-# fake and autograd registrations, but less Python between a compiled graph and the kernels (a trivial
-# operator's call: ~5 us instead of ~40 us, measured), a visible share of a small network's compiled step.
 _OPS = torch.library.Library("snnkit", "DEF")
 _OPS.define("lif_scan(Tensor x, Tensor beta, Tensor threshold, Tensor v_reset, bool subtract, int code, float p1, "
-            "float p2, bool with_h, bool with_sg, int steps) -> (Tensor, Tensor, Tensor)")
-_OPS.define("lif_scan_backward(Tensor? grad_s, Tensor? grad_h, Tensor sg, Tensor s, Tensor beta, "
-            "Tensor threshold, Tensor v_reset, bool subtract, bool summed) -> Tensor")
-
-
-def _lif_scan_op(x: torch.Tensor, beta: torch.Tensor, threshold: torch.Tensor, v_reset: torch.Tensor,
-                 subtract: bool, code: int, p1: float, p2: float, with_h: bool, with_sg: bool, steps: int
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``snnkit::lif_scan``: ``(s, h, sg)`` of the scan (``h``/``sg`` empty unless asked for), stored with
-    ``native.out_strides``. The surrogate is given as ``snnkit.nn.surrogate.kernel_form``'s ``(code, p1, p2)``.
-    ``steps`` > 0: ``x [1, B, ...]`` is the drive of every one of ``steps`` steps (``lif_scan``'s ``steps``)."""
-    surrogate = from_kernel_form(code, p1, p2) if with_sg else None
-    xt = _time_first(x, False, steps or None)
-    s, h, sg, _ = _scan_forward(xt, beta, threshold, v_reset, subtract, surrogate, with_h)
-    shape, strides = tuple(xt.shape), native.out_strides(xt)
-    return tuple(_with_strides(t, shape, strides, x) for t in (s, h if with_h else None, sg))
-
-
-_OPS.impl("lif_scan", _lif_scan_op, "CPU")
+            "float p2, bool with_h, bool with_sg, int steps, bool batch_first) -> (Tensor, Tensor, Tensor)")
+_OPS.define("lif_scan_backward(Tensor? grad_s, Tensor? grad_h, Tensor sg, Tensor s, Tensor beta, Tensor threshold, "
+            "Tensor v_reset, bool subtract, bool summed) -> Tensor")
 
 
 @torch.library.register_fake("snnkit::lif_scan")
-def _(x, beta, threshold, v_reset, subtract, code, p1, p2, with_h, with_sg, steps):
-    xt = _time_first(x, False, steps or None)
-    strides = native.out_strides(xt)
-    return tuple(x.new_empty_strided(xt.shape, strides) if wanted else x.new_empty(0)
+def _(x, beta, threshold, v_reset, subtract, code, p1, p2, with_h, with_sg, steps, batch_first):
+    """``(s, h, sg)`` as :func:`lif_scan` returns them for ``x`` (``h`` and ``sg`` empty unless asked for), stored
+    with ``native.out_strides``; ``steps`` > 0: ``x`` holds one step, repeated. ``(code, p1, p2)``: the surrogate
+    in ``snnkit.nn.surrogate.kernel_form``'s form."""
+    xt = _time_first(x, batch_first, steps or None)
+    shape, strides = list(xt.shape), list(native.out_strides(xt))
+    if batch_first:
+        shape[:2], strides[:2] = shape[1::-1], strides[1::-1]
+    return tuple(x.new_empty_strided(shape, strides) if wanted else x.new_empty(0)
                  for wanted in (True, with_h, with_sg))
-
-
-def _lif_scan_backward_op(grad_s: Optional[torch.Tensor], grad_h: Optional[torch.Tensor], sg: torch.Tensor,
-                          s: torch.Tensor, beta: torch.Tensor, threshold: torch.Tensor, v_reset: torch.Tensor,
-                          subtract: bool, summed: bool) -> torch.Tensor:
-    """``snnkit::lif_scan_backward``: ``dL/dh`` for ``snnkit::lif_scan`` (the recurrence of
-    ``_LIFScan.backward``), stored like ``s``; with ``summed`` its sum over time, ``[1, B, ...]`` (the gradient
-    of a repeated drive)."""
-    params = _native_params(s, beta, threshold, v_reset)
-    dh = _scan_backward(grad_s, grad_h, sg, s, beta, None if params is None else params[0], subtract, summed)
-    shape, strides = _scan_backward_layout(s, summed)
-    return _with_strides(dh, shape, strides, s)
-
-
-def _scan_backward_layout(s: torch.Tensor, summed: bool) -> tuple[tuple, tuple]:
-    """Shape and strides of ``snnkit::lif_scan_backward``'s output for spikes ``s`` (fake tensors too)."""
-    if not summed:
-        return tuple(s.shape), s.stride()
-    return (1, *s.shape[1:]), native.summed_strides(s)
-
-
-_OPS.impl("lif_scan_backward", _lif_scan_backward_op, "CPU")
 
 
 @torch.library.register_fake("snnkit::lif_scan_backward")
 def _(grad_s, grad_h, sg, s, beta, threshold, v_reset, subtract, summed):
-    return s.new_empty_strided(*_scan_backward_layout(s, summed))
+    """``dL/dh`` for the time-first spikes ``s`` (the recurrence of ``_LIFScan.backward``), stored like ``s``;
+    with ``summed`` its sum over the steps, ``[1, B, ...]``."""
+    if not summed:
+        return s.new_empty_strided(s.shape, s.stride())
+    return s.new_empty_strided((1, *s.shape[1:]), native.summed_strides(s))
 
 
-def _scan_op_setup(ctx, inputs, output) -> None:
-    x, beta, threshold, v_reset, subtract, _, _, _, with_h, _, steps = inputs
-    s, _, sg = output
-    ctx.save_for_backward(s, sg, beta, threshold, v_reset)
-    ctx.subtract = subtract
-    ctx.with_h = with_h
-    ctx.summed = steps > 0
+def _op_applies(x: torch.Tensor, beta, threshold, v_reset, surrogate: Surrogate) -> bool:
+    """Whether ``snnkit::lif_scan`` computes exactly what :func:`_LIFScan` would on the kernels: a layout the
+    kernels read, a built-in surrogate (``snnkit.nn.surrogate.kernel_form``) and constant tensor parameters of
+    x's dtype and device, at most per neuron (learnable ones take :class:`_LIFScan`)."""
+    return (native.supports(x) and kernel_form(surrogate)[0] >= 0
+            and all(torch.is_tensor(p) and not p.requires_grad and p.dtype == x.dtype and p.device == x.device
+                    and p.dim() <= x.dim() - 2 for p in (beta, threshold, v_reset)))
 
 
-def _scan_op_backward(ctx, grad_s, grad_h, grad_sg):
-    s, sg, beta, threshold, v_reset = ctx.saved_tensors
-    if grad_s is None and (grad_h is None or not ctx.with_h):
-        return (None,) * 11
-    dh = torch.ops.snnkit.lif_scan_backward(grad_s, grad_h if ctx.with_h else None, sg, s, beta, threshold,
-                                            v_reset, ctx.subtract, ctx.summed)
-    return (dh,) + (None,) * 10
+@torch.compiler.assume_constant_result
+def _op_ready() -> bool:
+    """:func:`snnkit.nn.native.build.op_loaded`, evaluated once when torch.compile traces (building and
+    registering the operator's kernels then, outside the graph, rather than breaking it)."""
+    return native.build.op_loaded()
 
 
-torch.library.register_autograd("snnkit::lif_scan", _scan_op_backward, setup_context=_scan_op_setup)
+def _op_scan(x, beta, threshold, v_reset, surrogate, subtract, with_h, batch_first, steps):
+    code, p1, p2 = kernel_form(surrogate)
+    wants_grad = torch.is_grad_enabled() and x.requires_grad
+    s, h, _ = torch.ops.snnkit.lif_scan(x, beta, threshold, v_reset, subtract, code, p1, p2, with_h, wants_grad,
+                                        steps or 0, batch_first)
+    return s, (h if with_h else None)

@@ -9,6 +9,11 @@ library is built in both forms (``-DSNNKIT_FUSED=1`` or ``0``) and :func:`load` 
 compiler, the build fails or neither form agrees with torch, :func:`load` returns ``None`` (use torch).
 Where the compiler has OpenMP the library is built with ``-fopenmp`` and splits large batches over torch's
 threads (``torch.set_num_threads``); otherwise it runs single-threaded, with the same results.
+
+``scan_op.cpp`` (the C++ kernels of the operator ``snnkit::lif_scan``) is built the same way with the system C++
+compiler (``$CXX``, else ``c++``, ``g++``, ``clang++``) against the installed torch's headers and libraries (about
+30 s, once per torch version), registered once per process and handed the loaded library's scan kernels
+(:func:`op_loaded`); without a C++ compiler the kernels are reached through ctypes.
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ import torch
 _SOURCE = Path(__file__).with_name("lif_scan.c")
 _INCLUDED = Path(__file__).with_name("lif_scan_real.h")  # included by _SOURCE, once per floating type
 _LOIHI = Path(__file__).with_name("loihi_scan.h")  # included by _SOURCE once: loihi-emu's integer scan
+_OP_SOURCE = Path(__file__).with_name("scan_op.cpp")  # the scan as a torch operator, over the loaded kernels
 # -ffp-contract=off: no fused multiply-add the source does not ask for (torch's roundings, bit for bit).
 # -fno-trapping-math: no operation may trap, so the compiler may evaluate both sides of a comparison's select
 # (the reset by subtraction, h - s * th, stayed a scalar loop without it); values are unchanged (IEEE results do not
@@ -33,6 +39,8 @@ _LOIHI = Path(__file__).with_name("loihi_scan.h")  # included by _SOURCE once: l
 _FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared"]
 _ENV_SWITCH = "SNNKIT_NATIVE"
 _lib: "ctypes.CDLL | None | bool" = False  # False: not tried yet
+_op_path: "Path | None | bool" = False  # scan_op.cpp's library, registered in this process at most once (None: cannot)
+_op_lib: "ctypes.CDLL | None" = None  # the kernel library the operators call
 
 
 def _env_enabled() -> bool:
@@ -61,31 +69,47 @@ def _cpu_tag() -> str:
     return f"{platform.machine()}|{platform.processor()}|{flags}"
 
 
-def _compiler() -> "str | None":
-    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+def _compiler(names: tuple = (os.environ.get("CC"), "cc", "gcc", "clang")) -> "str | None":
+    for name in names:
         if name and shutil.which(name):
             return shutil.which(name)
     return None
+
+
+def _compiled(compiler: str, command: list[str], sources: list[Path], name: str, depends: str = "") -> Path:
+    """``compiler command... -o <lib>`` run into the cache unless the library is there: named ``name_<hash>.so`` by
+    the sources' text, the command, the compiler's version, the CPU and ``depends``; written atomically."""
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
+    texts = [src.read_text() for src in sources]
+    key = hashlib.sha256("\0".join([*texts, " ".join(command), version, _cpu_tag(), depends]).encode()).hexdigest()[:20]
+    out_dir = _cache_dir()
+    lib_path = out_dir / f"{name}_{key}.so"
+    if lib_path.is_file():
+        return lib_path
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        tmp_lib = Path(tmp) / lib_path.name
+        subprocess.run([compiler, *command, "-o", str(tmp_lib)], check=True, capture_output=True, timeout=600)
+        os.replace(tmp_lib, lib_path)  # atomic: concurrent builders all produce the same file
+    return lib_path
 
 
 def _build(cc: str, fused: bool = True, openmp: bool = True) -> Path:
     """The library in one form (fused or two-rounding charge; with OpenMP or single-threaded), compiled into the
     cache unless it is there."""
     flags = [*_FLAGS, f"-DSNNKIT_FUSED={int(fused)}", *(["-fopenmp"] if openmp else [])]
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
-    sources = [_SOURCE.read_text(), _INCLUDED.read_text(), _LOIHI.read_text()]
-    key = hashlib.sha256("\0".join([*sources, " ".join(flags), version, _cpu_tag()]).encode()).hexdigest()[:20]
-    out_dir = _cache_dir()
-    lib_path = out_dir / f"lif_scan_{key}.so"
-    if lib_path.is_file():
-        return lib_path
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-        tmp_lib = Path(tmp) / lib_path.name
-        subprocess.run([cc, *flags, str(_SOURCE), "-o", str(tmp_lib), "-lm"], check=True, capture_output=True,
-                       timeout=120)
-        os.replace(tmp_lib, lib_path)  # atomic: concurrent builders all produce the same file
-    return lib_path
+    return _compiled(cc, [*flags, str(_SOURCE), "-lm"], [_SOURCE, _INCLUDED, _LOIHI], "lif_scan")
+
+
+def _build_op(cxx: str) -> Path:
+    """``scan_op.cpp`` compiled against this torch's headers and libraries (named by torch's version too)."""
+    from torch.utils.cpp_extension import include_paths, library_paths
+
+    torch_lib = library_paths()[0]
+    abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
+    command = ["-O2", "-std=c++20", "-fPIC", "-shared", f"-D_GLIBCXX_USE_CXX11_ABI={abi}", *(f"-I{p}" for p in include_paths()), str(_OP_SOURCE), f"-L{torch_lib}", "-lc10", "-ltorch_cpu",
+               "-ltorch", f"-Wl,-rpath,{torch_lib}"]
+    return _compiled(cxx, command, [_OP_SOURCE], "scan_op", depends=torch.__version__)
 
 
 def _declare(lib: ctypes.CDLL) -> None:
@@ -151,10 +175,55 @@ def loaded() -> "ctypes.CDLL | None":
     return _lib or None
 
 
+def is_enabled() -> bool:
+    """Whether the compiled kernels may be used (:func:`set_enabled`; read by torch.compile as a guard)."""
+    return _enabled
+
+
 def set_enabled(flag: bool) -> None:
     """Turn the compiled kernels on or off for this process (the default comes from ``$SNNKIT_NATIVE``)."""
     global _enabled
     _enabled = bool(flag)
+
+
+def op_loaded() -> bool:
+    """Whether the operators ``snnkit::lif_scan`` and ``snnkit::lif_scan_backward`` have their C++ kernels
+    (``scan_op.cpp``) in this process, bound to the kernels :func:`load` gives: built and registered on the first
+    call where a C++ compiler and torch's headers are there (otherwise callers use the kernels through ctypes,
+    or torch)."""
+    lib = load()
+    if lib is not None and lib is not _op_lib:
+        _bind_op(lib)
+    return lib is not None and lib is _op_lib
+
+
+def _bind_op(lib: ctypes.CDLL) -> None:
+    """Register ``scan_op.cpp``'s operators (built on first use; once per process: a namespace registers once) and
+    hand them ``lib``'s scan kernels. Nothing happens where they cannot be built here (no C++ compiler, no torch
+    headers, a failed build): callers then reach the kernels through ctypes."""
+    global _op_path, _op_lib
+    if _op_path is False:
+        _op_path = _register_op()
+    if _op_path is None:
+        return
+    kernels = [ctypes.cast(getattr(lib, name), ctypes.c_void_p)
+               for name in ("lif_forward_f32", "lif_forward_f64", "lif_backward_f32", "lif_backward_f64")]
+    from snnkit.nn.native.buffers import POOL  # the operators' outputs are pooled under the same cap
+
+    ctypes.CDLL(str(_op_path)).snnkit_bind_kernels(*kernels, ctypes.c_int64(POOL.max_bytes))
+    _op_lib = lib
+
+
+def _register_op() -> "Path | None":
+    cxx = _compiler((os.environ.get("CXX"), "c++", "g++", "clang++"))
+    if cxx is None:
+        return None
+    try:
+        path = _build_op(cxx)
+        torch.ops.load_library(str(path))
+    except (OSError, RuntimeError, subprocess.SubprocessError, IndexError):
+        return None
+    return path
 
 
 def _try_load() -> "ctypes.CDLL | None":
