@@ -107,8 +107,9 @@ def _build_op(cxx: str) -> Path:
 
     torch_lib = library_paths()[0]
     abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
-    command = ["-O2", "-std=c++20", "-fPIC", "-shared", f"-D_GLIBCXX_USE_CXX11_ABI={abi}", *(f"-I{p}" for p in include_paths()), str(_OP_SOURCE), f"-L{torch_lib}", "-lc10", "-ltorch_cpu",
-               "-ltorch", f"-Wl,-rpath,{torch_lib}"]
+    command = ["-O2", "-std=c++20", "-fPIC", "-shared", f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
+               *(f"-I{p}" for p in include_paths()), str(_OP_SOURCE),
+               f"-L{torch_lib}", "-lc10", "-ltorch_cpu", "-ltorch", f"-Wl,-rpath,{torch_lib}"]
     return _compiled(cxx, command, [_OP_SOURCE], "scan_op", depends=torch.__version__)
 
 
