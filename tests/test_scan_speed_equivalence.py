@@ -375,12 +375,13 @@ def test_scan_operator_is_the_function_on_the_kernels(batch_first, kind, monkeyp
                 if with_h:
                     loss, loss_ref = loss + (h * w).sum(), loss_ref + (h_ref * w).sum()
                 assert torch.equal(torch.autograd.grad(loss, inp)[0], torch.autograd.grad(loss_ref, inp)[0])
-    for inp, steps in ((x, 0), (x[:1], len(x))):
-        inp = (inp.transpose(0, 1) if batch_first else inp).detach().requires_grad_(True)
-        opcheck(torch.ops.snnkit.lif_scan.default,
-                (inp, beta, th, vr, False, 0, math.pi, 1.0, True, True, steps, batch_first),
-                test_utils=("test_schema", "test_faketensor", "test_autograd_registration",
-                            "test_aot_dispatch_dynamic"))
+    for given, steps in ((x, 0), (x[:1], len(x))):
+        for wanted in (True, False):  # h and sg; or neither (inference: two separate empty outputs)
+            inp = (given.transpose(0, 1) if batch_first else given).detach().requires_grad_(wanted)
+            opcheck(torch.ops.snnkit.lif_scan.default,
+                    (inp, beta, th, vr, False, 0, math.pi, 1.0, wanted, wanted, steps, batch_first),
+                    test_utils=("test_schema", "test_faketensor", "test_autograd_registration",
+                                "test_aot_dispatch_dynamic"))
 
 
 def test_scan_operator_outputs_follow_the_kernels_layout_rule():

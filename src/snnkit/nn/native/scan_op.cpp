@@ -174,9 +174,9 @@ std::tuple<Tensor, Tensor, Tensor> scan_cpu(const Tensor &x, const Tensor &beta,
     run_forward<float>(kernels.forward_f32, xt, s, h, sg, k, p, subtract, code, p1, p2);
   else
     run_forward<double>(kernels.forward_f64, xt, s, h, sg, k, p, subtract, code, p1, p2);
-  auto none = x.new_empty({0});
-  return {swapped(s, batch_first), with_h ? swapped(h, batch_first) : none,
-          with_sg ? swapped(sg, batch_first) : none};
+  // An output not asked for is an empty tensor of its own (outputs must not alias one another).
+  return {swapped(s, batch_first), with_h ? swapped(h, batch_first) : x.new_empty({0}),
+          with_sg ? swapped(sg, batch_first) : x.new_empty({0})};
 }
 
 // g stored like ref (a copy only when the strides differ, e.g. an expanded gradient).
