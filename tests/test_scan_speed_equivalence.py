@@ -327,9 +327,10 @@ print(len(graphs))
 
 
 def test_torch_compile_before_any_eager_call_is_one_graph():
-    """A fresh process whose first call is compiled (the kernels not loaded yet) still gets one graph: nothing
-    that loads or builds the kernels (a compiler lookup, files) runs while torch.compile traces; it used to
-    split the ConvNet into 14 graphs at every pooling layer."""
+    """A fresh process whose first call is compiled (the kernels not loaded yet) still gets one graph: what loads
+    or builds the kernels (a compiler lookup, files) is never traced (it used to split the ConvNet into 14 graphs
+    at every pooling layer); the scan operator's kernels are built and registered by ``functional._op_ready``,
+    which torch.compile runs once as a constant."""
     import subprocess
     import sys
 
@@ -401,7 +402,7 @@ def test_scan_operator_outputs_follow_the_kernels_layout_rule():
         beta, th, vr = torch.tensor(0.9), torch.tensor(0.5), torch.tensor(0.0)
         s, h, sg = torch.ops.snnkit.lif_scan(x, beta, th, vr, False, *atan, True, True, 0, False)
         assert s.stride() == h.stride() == sg.stride() == native.out_strides(x), name
-        dh = torch.ops.snnkit.lif_scan_backward(torch.ones_like(s), None, sg, s, beta, th, vr, False, True)
+        dh = torch.ops.snnkit.lif_scan_backward(torch.ones_like(s), None, sg, s, beta, False, True)
         assert dh.shape == (1, *x.shape[1:]) and dh.stride() == native.summed_strides(s), name
     with pytest.raises(RuntimeError, match="one contiguous block"):
         torch.ops.snnkit.lif_scan(base[:, :, :, ::2], beta, th, vr, False, *atan, True, True, 0, False)

@@ -305,8 +305,8 @@ _lif_scan_eager = torch.compiler.disable(_lif_scan, reason="the LIF scan runs ea
 _OPS = torch.library.Library("snnkit", "DEF")
 _OPS.define("lif_scan(Tensor x, Tensor beta, Tensor threshold, Tensor v_reset, bool subtract, int code, float p1, "
             "float p2, bool with_h, bool with_sg, int steps, bool batch_first) -> (Tensor, Tensor, Tensor)")
-_OPS.define("lif_scan_backward(Tensor? grad_s, Tensor? grad_h, Tensor sg, Tensor s, Tensor beta, Tensor threshold, "
-            "Tensor v_reset, bool subtract, bool summed) -> Tensor")
+_OPS.define("lif_scan_backward(Tensor? grad_s, Tensor? grad_h, Tensor sg, Tensor s, Tensor beta, bool subtract, "
+            "bool summed) -> Tensor")
 
 
 @torch.library.register_fake("snnkit::lif_scan")
@@ -323,7 +323,7 @@ def _(x, beta, threshold, v_reset, subtract, code, p1, p2, with_h, with_sg, step
 
 
 @torch.library.register_fake("snnkit::lif_scan_backward")
-def _(grad_s, grad_h, sg, s, beta, threshold, v_reset, subtract, summed):
+def _(grad_s, grad_h, sg, s, beta, subtract, summed):
     """``dL/dh`` for the time-first spikes ``s`` (the recurrence of ``_LIFScan.backward``), stored like ``s``;
     with ``summed`` its sum over the steps, ``[1, B, ...]``."""
     if not summed:

@@ -119,7 +119,8 @@ Tensor empty_out(const Plan &p, const Tensor &like, bool summed = false) {
   return pool.empty(shape, like.options()).permute(p.to_logical);
 }
 
-// beta, threshold, v_reset as the kernels take them: all 0-dim, or all [N] in x's neuron memory order.
+// beta, threshold, v_reset (or beta alone) as the kernels take them: all 0-dim, or all [N] in x's neuron memory
+// order.
 std::vector<Tensor> kernel_params(const Tensor &x, const Plan &p, std::initializer_list<Tensor> params) {
   std::vector<Tensor> out(params);
   bool scalar = std::all_of(out.begin(), out.end(), [](const Tensor &t) { return t.dim() == 0; });
@@ -200,11 +201,10 @@ void run_backward(BackwardFn<R> fn, const Tensor &gs, const Tensor &gh, const Te
 // dh[t] = grad_s[t] sg[t] + grad_h[t] + beta dh[t+1] (1 - s[t]) (no 1 - s for subtract); with summed its sum over
 // the steps, [1, B, ...] (the gradient of a drive repeated over them).
 Tensor backward_cpu(const std::optional<Tensor> &grad_s, const std::optional<Tensor> &grad_h, const Tensor &sg,
-                    const Tensor &s, const Tensor &beta, const Tensor &threshold, const Tensor &v_reset, bool subtract,
-                    bool summed) {
+                    const Tensor &s, const Tensor &beta, bool subtract, bool summed) {
   Plan p = make_plan(s);
   Tensor out = empty_out(p, s, summed);
-  auto k = kernel_params(s, p, {beta, threshold, v_reset});
+  auto k = kernel_params(s, p, {beta});
   Tensor gs = like(grad_s.value_or(Tensor()), s), gh = like(grad_h.value_or(Tensor()), s);
   if (s.scalar_type() == at::kFloat)
     run_backward<float>(kernels.backward_f32, gs, gh, like(sg, s), s, out, summed, k[0], p.neurons, subtract);
@@ -232,8 +232,7 @@ class ScanFunction : public torch::autograd::Function<ScanFunction> {
     at::AutoDispatchBelowADInplaceOrView below;
     auto [s, h, sg] =
         scan_op().call(x, beta, threshold, v_reset, subtract, code, p1, p2, with_h, with_sg, steps, batch_first);
-    ctx->save_for_backward(
-        {swapped(s, batch_first), with_sg ? swapped(sg, batch_first) : sg, beta, threshold, v_reset});
+    ctx->save_for_backward({swapped(s, batch_first), with_sg ? swapped(sg, batch_first) : sg, beta});
     ctx->saved_data["subtract"] = subtract;
     ctx->saved_data["with_h"] = with_h;
     ctx->saved_data["steps"] = steps;
@@ -256,8 +255,8 @@ class ScanFunction : public torch::autograd::Function<ScanFunction> {
                          .findSchemaOrThrow("snnkit::lif_scan_backward", "")
                          .typed<decltype(backward_cpu)>();
     auto opt = [](const Tensor &t) { return t.defined() ? std::optional<Tensor>(t) : std::nullopt; };
-    Tensor dh = op.call(opt(grad_s), opt(grad_h), saved[1], saved[0], saved[2], saved[3], saved[4],
-                        ctx->saved_data["subtract"].toBool(), ctx->saved_data["steps"].toInt() > 0);
+    Tensor dh = op.call(opt(grad_s), opt(grad_h), saved[1], saved[0], saved[2], ctx->saved_data["subtract"].toBool(),
+                        ctx->saved_data["steps"].toInt() > 0);
     out[0] = swapped(dh, batch_first);
     return out;
   }
