@@ -364,7 +364,7 @@ def test_scan_operator_is_the_function_on_the_kernels(batch_first, kind, monkeyp
             for inp, steps in ((x, 0), (x[:1], len(x))):
                 inp = (inp.transpose(0, 1) if batch_first else inp).detach().requires_grad_(True)
                 s, h, sg = torch.ops.snnkit.lif_scan(inp, beta, th, vr, subtract, code, p1, p2, with_h, True, steps,
-                                                     batch_first)
+                                                     batch_first, F._OP_VERSION)
                 with monkeypatch.context() as m:
                     m.setattr(native_build, "op_loaded", lambda: False)
                     s_ref, h_ref = F.lif_scan(inp, beta, th, vr, surrogate, subtract, with_h=with_h,
@@ -380,7 +380,7 @@ def test_scan_operator_is_the_function_on_the_kernels(batch_first, kind, monkeyp
         for wanted in (True, False):  # h and sg; or neither (inference: two separate empty outputs)
             inp = (given.transpose(0, 1) if batch_first else given).detach().requires_grad_(wanted)
             opcheck(torch.ops.snnkit.lif_scan.default,
-                    (inp, beta, th, vr, False, 0, math.pi, 1.0, wanted, wanted, steps, batch_first),
+                    (inp, beta, th, vr, False, 0, math.pi, 1.0, wanted, wanted, steps, batch_first, F._OP_VERSION),
                     test_utils=("test_schema", "test_faketensor", "test_autograd_registration",
                                 "test_aot_dispatch_dynamic"))
 
@@ -400,12 +400,14 @@ def test_scan_operator_outputs_follow_the_kernels_layout_rule():
     for name, x in layouts.items():
         assert native.supports(x), name
         beta, th, vr = torch.tensor(0.9), torch.tensor(0.5), torch.tensor(0.0)
-        s, h, sg = torch.ops.snnkit.lif_scan(x, beta, th, vr, False, *atan, True, True, 0, False)
+        s, h, sg = torch.ops.snnkit.lif_scan(x, beta, th, vr, False, *atan, True, True, 0, False, F._OP_VERSION)
         assert s.stride() == h.stride() == sg.stride() == native.out_strides(x), name
-        dh = torch.ops.snnkit.lif_scan_backward(torch.ones_like(s), None, sg, s, beta, False, True)
+        dh = torch.ops.snnkit.lif_scan_backward(torch.ones_like(s), None, sg, s, beta, False, True, F._OP_VERSION)
         assert dh.shape == (1, *x.shape[1:]) and dh.stride() == native.summed_strides(s), name
     with pytest.raises(RuntimeError, match="one contiguous block"):
-        torch.ops.snnkit.lif_scan(base[:, :, :, ::2], beta, th, vr, False, *atan, True, True, 0, False)
+        torch.ops.snnkit.lif_scan(base[:, :, :, ::2], beta, th, vr, False, *atan, True, True, 0, False, F._OP_VERSION)
+    with pytest.raises(RuntimeError, match="called for other kernels"):  # a graph compiled against another build
+        torch.ops.snnkit.lif_scan(base, beta, th, vr, False, *atan, True, True, 0, False, F._OP_VERSION + 1)
 
 
 def test_eager_layers_call_the_operator():
@@ -426,7 +428,7 @@ def test_operator_outputs_reuse_released_storage():
     atan = kernel_form(parse("atan"))
 
     def scan(inp):
-        return torch.ops.snnkit.lif_scan(inp, beta, th, vr, False, *atan, False, True, 0, False)
+        return torch.ops.snnkit.lif_scan(inp, beta, th, vr, False, *atan, False, True, 0, False, F._OP_VERSION)
 
     s, _, sg = scan(x)
     ptrs = {s.data_ptr(), sg.data_ptr()}

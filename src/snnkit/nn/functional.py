@@ -304,13 +304,15 @@ _lif_scan_eager = torch.compiler.disable(_lif_scan, reason="the LIF scan runs ea
 
 _OPS = torch.library.Library("snnkit", "DEF")
 _OPS.define("lif_scan(Tensor x, Tensor beta, Tensor threshold, Tensor v_reset, bool subtract, int code, float p1, "
-            "float p2, bool with_h, bool with_sg, int steps, bool batch_first) -> (Tensor, Tensor, Tensor)")
+            "float p2, bool with_h, bool with_sg, int steps, bool batch_first, int version) "
+            "-> (Tensor, Tensor, Tensor)")
 _OPS.define("lif_scan_backward(Tensor? grad_s, Tensor? grad_h, Tensor sg, Tensor s, Tensor beta, bool subtract, "
-            "bool summed) -> Tensor")
+            "bool summed, int version) -> Tensor")
+_OP_VERSION = native.build.op_version()  # the kernels' checksum every call passes (native.build.op_version)
 
 
 @torch.library.register_fake("snnkit::lif_scan")
-def _(x, beta, threshold, v_reset, subtract, code, p1, p2, with_h, with_sg, steps, batch_first):
+def _(x, beta, threshold, v_reset, subtract, code, p1, p2, with_h, with_sg, steps, batch_first, version):
     """``(s, h, sg)`` as :func:`lif_scan` returns them for ``x`` (``h`` and ``sg`` empty unless asked for), stored
     with ``native.out_strides``; ``steps`` > 0: ``x`` holds one step, repeated. ``(code, p1, p2)``: the surrogate
     in ``snnkit.nn.surrogate.kernel_form``'s form."""
@@ -323,7 +325,7 @@ def _(x, beta, threshold, v_reset, subtract, code, p1, p2, with_h, with_sg, step
 
 
 @torch.library.register_fake("snnkit::lif_scan_backward")
-def _(grad_s, grad_h, sg, s, beta, subtract, summed):
+def _(grad_s, grad_h, sg, s, beta, subtract, summed, version):
     """``dL/dh`` for the time-first spikes ``s`` (the recurrence of ``_LIFScan.backward``), stored like ``s``;
     with ``summed`` its sum over the steps, ``[1, B, ...]``."""
     if not summed:
@@ -351,5 +353,5 @@ def _op_scan(x, beta, threshold, v_reset, surrogate, subtract, with_h, batch_fir
     code, p1, p2 = kernel_form(surrogate)
     wants_grad = torch.is_grad_enabled() and x.requires_grad
     s, h, _ = torch.ops.snnkit.lif_scan(x, beta, threshold, v_reset, subtract, code, p1, p2, with_h, wants_grad,
-                                        steps or 0, batch_first)
+                                        steps or 0, batch_first, _OP_VERSION)
     return s, (h if with_h else None)

@@ -24,6 +24,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import zlib
 from pathlib import Path
 
 import torch
@@ -101,6 +102,13 @@ def _build(cc: str, fused: bool = True, openmp: bool = True) -> Path:
     return _compiled(cc, [*flags, str(_SOURCE), "-lm"], [_SOURCE, _INCLUDED, _LOIHI], "lif_scan")
 
 
+def op_version() -> int:
+    """A checksum of ``scan_op.cpp``, compiled into the operator's kernels and passed by every call (``version``):
+    a call from a graph traced against other kernels fails with a clear error, and a change of the kernels
+    changes the traced graphs, so torch.compile's on-disk caches never hand back a graph built for others."""
+    return zlib.crc32(_OP_SOURCE.read_bytes())
+
+
 def _build_op(cxx: str) -> Path:
     """``scan_op.cpp`` compiled against this torch's headers and libraries (named by torch's version too)."""
     from torch.utils.cpp_extension import include_paths, library_paths
@@ -108,6 +116,7 @@ def _build_op(cxx: str) -> Path:
     torch_lib = library_paths()[0]
     abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
     command = ["-O2", "-std=c++20", "-fPIC", "-shared", f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
+               f"-DSNNKIT_OP_VERSION={op_version()}",
                *(f"-I{p}" for p in include_paths()), str(_OP_SOURCE),
                f"-L{torch_lib}", "-lc10", "-ltorch_cpu", "-ltorch", f"-Wl,-rpath,{torch_lib}"]
     return _compiled(cxx, command, [_OP_SOURCE], "scan_op", depends=torch.__version__)

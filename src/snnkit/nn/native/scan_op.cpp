@@ -161,9 +161,18 @@ void run_forward(ForwardFn<R> fn, const Tensor &xt, const Tensor &s, const Tenso
 
 // (s, h, sg): spikes, pre-reset potentials and surrogate derivatives over the steps, in x's axis order; h and sg
 // are empty tensors unless with_h / with_sg. The surrogate is (code, p1, p2) of snnkit.nn.surrogate.kernel_form.
+// The caller's idea of these kernels (snnkit.nn.native.build.op_version: a checksum of this file) must be theirs.
+void check_version(int64_t version) {
+  TORCH_CHECK(version == SNNKIT_OP_VERSION, "snnkit::lif_scan: called for other kernels (version ", version,
+              ", these are ", SNNKIT_OP_VERSION, "): a graph compiled against another snnkit; clear torch.compile's "
+              "caches (torch._dynamo.reset(); the inductor cache directory)");
+}
+
 std::tuple<Tensor, Tensor, Tensor> scan_cpu(const Tensor &x, const Tensor &beta, const Tensor &threshold,
                                             const Tensor &v_reset, bool subtract, int64_t code, double p1, double p2,
-                                            bool with_h, bool with_sg, int64_t steps, bool batch_first) {
+                                            bool with_h, bool with_sg, int64_t steps, bool batch_first,
+                                            int64_t version) {
+  check_version(version);
   TORCH_CHECK(code >= 0, "snnkit::lif_scan: surrogate code ", code, " is not one of the kernels'");
   Tensor xt = time_first(x, batch_first, steps);
   Plan p = make_plan(xt);
@@ -201,7 +210,8 @@ void run_backward(BackwardFn<R> fn, const Tensor &gs, const Tensor &gh, const Te
 // dh[t] = grad_s[t] sg[t] + grad_h[t] + beta dh[t+1] (1 - s[t]) (no 1 - s for subtract); with summed its sum over
 // the steps, [1, B, ...] (the gradient of a drive repeated over them).
 Tensor backward_cpu(const std::optional<Tensor> &grad_s, const std::optional<Tensor> &grad_h, const Tensor &sg,
-                    const Tensor &s, const Tensor &beta, bool subtract, bool summed) {
+                    const Tensor &s, const Tensor &beta, bool subtract, bool summed, int64_t version) {
+  check_version(version);
   Plan p = make_plan(s);
   Tensor out = empty_out(p, s, summed);
   auto k = kernel_params(s, p, {beta});
@@ -227,16 +237,18 @@ class ScanFunction : public torch::autograd::Function<ScanFunction> {
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext *ctx, const Tensor &x,
                                                 const Tensor &beta, const Tensor &threshold, const Tensor &v_reset,
                                                 bool subtract, int64_t code, double p1, double p2, bool with_h,
-                                                bool with_sg, int64_t steps, bool batch_first) {
+                                                bool with_sg, int64_t steps, bool batch_first, int64_t version) {
     ctx->set_materialize_grads(false);  // no zero-filled [T, B, ...] gradient for the outputs nobody used
     at::AutoDispatchBelowADInplaceOrView below;
     auto [s, h, sg] =
-        scan_op().call(x, beta, threshold, v_reset, subtract, code, p1, p2, with_h, with_sg, steps, batch_first);
+        scan_op().call(x, beta, threshold, v_reset, subtract, code, p1, p2, with_h, with_sg, steps, batch_first,
+                       version);
     ctx->save_for_backward({swapped(s, batch_first), with_sg ? swapped(sg, batch_first) : sg, beta});
     ctx->saved_data["subtract"] = subtract;
     ctx->saved_data["with_h"] = with_h;
     ctx->saved_data["steps"] = steps;
     ctx->saved_data["batch_first"] = batch_first;
+    ctx->saved_data["version"] = version;
     ctx->mark_non_differentiable({sg});
     if (!with_h) ctx->mark_non_differentiable({h});
     return {s, h, sg};
@@ -248,7 +260,7 @@ class ScanFunction : public torch::autograd::Function<ScanFunction> {
     const bool batch_first = ctx->saved_data["batch_first"].toBool();
     Tensor grad_s = swapped(grads[0], batch_first);
     Tensor grad_h = ctx->saved_data["with_h"].toBool() ? swapped(grads[1], batch_first) : Tensor();
-    torch::autograd::variable_list out(12);
+    torch::autograd::variable_list out(13);
     if (!grad_s.defined() && !grad_h.defined()) return out;
     TORCH_CHECK(saved[1].dim() > 1, "snnkit::lif_scan: backward through a scan run without with_sg");
     static auto op = c10::Dispatcher::singleton()
@@ -256,7 +268,7 @@ class ScanFunction : public torch::autograd::Function<ScanFunction> {
                          .typed<decltype(backward_cpu)>();
     auto opt = [](const Tensor &t) { return t.defined() ? std::optional<Tensor>(t) : std::nullopt; };
     Tensor dh = op.call(opt(grad_s), opt(grad_h), saved[1], saved[0], saved[2], ctx->saved_data["subtract"].toBool(),
-                        ctx->saved_data["steps"].toInt() > 0);
+                        ctx->saved_data["steps"].toInt() > 0, ctx->saved_data["version"].toInt());
     out[0] = swapped(dh, batch_first);
     return out;
   }
@@ -265,16 +277,17 @@ class ScanFunction : public torch::autograd::Function<ScanFunction> {
 std::tuple<Tensor, Tensor, Tensor> scan_autograd(const Tensor &x, const Tensor &beta, const Tensor &threshold,
                                                  const Tensor &v_reset, bool subtract, int64_t code, double p1,
                                                  double p2, bool with_h, bool with_sg, int64_t steps,
-                                                 bool batch_first) {
+                                                 bool batch_first, int64_t version) {
   TORCH_CHECK(!at::GradMode::is_enabled() || !(beta.requires_grad() || threshold.requires_grad()),
               "snnkit::lif_scan: no gradient to beta or threshold here (snnkit.nn.functional.lif_scan takes "
               "learnable ones)");
   if (!(at::GradMode::is_enabled() && x.requires_grad())) {  // no node to record (Function::apply makes one anyway)
     at::AutoDispatchBelowADInplaceOrView below;
-    return scan_op().call(x, beta, threshold, v_reset, subtract, code, p1, p2, with_h, with_sg, steps, batch_first);
+    return scan_op().call(x, beta, threshold, v_reset, subtract, code, p1, p2, with_h, with_sg, steps, batch_first,
+                          version);
   }
   auto out = ScanFunction::apply(x, beta, threshold, v_reset, subtract, code, p1, p2, with_h, with_sg, steps,
-                                 batch_first);
+                                 batch_first, version);
   return {out[0], out[1], out[2]};
 }
 
