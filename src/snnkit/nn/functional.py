@@ -261,8 +261,9 @@ def lif_scan(x: torch.Tensor, beta, threshold, v_reset, surrogate: Surrogate, su
     On the CPU the scan is the operator ``snnkit::lif_scan`` (the C kernels behind C++ CPU and autograd kernels),
     eagerly and under ``torch.compile`` (one opaque node of the graph; traced and unrolled over time it would be
     slower than the kernels). Where that operator does not apply (learnable beta/threshold, a float parameter,
-    a surrogate not in the registry, an unusual layout, no C++ compiler) the scan runs as :class:`_LIFScan`,
-    and under ``torch.compile`` eagerly outside the graph.
+    a surrogate not in the registry, an unusual layout, no C++ compiler) the scan runs as :class:`_LIFScan`;
+    under ``torch.compile`` eagerly outside the graph (the kernels), or, where there are no kernels, as the torch
+    loop traced into the graph.
 
     Under autocast (``snn-train --amp bf16``) a reduced-precision drive is cast to float32 first: the membrane
     recurrence accumulates over T steps and runs in float32, like the optimiser; spikes come out in float32 and
@@ -277,7 +278,9 @@ def lif_scan(x: torch.Tensor, beta, threshold, v_reset, surrogate: Surrogate, su
     if torch.compiler.is_compiling():
         if native.build.is_enabled() and _op_applies(x, beta, threshold, v_reset, surrogate) and _op_ready():
             return _op_scan(*args)
-        return _lif_scan_eager(*args)
+        if native.build.is_enabled() and _kernels_ready():
+            return _lif_scan_eager(*args)  # the kernels through ctypes, outside the graph
+        return _lif_scan(*args)  # no kernels: the torch loop, traced into the graph
     return _lif_scan(*args)
 
 
@@ -340,6 +343,12 @@ def _op_applies(x: torch.Tensor, beta, threshold, v_reset, surrogate: Surrogate)
     return (native.supports(x) and kernel_form(surrogate)[0] >= 0
             and all(torch.is_tensor(p) and not p.requires_grad and p.dtype == x.dtype and p.device == x.device
                     and p.dim() <= x.dim() - 2 for p in (beta, threshold, v_reset)))
+
+
+@torch.compiler.assume_constant_result
+def _kernels_ready() -> bool:
+    """Whether the C kernels load here (:func:`snnkit.nn.native.load`), evaluated once when torch.compile traces."""
+    return native.load() is not None
 
 
 @torch.compiler.assume_constant_result
