@@ -19,17 +19,31 @@ from snnkit.nn.native import build as native_build
 from snnkit.nn.surrogate import SURROGATES, ATan, Surrogate, from_kernel_form, kernel_form, parse
 
 
+def _kernels_or_skip() -> None:
+    """Switch the compiled kernels on; skip, saying why, only where they cannot be built here."""
+    native.set_enabled(True)
+    if native.load() is None:
+        pytest.skip("no C compiler (or the built kernels disagreed with torch): only the torch path exists")
+
+
+def _operator_or_skip() -> None:
+    """:func:`_kernels_or_skip`, and the operator ``snnkit::lif_scan`` built on them, or skip saying why."""
+    _kernels_or_skip()
+    if not native_build.op_loaded():
+        pytest.skip("no C++ compiler or torch headers: the operator snnkit::lif_scan cannot be built here (the "
+                    "kernels run through ctypes)")
+
+
 @pytest.fixture(params=["operator", "kernels", "torch"])
 def path(request, monkeypatch):
     """Select one implementation for the test; the compiled ones skip only if they cannot be built here."""
-    native.set_enabled(request.param != "torch")
-    if request.param != "torch" and native.load() is None:
-        pytest.skip("no C compiler (or the built kernels disagreed with torch): only the torch path exists")
-    if request.param == "operator" and not native_build.op_loaded():
-        pytest.skip("no C++ compiler or torch headers: the operator cannot be built here (the kernels run "
-                    "through ctypes)")
-    if request.param == "kernels":
+    if request.param == "operator":
+        _operator_or_skip()
+    elif request.param == "kernels":
+        _kernels_or_skip()
         monkeypatch.setattr(native_build, "op_loaded", lambda: False)
+    else:
+        native.set_enabled(False)
     yield request.param
 
 
@@ -235,9 +249,7 @@ def test_inputs_the_kernels_do_not_take_fall_back_exactly(path, case):
 
 def test_native_and_torch_paths_agree_on_a_model():
     """A whole ConvNet-shaped LIF stack: the two implementations give the same spikes and close gradients."""
-    native.set_enabled(True)
-    if native.load() is None:
-        pytest.skip("no C compiler (or the built kernels disagreed with torch): nothing to compare")
+    _kernels_or_skip()
     torch.manual_seed(0)
     lif = LIF(beta=0.9, threshold=1.0)
     x = (torch.randn(16, 8, 32, 8, 8) * 1.5).requires_grad_(True)
@@ -337,12 +349,6 @@ def test_torch_compile_before_any_eager_call_is_one_graph():
     out = subprocess.run([sys.executable, "-c", _FIRST_COMPILE], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "1"
-
-
-def _operator_or_skip():
-    native.set_enabled(True)
-    if native.load() is None or not native_build.op_loaded():
-        pytest.skip("no C/C++ compiler or torch headers: the operator snnkit::lif_scan cannot be built here")
 
 
 @pytest.mark.parametrize("batch_first", [False, True])
@@ -546,9 +552,7 @@ def test_batches_split_over_threads_give_the_one_thread_results(subtract):
     """Above ``PARALLEL_MIN`` elements the compiled scan and pooling split the batch over torch's OpenMP threads
     (where the library was built with OpenMP): every output equals the one-thread run and the step function's
     forward, bit for bit; each sample's arithmetic is the same whichever thread runs it."""
-    native.set_enabled(True)
-    if native.load() is None:
-        pytest.skip("no C compiler (or the built kernels disagreed with torch): nothing to compare")
+    _kernels_or_skip()
     g = torch.Generator().manual_seed(5)
     x = (torch.randn(37, 6, 3, 8, 40, generator=g) * 0.8).transpose(0, 1)  # [T, B, ...], 35520 elements
     beta, th, vr = params_for("per_channel_all", (3, 8, 40), torch.float32)

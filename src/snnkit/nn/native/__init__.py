@@ -6,8 +6,8 @@ clean fallback: when they are off or cannot be built, callers use torch and get 
 - ``scan_op.cpp``: the C++ CPU and autograd kernels of the operator ``snnkit::lif_scan`` over those kernels
   (schema and fake kernel in :mod:`snnkit.nn.functional`), with its own buffer pool under the same cap;
 - :mod:`.build`: compiler, cache (``$SNNKIT_CACHE``), ctypes loading, the probe that picks the fused or
-  two-rounding form matching torch, the ``$SNNKIT_NATIVE`` switch (:func:`load`, :func:`set_enabled`), the operator's build
-  (:func:`~.build.op_loaded`);
+  two-rounding form matching torch, the ``$SNNKIT_NATIVE`` switch (:func:`load`, :func:`set_enabled`), the
+  operator's build (:func:`~.build.op_loaded`);
 - :mod:`.layout`: the :class:`~.layout.Plan` of strides and orders by which the kernels read a tensor;
 - :mod:`.buffers`: the :class:`BufferPool` the outputs come from;
 - :mod:`.kernels`: the calls themselves (:func:`forward`, :func:`backward`, :func:`pool2x2`, ...), and

@@ -70,8 +70,9 @@ def _cpu_tag() -> str:
     return f"{platform.machine()}|{platform.processor()}|{flags}"
 
 
-def _compiler(names: tuple = (os.environ.get("CC"), "cc", "gcc", "clang")) -> "str | None":
-    for name in names:
+def _compiler(env: str = "CC", names: tuple = ("cc", "gcc", "clang")) -> "str | None":
+    """The compiler ``$env`` names, else the first of ``names`` on the PATH (the environment read at each call)."""
+    for name in (os.environ.get(env), *names):
         if name and shutil.which(name):
             return shutil.which(name)
     return None
@@ -82,7 +83,8 @@ def _compiled(compiler: str, command: list[str], sources: list[Path], name: str,
     the sources' text, the command, the compiler's version, the CPU and ``depends``; written atomically."""
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
     texts = [src.read_text() for src in sources]
-    key = hashlib.sha256("\0".join([*texts, " ".join(command), version, _cpu_tag(), depends]).encode()).hexdigest()[:20]
+    parts = [*texts, " ".join(command), version, _cpu_tag(), depends]
+    key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:20]
     out_dir = _cache_dir()
     lib_path = out_dir / f"{name}_{key}.so"
     if lib_path.is_file():
@@ -225,7 +227,7 @@ def _bind_op(lib: ctypes.CDLL) -> None:
 
 
 def _register_op() -> "Path | None":
-    cxx = _compiler((os.environ.get("CXX"), "c++", "g++", "clang++"))
+    cxx = _compiler("CXX", ("c++", "g++", "clang++"))
     if cxx is None:
         return None
     try:

@@ -115,11 +115,11 @@ def neuron_order(x: torch.Tensor) -> "list[int] | None":
 
 def out_strides(x: torch.Tensor) -> "tuple[int, ...]":
     """The strides (elements) of the kernels' outputs for an input ``x`` that :func:`supports` (also for fake
-    tensors, symbolic sizes included: not cached)."""
-    return _make_plan(x).strides
+    tensors, symbolic sizes included)."""
+    return plan(x).strides
 
 
 def summed_strides(x: torch.Tensor) -> "tuple[int, ...]":
     """The strides of the kernels' sum over time (``[1, B, ...]``, :func:`snnkit.nn.native.backward` with
-    ``summed``) for outputs laid out like ``x`` (also for fake tensors, not cached)."""
-    return _make_plan(x).summed_strides
+    ``summed``) for outputs laid out like ``x`` (also for fake tensors)."""
+    return plan(x).summed_strides
