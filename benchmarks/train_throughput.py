@@ -380,6 +380,36 @@ def matmul_rate(shapes: list[tuple[int, int, int]], min_time: float = 0.2) -> li
     return out
 
 
+def compile_fixed_cost(threads: int, rounds: int = 15, steps: int = 100) -> dict:
+    """What ``torch.compile(model, dynamic=False)`` adds to a training step by itself: forward and backward of a
+    model with nothing to fuse (one ``Linear(8, 10)`` on 4 samples, cross-entropy), eager and compiled, timed in
+    alternating blocks of ``steps`` steps; medians over ``rounds`` blocks, in microseconds per step.
+
+    The difference is the per-call cost of Dynamo's guards and of the AOT autograd and Inductor runtime around
+    the forward and backward graphs: a compiled model wins only where fusing its operations saves more."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = nn.Linear(8, 10)
+    x, y = torch.randn(4, 8), torch.randint(0, 10, (4,))
+    calls = {"eager": model, "compile": torch.compile(model, dynamic=False)}
+
+    def block(fwd: Callable) -> float:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            F.cross_entropy(fwd(x), y).backward()
+        return (time.perf_counter() - t0) / steps * 1e6
+
+    for fwd in calls.values():
+        block(fwd)  # warm-up (the compiled one compiles here)
+    times = {k: [] for k in calls}
+    for r in range(rounds):
+        for k in (list(calls) if r % 2 == 0 else list(calls)[::-1]):
+            times[k].append(block(calls[k]))
+    eager, compiled = (statistics.median(times[k]) for k in calls)
+    return {"model": "Linear(8, 10), batch 4, cross-entropy: forward + backward", "threads": threads,
+            "eager_us": eager, "compile_us": compiled, "added_us": compiled - eager}
+
+
 def gemm_shapes(batch: int) -> list[tuple[int, int, int]]:
     """The forward GEMMs of the two networks (convs as im2col GEMMs) and one large square product."""
     bt = batch * T
@@ -530,6 +560,22 @@ def _target_lines(t: dict) -> list[str]:
     return out
 
 
+def _compile_cost_lines(run: dict, batch: int) -> list[str]:
+    """The pass's :func:`compile_fixed_cost`, set against snnkit's eager training step per model."""
+    cost = run.get("compile_fixed_cost")
+    if not cost:
+        return []
+    steps = []
+    for r in run["results"]:
+        if r["framework"] == "snnkit" and r["setting"] == "eager" and "samples_per_s" in r:
+            step_us = 1e6 * batch / r["samples_per_s"]
+            steps.append(f"{r['model']} {step_us:,.0f} us (the added cost is {100 * cost['added_us'] / step_us:.1f} %)")
+    return [f"torch.compile's own cost per training step, measured in this pass on a model with nothing to fuse "
+            f"({cost['model']}, {cost['threads']} thread(s)): eager {cost['eager_us']:,.0f} us, compiled "
+            f"{cost['compile_us']:,.0f} us, **{cost['added_us']:+,.0f} us**. snnkit's eager steps: "
+            f"{', '.join(steps)}: what compiling a model costs before its fusions pay anything back.", ""]
+
+
 def markdown(report: dict) -> str:
     c = report["config"]
     lines = []
@@ -552,6 +598,7 @@ def markdown(report: dict) -> str:
             "",
             *(_target_lines(run["targets"])),
             "",
+            *_compile_cost_lines(run, c["batch"]),
         ]
     lines.append("Rows: " + "; ".join(f"{fw['key']}: {fw['note']}" for fw in report["frameworks"]) + ".")
     return "\n".join(lines) + "\n"
@@ -750,6 +797,8 @@ def main(argv: list[str] | None = None) -> int:
         key = "samples_per_cpu_s" if clock == "cpu" else "samples_per_s"
         runs.append({"threads": threads, "clock": clock, "machine": mach, "results": rows,
                      "targets": targets(rows, key)})
+        if any(c.setting == "compile" for c in cfgs):
+            runs[-1]["compile_fixed_cost"] = compile_fixed_cost(threads)
         print()
         print(table(rows, cpu=clock == "cpu"))
     torch.set_num_threads(args.threads)

@@ -29,3 +29,19 @@ def test_unknown_framework_is_one_line_error(tmp_path):
                           "--frameworks", "nope", "--out", str(tmp_path / "x.json")], capture_output=True, text=True)
     assert res.returncode == 2 and "unknown framework 'nope'" in res.stderr
     assert not (tmp_path / "x.json").exists()
+
+
+def test_compile_fixed_cost_is_measured_and_reported():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import train_throughput as tt
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    cost = tt.compile_fixed_cost(1, rounds=2, steps=3)
+    assert cost["eager_us"] > 0 and cost["compile_us"] > 0
+    assert cost["added_us"] == cost["compile_us"] - cost["eager_us"] and cost["threads"] == 1
+    run = {"compile_fixed_cost": cost,
+           "results": [{"framework": "snnkit", "setting": "eager", "model": "mlp", "samples_per_s": 64e3}]}
+    text = tt._compile_cost_lines(run, batch=64)[0]
+    assert f"{cost['added_us']:+,.0f} us" in text and "mlp 1,000 us" in text
+    assert tt._compile_cost_lines({"results": []}, batch=64) == []
