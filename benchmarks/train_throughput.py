@@ -569,7 +569,8 @@ def _compile_cost_lines(run: dict, batch: int) -> list[str]:
     for r in run["results"]:
         if r["framework"] == "snnkit" and r["setting"] == "eager" and "samples_per_s" in r:
             step_us = 1e6 * batch / r["samples_per_s"]
-            steps.append(f"{r['model']} {step_us:,.0f} us (the added cost is {100 * cost['added_us'] / step_us:.1f} %)")
+            share = 100 * cost["added_us"] / step_us
+            steps.append(f"{r['model']} {step_us:,.0f} us (the added cost is {share:.1f} %)")
     return [f"torch.compile's own cost per training step, measured in this pass on a model with nothing to fuse "
             f"({cost['model']}, {cost['threads']} thread(s)): eager {cost['eager_us']:,.0f} us, compiled "
             f"{cost['compile_us']:,.0f} us, **{cost['added_us']:+,.0f} us**. snnkit's eager steps: "
@@ -801,6 +802,7 @@ def main(argv: list[str] | None = None) -> int:
             runs[-1]["compile_fixed_cost"] = compile_fixed_cost(threads)
         print()
         print(table(rows, cpu=clock == "cpu"))
+        print("\n".join(_compile_cost_lines(runs[-1], args.batch)))
     torch.set_num_threads(args.threads)
 
     report = {
