@@ -380,10 +380,11 @@ def matmul_rate(shapes: list[tuple[int, int, int]], min_time: float = 0.2) -> li
     return out
 
 
-def compile_fixed_cost(threads: int, rounds: int = 15, steps: int = 100) -> dict:
+def compile_fixed_cost(threads: int, rounds: int = 15, steps: int = 100, backend: str = "inductor") -> dict:
     """What ``torch.compile(model, dynamic=False)`` adds to a training step by itself: forward and backward of a
-    model with nothing to fuse (one ``Linear(8, 10)`` on 4 samples, cross-entropy), eager and compiled, timed in
-    alternating blocks of ``steps`` steps; medians over ``rounds`` blocks, in microseconds per step.
+    model with nothing to fuse (one ``Linear(8, 10)`` on 4 samples, cross-entropy), eager and compiled (with
+    ``backend``, torch.compile's default unless a caller asks otherwise), timed in alternating blocks of ``steps``
+    steps; medians over ``rounds`` blocks, in microseconds per step.
 
     The difference is the per-call cost of Dynamo's guards and of the AOT autograd and Inductor runtime around
     the forward and backward graphs: a compiled model wins only where fusing its operations saves more."""
@@ -391,7 +392,7 @@ def compile_fixed_cost(threads: int, rounds: int = 15, steps: int = 100) -> dict
     torch.manual_seed(0)
     model = nn.Linear(8, 10)
     x, y = torch.randn(4, 8), torch.randint(0, 10, (4,))
-    calls = {"eager": model, "compile": torch.compile(model, dynamic=False)}
+    calls = {"eager": model, "compile": torch.compile(model, backend=backend, dynamic=False)}
 
     def block(fwd: Callable) -> float:
         t0 = time.perf_counter()
