@@ -30,13 +30,16 @@ TIMES = {"wall_s", "build_s", "seconds", "time_s", "train_time_s", "thread_cpu_s
 
 def torchrun(script: Path, *argv: str, nproc: int = 2) -> subprocess.CompletedProcess:
     """``torchrun --standalone --nproc-per-node NPROC SCRIPT ARGV``, one thread per rank; fails the test with the
-    ranks' output when it exits non-zero."""
+    ranks' output when it exits non-zero. A rank killed by a signal prints every thread's Python stack first
+    (``PYTHONFAULTHANDLER``): one rank once aborted here ("terminate called without an active exception", not
+    reproduced since), and the stacks say where the next one does."""
     env = {k: v for k, v in os.environ.items() if k not in distributed.TORCHRUN_VARIABLES}
     src = str(Path(snnkit.__file__).resolve().parents[1])
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")])))
+    env.update(OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")])))
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                            str(script), *argv], capture_output=True, text=True, env=env, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.returncode == 0, proc.stderr[-12000:]
     return proc
 
 
