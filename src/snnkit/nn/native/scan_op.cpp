@@ -159,8 +159,6 @@ void run_forward(ForwardFn<R> fn, const Tensor &xt, const Tensor &s, const Tenso
   TORCH_CHECK(!failed, "snnkit::lif_scan: no memory for ", p.neurons, " neuron states");
 }
 
-// (s, h, sg): spikes, pre-reset potentials and surrogate derivatives over the steps, in x's axis order; h and sg
-// are empty tensors unless with_h / with_sg. The surrogate is (code, p1, p2) of snnkit.nn.surrogate.kernel_form.
 // The caller's idea of these kernels (snnkit.nn.native.build.op_version: a checksum of this file) must be theirs.
 void check_version(int64_t version) {
   TORCH_CHECK(version == SNNKIT_OP_VERSION, "snnkit::lif_scan: called for other kernels (version ", version,
@@ -168,6 +166,8 @@ void check_version(int64_t version) {
               "caches (torch._dynamo.reset(); the inductor cache directory)");
 }
 
+// (s, h, sg): spikes, pre-reset potentials and surrogate derivatives over the steps, in x's axis order; h and sg
+// are empty tensors unless with_h / with_sg. The surrogate is (code, p1, p2) of snnkit.nn.surrogate.kernel_form.
 std::tuple<Tensor, Tensor, Tensor> scan_cpu(const Tensor &x, const Tensor &beta, const Tensor &threshold,
                                             const Tensor &v_reset, bool subtract, int64_t code, double p1, double p2,
                                             bool with_h, bool with_sg, int64_t steps, bool batch_first,
